@@ -1,0 +1,433 @@
+//! The Close API client: HTTP Basic with the key, timeouts, pacing per endpoint group, retries
+//! with backoff and jitter. Reading and writing are separate types, so code that only holds a
+//! [`Reader`] (the dry-run) cannot write, by construction.
+
+use crate::lookup::{Found, LookupRequest};
+use crate::model::{Contact, KeyConfig, Lead};
+use crate::payload::Payload;
+use crate::ratelimit::{self, Pacer};
+use crate::retry::{Backoff, RetryAction, classify};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.close.com/api/v1/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloseError {
+    #[error("Close rejected the API key (HTTP {status}); check settings.api_key for this instance")]
+    Unauthorized { status: u16 },
+    #[error("Close refused the request {method} {path} (HTTP {status}): {message}")]
+    Rejected {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{method} {path} still failing after {attempts} attempts: {last}")]
+    Exhausted {
+        method: String,
+        path: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("unexpected reply from Close for {path}: {message}")]
+    BadReply { path: String, message: String },
+}
+
+impl CloseError {
+    /// Worth trying the whole event again later (the server's dead-letter logic uses this).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CloseError::Exhausted { .. })
+    }
+}
+
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub base_url: String,
+    pub api_key: SecretString,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub max_age: Duration,
+    pub backoff: Backoff,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &"[redacted]")
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    pub fn new(base_url: impl Into<String>, api_key: SecretString) -> Self {
+        let mut base_url = base_url.into();
+        if !base_url.ends_with('/') {
+            base_url.push('/');
+        }
+        ClientConfig {
+            base_url,
+            api_key,
+            timeout: Duration::from_secs(30),
+            max_attempts: 6,
+            max_age: Duration::from_secs(120),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Counters a caller can read (the server exports them as metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: std::sync::atomic::AtomicU64,
+    pub throttled: std::sync::atomic::AtomicU64,
+    pub retries: std::sync::atomic::AtomicU64,
+}
+
+/// Read-only access to Close.
+#[derive(Clone)]
+pub struct Reader {
+    http: reqwest::Client,
+    cfg: Arc<ClientConfig>,
+    pacer: Arc<Pacer>,
+    pub stats: Arc<Stats>,
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Reader({})", self.cfg.base_url)
+    }
+}
+
+/// Read and write access to Close.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    reader: Reader,
+}
+
+impl Reader {
+    pub fn new(cfg: ClientConfig) -> Result<Reader, CloseError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("closeflow/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CloseError::BadReply {
+                path: String::new(),
+                message: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(Reader {
+            http,
+            cfg: Arc::new(cfg),
+            pacer: Arc::new(Pacer::default()),
+            stats: Arc::new(Stats::default()),
+        })
+    }
+
+    /// `GET /me/`: fails fast with [`CloseError::Unauthorized`] on a wrong key.
+    pub async fn check_credentials(&self) -> Result<(), CloseError> {
+        self.call(reqwest::Method::GET, "me/?_fields=id", None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CloseError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let url = format!("{}{}", self.cfg.base_url, path);
+        let group = ratelimit::group(method.as_str(), path);
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let wait = self.pacer.reserve(&group);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .basic_auth(self.cfg.api_key.expose_secret(), Some(""));
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            self.stats.requests.fetch_add(1, Relaxed);
+            let (action, last) = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let rl = ratelimit::from_headers(resp.headers());
+                    if let Some(rl) = rl {
+                        self.pacer.observe(&group, rl);
+                    }
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .or(rl.filter(|_| status == 429).map(|r| r.reset))
+                        .map(|s| Duration::from_secs_f64(s.max(0.0)));
+                    if status == 429 {
+                        self.stats.throttled.fetch_add(1, Relaxed);
+                        self.pacer
+                            .block(&group, retry_after.unwrap_or(Duration::from_secs(1)));
+                    }
+                    let text = resp.text().await.unwrap_or_default();
+                    match classify(status, retry_after) {
+                        RetryAction::Successful => {
+                            return serde_json::from_str(&text).map_err(|e| CloseError::BadReply {
+                                path: path.to_string(),
+                                message: format!("not JSON ({e})"),
+                            });
+                        }
+                        RetryAction::DontRetry if status == 401 || status == 403 => {
+                            return Err(CloseError::Unauthorized { status });
+                        }
+                        RetryAction::DontRetry => {
+                            return Err(CloseError::Rejected {
+                                method: method.to_string(),
+                                path: path.to_string(),
+                                status,
+                                message: error_message(&text),
+                            });
+                        }
+                        RetryAction::Retry(w) => (Some(w), format!("HTTP {status}")),
+                    }
+                }
+                // Network errors and timeouts: retry. The message never carries credentials
+                // (the key travels in a header, not the URL).
+                Err(e) => (Some(None), format!("network error: {}", e.without_url())),
+            };
+            let Some(at_least) = action else {
+                unreachable_retry()
+            };
+            if attempt >= self.cfg.max_attempts || started.elapsed() >= self.cfg.max_age {
+                return Err(CloseError::Exhausted {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    attempts: attempt,
+                    last,
+                });
+            }
+            self.stats.retries.fetch_add(1, Relaxed);
+            tokio::time::sleep(self.cfg.backoff.delay(attempt, at_least)).await;
+        }
+    }
+
+    async fn search(
+        &self,
+        query: Value,
+        fields: (&str, Vec<String>),
+    ) -> Result<Vec<Value>, CloseError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..20 {
+            let mut body = json!({
+                "query": query,
+                "_fields": { fields.0: fields.1 },
+                "_limit": 200,
+                "sort": [{"direction": "asc", "field": {"type": "regular_field", "object_type": fields.0, "field_name": "date_created"}}],
+            });
+            if let Some(c) = &cursor {
+                body["cursor"] = json!(c);
+            }
+            let reply = self
+                .call(reqwest::Method::POST, "data/search/", Some(&body))
+                .await?;
+            if let Some(Value::Array(items)) = reply.get("data") {
+                out.extend(items.iter().cloned());
+            }
+            match reply.get("cursor").and_then(Value::as_str) {
+                Some(c) if !c.is_empty() => cursor = Some(c.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs an event's lookups: leads by Company ID, contacts by User ID and by email, then the
+    /// leads of the contacts found.
+    pub async fn find(
+        &self,
+        cfg: &KeyConfig,
+        p: &Payload,
+        reqs: &[LookupRequest],
+    ) -> Result<Found, CloseError> {
+        let mut f = Found::default();
+        let mut contact_fields: Vec<String> = [
+            "id",
+            "lead_id",
+            "name",
+            "title",
+            "date_created",
+            "emails",
+            "phones",
+            "urls",
+        ]
+        .map(String::from)
+        .to_vec();
+        contact_fields.extend(cfg.user_field.iter().map(|u| format!("custom.{u}")));
+        contact_fields.extend(
+            p.contact_custom_fields
+                .keys()
+                .map(|k| format!("custom.{k}")),
+        );
+        let mut lead_fields: Vec<String> =
+            ["id", "name", "description", "status_id", "date_created"]
+                .map(String::from)
+                .to_vec();
+        lead_fields.extend(cfg.company_field.iter().map(|c| format!("custom.{c}")));
+        lead_fields.extend(p.lead_custom_fields.keys().map(|k| format!("custom.{k}")));
+        for r in reqs {
+            match r {
+                LookupRequest::LeadsByCompany { field, value } => {
+                    let q = and_of("lead", custom_equals(field, value));
+                    for v in self.search(q, ("lead", lead_fields.clone())).await? {
+                        if let Some(l) = Lead::from_api(&v) {
+                            f.leads_by_company.push(l);
+                        }
+                    }
+                }
+                LookupRequest::ContactsByUser { field, value } => {
+                    let q = and_of("contact", custom_equals(field, value));
+                    for v in self.search(q, ("contact", contact_fields.clone())).await? {
+                        f.add_contact(
+                            Contact::from_api(&v)
+                                .ok_or_else(|| bad("data/search/", "a contact without id"))?,
+                        );
+                    }
+                }
+                LookupRequest::ContactsByEmail { email } => {
+                    let q = and_of(
+                        "contact",
+                        json!({"type": "has_related", "this_object_type": "contact", "related_object_type": "contact_email",
+                               "related_query": {"type": "and", "queries": [{"type": "field_condition",
+                                 "field": {"type": "regular_field", "object_type": "contact_email", "field_name": "email"},
+                                 "condition": {"type": "text", "mode": "full_words", "value": email}}]}}),
+                    );
+                    for v in self.search(q, ("contact", contact_fields.clone())).await? {
+                        f.add_contact(
+                            Contact::from_api(&v)
+                                .ok_or_else(|| bad("data/search/", "a contact without id"))?,
+                        );
+                    }
+                }
+            }
+        }
+        for id in f.missing_lead_ids() {
+            let path = format!("lead/{id}/?_fields={}", lead_fields.join(","));
+            match self.call(reqwest::Method::GET, &path, None).await {
+                Ok(v) => {
+                    if let Some(l) = Lead::from_api(&v) {
+                        f.add_lead(l);
+                    }
+                }
+                Err(CloseError::Rejected { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn unreachable_retry() -> ! {
+    panic!("retry loop reached without a retry decision")
+}
+
+fn bad(path: &str, m: &str) -> CloseError {
+    CloseError::BadReply {
+        path: path.to_string(),
+        message: m.to_string(),
+    }
+}
+
+fn and_of(object_type: &str, cond: Value) -> Value {
+    json!({"type": "and", "queries": [{"type": "object_type", "object_type": object_type}, cond]})
+}
+
+fn custom_equals(field: &str, value: &str) -> Value {
+    json!({"type": "field_condition", "field": {"type": "custom_field", "custom_field_id": field},
+           "condition": {"type": "text", "mode": "exact_value", "value": value}})
+}
+
+fn error_message(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    if let Some(e) = v.get("error") {
+        return match e {
+            Value::String(s) => s.clone(),
+            other => other
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| other.to_string(), str::to_string),
+        };
+    }
+    if let Some(fe) = v.get("field-errors") {
+        return format!("field errors: {fe}");
+    }
+    let t: String = body.chars().take(200).collect();
+    if t.is_empty() { "no details".into() } else { t }
+}
+
+impl Writer {
+    pub fn new(cfg: ClientConfig) -> Result<Writer, CloseError> {
+        Ok(Writer {
+            reader: Reader::new(cfg)?,
+        })
+    }
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
+    pub async fn create_lead(&self, body: &Map<String, Value>) -> Result<Value, CloseError> {
+        self.reader
+            .call(
+                reqwest::Method::POST,
+                "lead/",
+                Some(&Value::Object(body.clone())),
+            )
+            .await
+    }
+    pub async fn create_contact(&self, body: &Map<String, Value>) -> Result<Value, CloseError> {
+        self.reader
+            .call(
+                reqwest::Method::POST,
+                "contact/",
+                Some(&Value::Object(body.clone())),
+            )
+            .await
+    }
+    pub async fn update_lead(
+        &self,
+        id: &str,
+        body: &Map<String, Value>,
+    ) -> Result<Value, CloseError> {
+        self.reader
+            .call(
+                reqwest::Method::PUT,
+                &format!("lead/{id}/"),
+                Some(&Value::Object(body.clone())),
+            )
+            .await
+    }
+    pub async fn update_contact(
+        &self,
+        id: &str,
+        body: &Map<String, Value>,
+    ) -> Result<Value, CloseError> {
+        self.reader
+            .call(
+                reqwest::Method::PUT,
+                &format!("contact/{id}/"),
+                Some(&Value::Object(body.clone())),
+            )
+            .await
+    }
+}

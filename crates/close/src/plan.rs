@@ -1,0 +1,766 @@
+//! The decision: (key settings, payload, what the lookups found) → plan. Pure; every rule of
+//! close-action.md lives here once.
+
+use crate::lookup::{self, Found, Keys, Warning};
+use crate::model::{Contact, KeyConfig, Lead, by_age, norm_email, norm_phone, norm_url};
+use crate::payload::Payload;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// Contacts updated per event at most (the oldest matches).
+pub const MAX_CONTACTS: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    CreateLead,
+    CreateContact,
+    UpdateLead,
+    UpdateContact,
+    Unchanged,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Object {
+    Lead,
+    Contact,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub field: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub kind: StepKind,
+    pub object: Object,
+    /// The record's id; `None` for one to be created (or not created).
+    pub id: Option<String>,
+    /// For contacts: the lead they are (or would be) under; `None` for a lead created by this step.
+    pub lead_id: Option<String>,
+    pub reason: Option<String>,
+    pub changes: Vec<Change>,
+    /// A human name for the record (lead name, contact name or email).
+    pub label: Option<String>,
+    /// The request body to send, in the API's shape (empty for unchanged and skipped steps).
+    #[serde(skip)]
+    pub body: Map<String, Value>,
+    /// A contact created inside its new lead's `POST /lead/` (no request of its own).
+    #[serde(skip)]
+    pub nested: bool,
+}
+
+impl Step {
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.kind,
+            StepKind::CreateLead
+                | StepKind::CreateContact
+                | StepKind::UpdateLead
+                | StepKind::UpdateContact
+        )
+    }
+    fn skipped(
+        object: Object,
+        id: Option<String>,
+        lead_id: Option<String>,
+        reason: &str,
+        label: Option<String>,
+    ) -> Step {
+        Step {
+            kind: StepKind::Skipped,
+            object,
+            id,
+            lead_id,
+            reason: Some(reason.to_string()),
+            changes: vec![],
+            label,
+            body: Map::new(),
+            nested: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub warnings: Vec<Warning>,
+    /// Leads whose Company ID matched (more than one: the oldest was used).
+    pub leads_matched: usize,
+    /// Contacts that matched the event.
+    pub contacts_matched: usize,
+    /// Matching contacts left untouched because only the 10 oldest are updated.
+    pub contacts_left: usize,
+}
+
+impl Plan {
+    pub fn writes(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| s.is_write())
+    }
+    pub fn is_ambiguous(&self) -> bool {
+        self.contacts_left > 0 || self.leads_matched > 1
+    }
+}
+
+/// Plans one event. `found` may hold near matches and unrelated records; only exact matches
+/// count.
+pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
+    let (keys, warnings) = lookup::keys(cfg, p);
+    let mut out = Plan {
+        warnings,
+        ..Plan::default()
+    };
+    let has_contact_key = keys.user.is_some() || keys.email.is_some();
+    if keys.company.is_none() && !has_contact_key {
+        out.steps.push(Step::skipped(
+            Object::Contact,
+            None,
+            None,
+            "no_lookup_key",
+            None,
+        ));
+        return out;
+    }
+    let m = Matcher { cfg, keys: &keys };
+    let f = p.flags;
+
+    // 1. The lead by Company ID.
+    if let (Some(company), Some(field)) = (&keys.company, &cfg.company_field) {
+        let mut leads: Vec<&Lead> = found
+            .leads_by_company
+            .iter()
+            .filter(|l| l.custom_text(field).as_deref() == Some(company.as_str()))
+            .collect();
+        by_age(&mut leads, |l| (&l.date_created, &l.id));
+        leads.dedup_by(|a, b| a.id == b.id);
+        if let Some(lead) = leads.first() {
+            out.leads_matched = leads.len();
+            if leads.len() > 1 {
+                out.warnings.push(Warning {
+                    code: "several_leads_for_company",
+                    message: format!(
+                        "{} leads carry Company ID \"{company}\"; the oldest ({}) was used",
+                        leads.len(),
+                        lead.id
+                    ),
+                });
+            }
+            out.steps
+                .push(update_lead(lead, p, f.allow_updating_existing_leads));
+            if !has_contact_key {
+                out.steps.push(Step::skipped(
+                    Object::Contact,
+                    None,
+                    Some(lead.id.clone()),
+                    "no_contact_key",
+                    None,
+                ));
+                return out;
+            }
+            let under: Vec<&Contact> = found
+                .contacts
+                .iter()
+                .filter(|c| c.lead_id == lead.id)
+                .collect();
+            let matched = m.select(&under);
+            if matched.is_empty() {
+                let dup_elsewhere = found
+                    .contacts
+                    .iter()
+                    .any(|c| c.lead_id != lead.id && m.matches(c));
+                let reason = if !f.allow_creating_new_contacts {
+                    Some("allow_creating_new_contacts")
+                } else if dup_elsewhere && !f.allow_creating_duplicate_contacts {
+                    Some("duplicate_contact_not_allowed")
+                } else {
+                    None
+                };
+                out.steps.push(match reason {
+                    Some(r) => Step::skipped(
+                        Object::Contact,
+                        None,
+                        Some(lead.id.clone()),
+                        r,
+                        contact_label(p),
+                    ),
+                    None => create_contact(cfg, &keys, p, Some(&lead.id)),
+                });
+            } else {
+                m.record(&mut out, &matched);
+                for c in matched.iter().take(MAX_CONTACTS) {
+                    out.steps.push(update_contact(
+                        cfg,
+                        &keys,
+                        c,
+                        p,
+                        f.allow_updating_existing_contacts,
+                    ));
+                }
+            }
+            return out;
+        }
+    }
+
+    // 3. No contact key: only the lead, by Company ID (none matched above).
+    if !has_contact_key {
+        out.steps.extend(create_lead(cfg, &keys, p, false));
+        out.steps.push(Step::skipped(
+            Object::Contact,
+            None,
+            None,
+            "no_contact_key",
+            None,
+        ));
+        return out;
+    }
+
+    // 2. Contacts by User ID, then by email.
+    let all: Vec<&Contact> = found.contacts.iter().collect();
+    let matched = m.select(&all);
+    if matched.is_empty() {
+        out.steps.extend(create_lead(cfg, &keys, p, true));
+        return out;
+    }
+    m.record(&mut out, &matched);
+    let matched: Vec<&Contact> = matched.into_iter().take(MAX_CONTACTS).collect();
+    if keys.company.is_some() {
+        // The contacts live under leads of another (or no) company: a new lead for this company
+        // needs a duplicate contact.
+        if f.allow_creating_duplicate_contacts {
+            out.steps.extend(create_lead(cfg, &keys, p, true));
+        } else {
+            out.steps.push(Step::skipped(
+                Object::Lead,
+                None,
+                None,
+                "duplicate_contact_not_allowed",
+                p.lead_name.clone(),
+            ));
+            for c in &matched {
+                out.steps.push(update_contact(
+                    cfg,
+                    &keys,
+                    c,
+                    p,
+                    f.allow_updating_existing_contacts,
+                ));
+            }
+        }
+        return out;
+    }
+    let mut lead_ids: Vec<&str> = Vec::new();
+    for c in &matched {
+        if !lead_ids.contains(&c.lead_id.as_str()) {
+            lead_ids.push(&c.lead_id);
+        }
+    }
+    for id in lead_ids {
+        match found.leads.iter().find(|l| l.id == id) {
+            Some(lead) => out
+                .steps
+                .push(update_lead(lead, p, f.allow_updating_existing_leads)),
+            None => {
+                // The lead could not be read; update it blind with what the payload gives.
+                let unknown = Lead {
+                    id: id.to_string(),
+                    name: String::new(),
+                    description: String::new(),
+                    status_id: None,
+                    date_created: String::new(),
+                    custom: Default::default(),
+                };
+                out.steps
+                    .push(update_lead(&unknown, p, f.allow_updating_existing_leads));
+            }
+        }
+    }
+    for c in &matched {
+        out.steps.push(update_contact(
+            cfg,
+            &keys,
+            c,
+            p,
+            f.allow_updating_existing_contacts,
+        ));
+    }
+    out
+}
+
+struct Matcher<'a> {
+    cfg: &'a KeyConfig,
+    keys: &'a Keys,
+}
+
+impl Matcher<'_> {
+    fn by_user(&self, c: &Contact) -> bool {
+        match (&self.keys.user, &self.cfg.user_field) {
+            (Some(u), Some(f)) => c.custom_text(f).as_deref() == Some(u.as_str()),
+            _ => false,
+        }
+    }
+    /// By email, excluding contacts that carry a different, non-empty User ID (another person
+    /// sharing the address) when a User ID was given.
+    fn by_email(&self, c: &Contact) -> bool {
+        let Some(e) = &self.keys.email else {
+            return false;
+        };
+        if !c.has_email(e) {
+            return false;
+        }
+        match (&self.keys.user, &self.cfg.user_field) {
+            (Some(u), Some(f)) => c.custom_text(f).is_none_or(|theirs| &theirs == u),
+            _ => true,
+        }
+    }
+    fn matches(&self, c: &Contact) -> bool {
+        self.by_user(c) || self.by_email(c)
+    }
+    /// Matches by User ID, else by email; oldest first, each once.
+    fn select<'c>(&self, pool: &[&'c Contact]) -> Vec<&'c Contact> {
+        let mut m: Vec<&Contact> = pool.iter().copied().filter(|c| self.by_user(c)).collect();
+        if m.is_empty() {
+            m = pool.iter().copied().filter(|c| self.by_email(c)).collect();
+        }
+        by_age(&mut m, |c| (&c.date_created, &c.id));
+        m.dedup_by(|a, b| a.id == b.id);
+        m
+    }
+    fn record(&self, out: &mut Plan, matched: &[&Contact]) {
+        out.contacts_matched = matched.len();
+        out.contacts_left = matched.len().saturating_sub(MAX_CONTACTS);
+    }
+}
+
+fn contact_label(p: &Payload) -> Option<String> {
+    p.contact_name.clone().or_else(|| p.contact_email.clone())
+}
+
+fn set(
+    changes: &mut Vec<Change>,
+    body: &mut Map<String, Value>,
+    field: &str,
+    before: Value,
+    after: Value,
+) {
+    if before != after {
+        body.insert(field.to_string(), after.clone());
+        changes.push(Change {
+            field: field.to_string(),
+            before,
+            after,
+        });
+    }
+}
+
+fn text_or_null(s: &str) -> Value {
+    Value::String(s.to_string())
+}
+
+fn customs(
+    changes: &mut Vec<Change>,
+    body: &mut Map<String, Value>,
+    current: &std::collections::BTreeMap<String, Value>,
+    given: &Map<String, Value>,
+) {
+    for (k, v) in given {
+        let before = current.get(k).cloned().unwrap_or(Value::Null);
+        set(changes, body, &format!("custom.{k}"), before, v.clone());
+    }
+}
+
+fn update_lead(lead: &Lead, p: &Payload, allowed: bool) -> Step {
+    let mut changes = Vec::new();
+    let mut body = Map::new();
+    if let Some(n) = &p.lead_name {
+        set(
+            &mut changes,
+            &mut body,
+            "name",
+            text_or_null(&lead.name),
+            json!(n),
+        );
+    }
+    if let Some(d) = &p.lead_description {
+        set(
+            &mut changes,
+            &mut body,
+            "description",
+            text_or_null(&lead.description),
+            json!(d),
+        );
+    }
+    if let Some(s) = &p.lead_status_id {
+        set(
+            &mut changes,
+            &mut body,
+            "status_id",
+            json!(lead.status_id),
+            json!(s),
+        );
+    }
+    customs(&mut changes, &mut body, &lead.custom, &p.lead_custom_fields);
+    let label = Some(lead.name.clone()).filter(|n| !n.is_empty());
+    if changes.is_empty() {
+        return Step {
+            kind: StepKind::Unchanged,
+            object: Object::Lead,
+            id: Some(lead.id.clone()),
+            lead_id: None,
+            reason: None,
+            changes,
+            label,
+            body: Map::new(),
+            nested: false,
+        };
+    }
+    if !allowed {
+        let mut s = Step::skipped(
+            Object::Lead,
+            Some(lead.id.clone()),
+            None,
+            "allow_updating_existing_leads",
+            label,
+        );
+        s.changes = changes;
+        return s;
+    }
+    Step {
+        kind: StepKind::UpdateLead,
+        object: Object::Lead,
+        id: Some(lead.id.clone()),
+        lead_id: None,
+        reason: None,
+        changes,
+        label,
+        body,
+        nested: false,
+    }
+}
+
+/// Appends `value` to a contact list when no entry compares equal.
+fn append(
+    changes: &mut Vec<Change>,
+    body: &mut Map<String, Value>,
+    field: &str,
+    key: &str,
+    entry_type: &str,
+    current: &[Value],
+    value: &str,
+    norm: fn(&str) -> String,
+) {
+    let texts = crate::model::entry_texts(current, key);
+    if texts.iter().any(|t| norm(t) == norm(value)) {
+        return;
+    }
+    let mut merged = current.to_vec();
+    merged.push(json!({ key: value, "type": entry_type }));
+    let mut after = texts.clone();
+    after.push(value.to_string());
+    body.insert(field.to_string(), Value::Array(merged));
+    changes.push(Change {
+        field: field.to_string(),
+        before: json!(texts),
+        after: json!(after),
+    });
+}
+
+fn update_contact(cfg: &KeyConfig, keys: &Keys, c: &Contact, p: &Payload, allowed: bool) -> Step {
+    let mut changes = Vec::new();
+    let mut body = Map::new();
+    if let Some(n) = &p.contact_name {
+        set(
+            &mut changes,
+            &mut body,
+            "name",
+            text_or_null(&c.name),
+            json!(n),
+        );
+    }
+    if let Some(t) = &p.contact_title {
+        set(
+            &mut changes,
+            &mut body,
+            "title",
+            text_or_null(&c.title),
+            json!(t),
+        );
+    }
+    if let Some(e) = &p.contact_email {
+        append(
+            &mut changes,
+            &mut body,
+            "emails",
+            "email",
+            "office",
+            &c.emails,
+            e.trim(),
+            norm_email,
+        );
+    }
+    if let Some(ph) = &p.contact_phone {
+        append(
+            &mut changes,
+            &mut body,
+            "phones",
+            "phone",
+            "office",
+            &c.phones,
+            ph.trim(),
+            norm_phone,
+        );
+    }
+    if let Some(u) = &p.contact_url {
+        append(
+            &mut changes,
+            &mut body,
+            "urls",
+            "url",
+            "url",
+            &c.urls,
+            u.trim(),
+            norm_url,
+        );
+    }
+    customs(&mut changes, &mut body, &c.custom, &p.contact_custom_fields);
+    if let (Some(u), Some(f)) = (&keys.user, &cfg.user_field) {
+        if c.custom_text(f).is_none() {
+            let field = format!("custom.{f}");
+            changes.retain(|ch| ch.field != field);
+            body.insert(field.clone(), json!(u));
+            changes.push(Change {
+                field,
+                before: c.custom.get(f).cloned().unwrap_or(Value::Null),
+                after: json!(u),
+            });
+        }
+    }
+    let label = Some(c.label()).filter(|l| !l.is_empty());
+    let lead_id = Some(c.lead_id.clone());
+    if changes.is_empty() {
+        return Step {
+            kind: StepKind::Unchanged,
+            object: Object::Contact,
+            id: Some(c.id.clone()),
+            lead_id,
+            reason: None,
+            changes,
+            label,
+            body: Map::new(),
+            nested: false,
+        };
+    }
+    if !allowed {
+        let mut s = Step::skipped(
+            Object::Contact,
+            Some(c.id.clone()),
+            lead_id,
+            "allow_updating_existing_contacts",
+            label,
+        );
+        s.changes = changes;
+        return s;
+    }
+    Step {
+        kind: StepKind::UpdateContact,
+        object: Object::Contact,
+        id: Some(c.id.clone()),
+        lead_id,
+        reason: None,
+        changes,
+        label,
+        body,
+        nested: false,
+    }
+}
+
+/// The contact body of a create, and its field-level changes (everything is new).
+fn contact_body(cfg: &KeyConfig, keys: &Keys, p: &Payload) -> (Map<String, Value>, Vec<Change>) {
+    let mut body = Map::new();
+    let mut changes = Vec::new();
+    let mut put = |k: &str, v: Value, shown: Value| {
+        body.insert(k.to_string(), v);
+        changes.push(Change {
+            field: k.to_string(),
+            before: Value::Null,
+            after: shown,
+        });
+    };
+    if let Some(n) = &p.contact_name {
+        put("name", json!(n), json!(n));
+    }
+    if let Some(t) = &p.contact_title {
+        put("title", json!(t), json!(t));
+    }
+    if let Some(e) = &p.contact_email {
+        put(
+            "emails",
+            json!([{"email": e.trim(), "type": "office"}]),
+            json!([e.trim()]),
+        );
+    }
+    if let Some(ph) = &p.contact_phone {
+        put(
+            "phones",
+            json!([{"phone": ph.trim(), "type": "office"}]),
+            json!([ph.trim()]),
+        );
+    }
+    if let Some(u) = &p.contact_url {
+        put(
+            "urls",
+            json!([{"url": u.trim(), "type": "url"}]),
+            json!([u.trim()]),
+        );
+    }
+    for (k, v) in &p.contact_custom_fields {
+        if !v.is_null() {
+            put(&format!("custom.{k}"), v.clone(), v.clone());
+        }
+    }
+    if let (Some(u), Some(f)) = (&keys.user, &cfg.user_field) {
+        let field = format!("custom.{f}");
+        body.remove(&field);
+        changes.retain(|c| c.field != field);
+        body.insert(field.clone(), json!(u));
+        changes.push(Change {
+            field,
+            before: Value::Null,
+            after: json!(u),
+        });
+    }
+    (body, changes)
+}
+
+fn create_contact(cfg: &KeyConfig, keys: &Keys, p: &Payload, lead_id: Option<&str>) -> Step {
+    let (mut body, changes) = contact_body(cfg, keys, p);
+    if let Some(l) = lead_id {
+        body.insert("lead_id".into(), json!(l));
+    }
+    Step {
+        kind: StepKind::CreateContact,
+        object: Object::Contact,
+        id: None,
+        lead_id: lead_id.map(str::to_string),
+        reason: None,
+        changes,
+        label: contact_label(p),
+        body,
+        nested: lead_id.is_none(),
+    }
+}
+
+/// A new lead (with the contact nested when `with_contact`), gated by the create flags.
+fn create_lead(cfg: &KeyConfig, keys: &Keys, p: &Payload, with_contact: bool) -> Vec<Step> {
+    let f = p.flags;
+    if !f.allow_creating_new_leads {
+        let mut steps = vec![Step::skipped(
+            Object::Lead,
+            None,
+            None,
+            "allow_creating_new_leads",
+            p.lead_name.clone(),
+        )];
+        if with_contact {
+            let reason = if f.allow_creating_new_contacts {
+                "allow_creating_new_leads"
+            } else {
+                "allow_creating_new_contacts"
+            };
+            steps.push(Step::skipped(
+                Object::Contact,
+                None,
+                None,
+                reason,
+                contact_label(p),
+            ));
+        }
+        return steps;
+    }
+    let mut body = Map::new();
+    let mut changes = Vec::new();
+    let mut put = |k: &str, v: Value| {
+        body.insert(k.to_string(), v.clone());
+        changes.push(Change {
+            field: k.to_string(),
+            before: Value::Null,
+            after: v,
+        });
+    };
+    if let Some(n) = &p.lead_name {
+        put("name", json!(n));
+    }
+    if let Some(d) = &p.lead_description {
+        put("description", json!(d));
+    }
+    if let Some(s) = &p.lead_status_id {
+        put("status_id", json!(s));
+    }
+    let company = keys.company.as_ref().zip(cfg.company_field.as_ref());
+    for (k, v) in &p.lead_custom_fields {
+        // The Company ID field carries the lookup key, whatever the custom fields say.
+        if !v.is_null() && company.is_none_or(|(_, f)| f != k) {
+            put(&format!("custom.{k}"), v.clone());
+        }
+    }
+    if let Some((c, field)) = company {
+        put(&format!("custom.{field}"), json!(c));
+    }
+    if with_contact && !f.allow_creating_new_contacts && keys.company.is_none() {
+        // A lead with no Company ID and no contact could never be found again: every later
+        // event would create another one. Nothing is created (as with `no_contact_key`).
+        return vec![
+            Step::skipped(
+                Object::Lead,
+                None,
+                None,
+                "allow_creating_new_contacts",
+                p.lead_name.clone(),
+            ),
+            Step::skipped(
+                Object::Contact,
+                None,
+                None,
+                "allow_creating_new_contacts",
+                contact_label(p),
+            ),
+        ];
+    }
+    let mut steps = Vec::new();
+    let contact = if with_contact && f.allow_creating_new_contacts {
+        let c = create_contact(cfg, keys, p, None);
+        body.insert("contacts".into(), json!([c.body.clone()]));
+        Some(c)
+    } else {
+        None
+    };
+    steps.push(Step {
+        kind: StepKind::CreateLead,
+        object: Object::Lead,
+        id: None,
+        lead_id: None,
+        reason: None,
+        changes,
+        label: p.lead_name.clone(),
+        body,
+        nested: false,
+    });
+    match contact {
+        Some(c) => steps.push(c),
+        None if with_contact => {
+            steps.push(Step::skipped(
+                Object::Contact,
+                None,
+                None,
+                "allow_creating_new_contacts",
+                contact_label(p),
+            ));
+        }
+        None => {}
+    }
+    steps
+}
