@@ -1,1 +1,57 @@
+//! Helpers for closeflow's end-to-end tests: the real binary, the real simulator, loopback.
 
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `closeflow` binary, built once per test run (a no-op when it is up to date).
+pub fn closeflow_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "closeflow-cli",
+                    "--bin",
+                    "closeflow",
+                ])
+                .current_dir(workspace_root())
+                .status()
+                .expect("cargo build runs");
+            assert!(status.success(), "building closeflow failed");
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map_or_else(|_| workspace_root().join("target"), PathBuf::from);
+            target.join("debug").join("closeflow")
+        })
+        .clone()
+}
+
+/// Runs `closeflow ARGS…` in the workspace root, with colour off and a clean environment for
+/// the variables the fixtures read.
+pub fn closeflow(args: &[&str]) -> Output {
+    Command::new(closeflow_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .env("NO_COLOR", "1")
+        .env_remove("CLOSE_API_KEY")
+        .env_remove("CLOSEFLOW_TEST_SURELY_UNSET")
+        .output()
+        .expect("closeflow runs")
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit: {}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

@@ -1,1 +1,5 @@
+//! One end-to-end test binary (ripgrep-style): the real `closeflow` binary, the real simulator
+//! and real HTTP on loopback.
 
+mod cli;
+mod close;

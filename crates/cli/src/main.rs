@@ -1,1 +1,99 @@
-fn main() {}
+//! `closeflow`: the command line. Thin: parse arguments, call the engine and the action core,
+//! render results.
+#![forbid(unsafe_code)]
+
+mod eval;
+mod explain;
+mod input;
+mod render;
+mod sim;
+mod validate;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "closeflow",
+    version,
+    about = "A self-hosted Close CRM destination for Segment-format events"
+)]
+struct Cli {
+    /// Never colour the output (also: NO_COLOR set in the environment).
+    #[arg(long, global = true)]
+    no_color: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check instance files: every problem of every file, at once.
+    Validate {
+        /// Instance files, or directories holding them (*.yaml, *.yml).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// JSON lines in, JSON lines out: trigger and mapping evaluation for scripts and editors.
+    Eval,
+    /// For one event: each mapping's trigger verdict, condition by condition, and the payload.
+    Explain {
+        #[arg(long)]
+        instance: PathBuf,
+        /// The event: a JSON file, `-` for standard input, or the JSON itself.
+        event: String,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Run the Close simulator on 127.0.0.1 for local trials.
+    Sim {
+        /// A snapshot to start from (the simulator's JSON state format).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+    },
+}
+
+pub fn color_enabled(no_color: bool) -> bool {
+    use std::io::IsTerminal;
+    !no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = color_enabled(cli.no_color);
+    let result = match cli.cmd {
+        Cmd::Validate {
+            paths,
+            format,
+            deny_warnings,
+        } => validate::run(&paths, format, deny_warnings, color),
+        Cmd::Eval => eval::run(),
+        Cmd::Explain {
+            instance,
+            event,
+            format,
+        } => explain::run(&instance, &event, format, color),
+        Cmd::Sim { state, port } => sim::run(state.as_deref(), port),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -231,12 +231,21 @@ impl Loader<'_> {
                 rest = "";
                 break;
             };
-            let var = &after[..end];
-            match (self.env)(var) {
-                Some(v) => out.push_str(&v),
-                None => {
+            let inner = &after[..end];
+            // `${VAR:-default}` as in the shell: the default when VAR is unset or empty.
+            let (var, default) = match inner.split_once(":-") {
+                Some((v, d)) => (v, Some(d)),
+                None => (inner, None),
+            };
+            match (
+                (self.env)(var).filter(|v| !v.is_empty() || default.is_none()),
+                default,
+            ) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
                     ok = false;
-                    let span = locate_in(self.source, node.span, &format!("${{{var}}}"));
+                    let span = locate_in(self.source, node.span, &format!("${{{inner}}}"));
                     self.push(
                         Diagnostic::error(
                             code::UNSET_ENV_VAR,

@@ -1,0 +1,87 @@
+//! `closeflow explain`: why a mapping did or did not fire, and what it would send.
+
+use crate::Format;
+use anyhow::Result;
+use closeflow_close::Payload;
+use closeflow_mapping::trigger::Explained;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(instance: &Path, event: &str, format: Format, color: bool) -> Result<ExitCode> {
+    let inst = crate::input::require_instance(instance, color)?;
+    let event = crate::input::read_event(event)?;
+    let mut report = Vec::new();
+    for m in inst.mappings.iter() {
+        let why = m.trigger.explain(&event);
+        let payload = if m.enabled && why.result {
+            Some(match m.program.evaluate(&event) {
+                Ok(out) => match Payload::normalise(&out) {
+                    Ok(_) => json!({"payload": out}),
+                    Err(e) => json!({"payload": out, "error": e.message}),
+                },
+                Err(e) => json!({"error": e.message}),
+            })
+        } else {
+            None
+        };
+        report.push((m, why, payload));
+    }
+    match format {
+        Format::Json => {
+            let v: Vec<Value> = report
+                .iter()
+                .map(|(m, why, p)| json!({"mapping": m.name, "enabled": m.enabled, "trigger": m.trigger.to_string(),
+                                         "matched": m.enabled && why.result, "why": why, "result": p}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Human => {
+            let mut s = String::new();
+            for (m, why, p) in &report {
+                let verdict = match (m.enabled, why.result) {
+                    (false, _) => "disabled",
+                    (true, true) => "fires",
+                    (true, false) => "does not fire",
+                };
+                let _ = writeln!(s, "mapping \"{}\": {verdict}", m.name);
+                tree(&mut s, why, 1);
+                if let Some(p) = p {
+                    if let Some(out) = p.get("payload") {
+                        let _ = writeln!(s, "  payload:");
+                        for line in serde_json::to_string_pretty(out)
+                            .unwrap_or_default()
+                            .lines()
+                        {
+                            let _ = writeln!(s, "    {line}");
+                        }
+                    }
+                    if let Some(e) = p.get("error").and_then(Value::as_str) {
+                        let _ = writeln!(s, "  error: {e}");
+                    }
+                }
+            }
+            print!("{s}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tree(s: &mut String, e: &Explained, depth: usize) {
+    let pad = "  ".repeat(depth);
+    let mark = if e.result { "✓" } else { "✗" };
+    if e.children.is_empty() {
+        let actual = match (&e.actual, e.missing) {
+            (_, Some(true)) => "missing".to_string(),
+            (Some(v), _) => v.to_string(),
+            _ => String::new(),
+        };
+        let _ = writeln!(s, "{pad}{mark} {}   (value: {actual})", e.text);
+    } else {
+        let _ = writeln!(s, "{pad}{mark} {}", e.text);
+        for c in &e.children {
+            tree(s, c, depth + 1);
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! `closeflow sim`: the Close simulator for local trials.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(state: Option<&Path>, port: u16) -> Result<ExitCode> {
+    let snapshot = match state {
+        Some(p) => Some(
+            serde_json::from_str(
+                &std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
+            )
+            .with_context(|| format!("{} is not valid JSON", p.display()))?,
+        ),
+        None => None,
+    };
+    let sim = closeflow_sim::Sim::from_snapshot(snapshot.as_ref()).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+        eprintln!(
+            "Close simulator on http://127.0.0.1:{port}/api/v1/ (keys: {})",
+            sim.key_hint()
+        );
+        closeflow_sim::serve(listener, sim).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

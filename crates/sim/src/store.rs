@@ -1,0 +1,277 @@
+//! The simulator's state: records in the API's own JSON shapes.
+
+use rand::Rng;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Requests per window, per endpoint group and key. The default is the recorded profile.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize)]
+pub struct Limits {
+    pub search: u32,
+    pub other: u32,
+    pub delete_lead: u32,
+    pub window_secs: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            search: 16,
+            other: 240,
+            delete_lead: 80,
+            window_secs: 8.0,
+        }
+    }
+}
+
+/// Fault injection, settable at start or at run time (`POST /_sim/faults`).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Share of requests answered 503 (0.0–1.0).
+    pub error_rate: f64,
+    /// The next this-many requests are answered 429.
+    pub storm: u32,
+    /// Added to every reply.
+    pub latency_ms: u64,
+}
+
+pub(crate) struct Window {
+    pub started: Instant,
+    pub count: u32,
+}
+
+pub(crate) struct Inner {
+    pub api_keys: Vec<String>,
+    pub custom_fields: Map<String, Value>,
+    pub lead_statuses: Vec<Value>,
+    pub leads: Vec<Map<String, Value>>,
+    pub contacts: Vec<Map<String, Value>>,
+    pub limits: Limits,
+    pub faults: Faults,
+    pub windows: HashMap<(String, String), Window>,
+    pub clock_us: i64,
+    pub cursors: HashMap<String, (Vec<Value>, Instant)>,
+}
+
+/// A running simulator's shared state.
+#[derive(Clone)]
+pub struct Sim {
+    pub(crate) inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sim")
+    }
+}
+
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+pub(crate) fn new_id(prefix: &str) -> String {
+    let mut rng = rand::rng();
+    let tail: String = (0..43)
+        .map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)
+        .collect();
+    format!("{prefix}_{tail}")
+}
+
+impl Inner {
+    /// A strictly increasing timestamp, so `date_created` orders records by creation.
+    pub fn now(&mut self) -> String {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        self.clock_us = (self.clock_us + 1).max(wall);
+        let secs = self.clock_us.div_euclid(1_000_000);
+        let micros = self.clock_us.rem_euclid(1_000_000);
+        format_rfc3339(secs, micros)
+    }
+    pub fn status_label(&self, id: &str) -> Value {
+        self.lead_statuses
+            .iter()
+            .find(|s| s.get("id").and_then(Value::as_str) == Some(id))
+            .and_then(|s| s.get("label").cloned())
+            .unwrap_or(Value::Null)
+    }
+    pub fn default_status(&self) -> Value {
+        self.lead_statuses
+            .first()
+            .and_then(|s| s.get("id").cloned())
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` from Unix seconds (civil-from-days, no time crate needed).
+fn format_rfc3339(secs: i64, micros: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{micros:06}+00:00")
+}
+
+impl Sim {
+    /// Starts from a snapshot (`None`: empty, one key `test_key`, one status "Potential").
+    /// Missing optional keys take the API's defaults, so a hand-written snapshot can be short.
+    pub fn from_snapshot(snap: Option<&Value>) -> Result<Sim, String> {
+        let empty = json!({});
+        let s = snap.unwrap_or(&empty);
+        if !s.is_object() {
+            return Err("a simulator snapshot is a JSON object".into());
+        }
+        let api_keys: Vec<String> = match s.get("api_keys") {
+            Some(Value::Array(k)) => k
+                .iter()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect(),
+            _ => vec!["test_key".into()],
+        };
+        let custom_fields = match s.get("custom_fields") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        let lead_statuses = match s.get("lead_statuses") {
+            Some(Value::Array(a)) if !a.is_empty() => a.clone(),
+            _ => vec![json!({"id": "stat_potential", "label": "Potential"})],
+        };
+        let mut inner = Inner {
+            api_keys,
+            custom_fields,
+            lead_statuses,
+            leads: vec![],
+            contacts: vec![],
+            limits: s
+                .get("limits")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default(),
+            faults: s
+                .get("faults")
+                .and_then(|f| serde_json::from_value(f.clone()).ok())
+                .unwrap_or_default(),
+            windows: HashMap::new(),
+            clock_us: 0,
+            cursors: HashMap::new(),
+        };
+        if let Some(Value::Array(leads)) = s.get("leads") {
+            for (i, l) in leads.iter().enumerate() {
+                let Value::Object(l) = l else {
+                    return Err(format!("leads[{i}] must be an object"));
+                };
+                let mut lead = l.clone();
+                let contacts = lead.remove("contacts");
+                let id = lead
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| new_id("lead"), str::to_string);
+                lead.insert("id".into(), json!(id));
+                let created = match lead.get("date_created") {
+                    Some(Value::String(d)) => d.clone(),
+                    _ => inner.now(),
+                };
+                lead.insert("date_created".into(), json!(created));
+                lead.entry("date_updated").or_insert(json!(created));
+                lead.entry("name").or_insert(json!(""));
+                lead.entry("description").or_insert(json!(""));
+                let st = inner.default_status();
+                lead.entry("status_id").or_insert(st);
+                if let Some(Value::Array(cs)) = contacts {
+                    for (j, c) in cs.iter().enumerate() {
+                        let Value::Object(c) = c else {
+                            return Err(format!("leads[{i}].contacts[{j}] must be an object"));
+                        };
+                        let mut c = c.clone();
+                        c.insert("lead_id".into(), json!(id));
+                        c.entry("id").or_insert_with(|| json!(new_id("cont")));
+                        let cd = match c.get("date_created") {
+                            Some(Value::String(d)) => d.clone(),
+                            _ => inner.now(),
+                        };
+                        c.insert("date_created".into(), json!(cd));
+                        c.entry("date_updated").or_insert(json!(cd));
+                        crate::api::normalise_contact(&mut c);
+                        inner.contacts.push(c);
+                    }
+                }
+                inner.leads.push(lead);
+            }
+        }
+        Ok(Sim {
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state in the snapshot format (leads with their contacts nested).
+    pub fn snapshot(&self) -> Value {
+        let st = self.lock();
+        let leads: Vec<Value> = st
+            .leads
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                let id = l.get("id").cloned().unwrap_or(Value::Null);
+                let cs: Vec<Value> = st
+                    .contacts
+                    .iter()
+                    .filter(|c| c.get("lead_id") == Some(&id))
+                    .map(|c| Value::Object(c.clone()))
+                    .collect();
+                l.insert("contacts".into(), Value::Array(cs));
+                Value::Object(l)
+            })
+            .collect();
+        json!({
+            "api_keys": st.api_keys,
+            "custom_fields": st.custom_fields,
+            "lead_statuses": st.lead_statuses,
+            "leads": leads,
+        })
+    }
+
+    pub fn set_faults(&self, f: Faults) {
+        self.lock().faults = f;
+    }
+    pub fn set_limits(&self, l: Limits) {
+        self.lock().limits = l;
+        self.lock().windows.clear();
+    }
+    /// The keys it accepts, for the start-up line (these are test keys, not secrets).
+    pub fn key_hint(&self) -> String {
+        self.lock().api_keys.join(", ")
+    }
+    pub(crate) fn roll(&self, p: f64) -> bool {
+        p > 0.0 && rand::rng().random::<f64>() < p
+    }
+    pub(crate) fn window(&self) -> Duration {
+        Duration::from_secs_f64(self.lock().limits.window_secs.max(0.001))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(format_rfc3339(0, 5), "1970-01-01T00:00:00.000005+00:00");
+        assert_eq!(
+            format_rfc3339(1_700_000_000, 0),
+            "2023-11-14T22:13:20.000000+00:00"
+        );
+    }
+}
