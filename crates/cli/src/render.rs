@@ -31,9 +31,7 @@ pub fn diagnostics(file: &str, source: &str, diags: &[Diagnostic], color: bool) 
             md = md.with_label(LabeledSpan::new(
                 Some(label),
                 s.offset,
-                s.len
-                    .max(1)
-                    .min(source.len().saturating_sub(s.offset).max(0)),
+                s.len.max(1).min(source.len().saturating_sub(s.offset)),
             ));
         }
         let report = Report::new(md).with_source_code(NamedSource::new(file, source.to_string()));

@@ -442,28 +442,54 @@ fn update_lead(lead: &Lead, p: &Payload, allowed: bool) -> Step {
     }
 }
 
-/// Appends `value` to a contact list when no entry compares equal.
+/// One of a contact's lists: its field, the entry key, the type new entries get, and how
+/// entries compare.
+struct ListSpec {
+    field: &'static str,
+    key: &'static str,
+    entry_type: &'static str,
+    norm: fn(&str) -> String,
+}
+
+const EMAILS: ListSpec = ListSpec {
+    field: "emails",
+    key: "email",
+    entry_type: "office",
+    norm: norm_email,
+};
+const PHONES: ListSpec = ListSpec {
+    field: "phones",
+    key: "phone",
+    entry_type: "office",
+    norm: norm_phone,
+};
+const URLS: ListSpec = ListSpec {
+    field: "urls",
+    key: "url",
+    entry_type: "url",
+    norm: norm_url,
+};
+
+/// Appends `value` to a contact list when no entry compares equal (Close's `PUT` replaces the
+/// whole list, so the merged list is sent).
 fn append(
     changes: &mut Vec<Change>,
     body: &mut Map<String, Value>,
-    field: &str,
-    key: &str,
-    entry_type: &str,
+    spec: &ListSpec,
     current: &[Value],
     value: &str,
-    norm: fn(&str) -> String,
 ) {
-    let texts = crate::model::entry_texts(current, key);
-    if texts.iter().any(|t| norm(t) == norm(value)) {
+    let texts = crate::model::entry_texts(current, spec.key);
+    if texts.iter().any(|t| (spec.norm)(t) == (spec.norm)(value)) {
         return;
     }
     let mut merged = current.to_vec();
-    merged.push(json!({ key: value, "type": entry_type }));
+    merged.push(json!({ spec.key: value, "type": spec.entry_type }));
     let mut after = texts.clone();
     after.push(value.to_string());
-    body.insert(field.to_string(), Value::Array(merged));
+    body.insert(spec.field.to_string(), Value::Array(merged));
     changes.push(Change {
-        field: field.to_string(),
+        field: spec.field.to_string(),
         before: json!(texts),
         after: json!(after),
     });
@@ -491,53 +517,26 @@ fn update_contact(cfg: &KeyConfig, keys: &Keys, c: &Contact, p: &Payload, allowe
         );
     }
     if let Some(e) = &p.contact_email {
-        append(
-            &mut changes,
-            &mut body,
-            "emails",
-            "email",
-            "office",
-            &c.emails,
-            e.trim(),
-            norm_email,
-        );
+        append(&mut changes, &mut body, &EMAILS, &c.emails, e.trim());
     }
     if let Some(ph) = &p.contact_phone {
-        append(
-            &mut changes,
-            &mut body,
-            "phones",
-            "phone",
-            "office",
-            &c.phones,
-            ph.trim(),
-            norm_phone,
-        );
+        append(&mut changes, &mut body, &PHONES, &c.phones, ph.trim());
     }
     if let Some(u) = &p.contact_url {
-        append(
-            &mut changes,
-            &mut body,
-            "urls",
-            "url",
-            "url",
-            &c.urls,
-            u.trim(),
-            norm_url,
-        );
+        append(&mut changes, &mut body, &URLS, &c.urls, u.trim());
     }
     customs(&mut changes, &mut body, &c.custom, &p.contact_custom_fields);
-    if let (Some(u), Some(f)) = (&keys.user, &cfg.user_field) {
-        if c.custom_text(f).is_none() {
-            let field = format!("custom.{f}");
-            changes.retain(|ch| ch.field != field);
-            body.insert(field.clone(), json!(u));
-            changes.push(Change {
-                field,
-                before: c.custom.get(f).cloned().unwrap_or(Value::Null),
-                after: json!(u),
-            });
-        }
+    if let (Some(u), Some(f)) = (&keys.user, &cfg.user_field)
+        && c.custom_text(f).is_none()
+    {
+        let field = format!("custom.{f}");
+        changes.retain(|ch| ch.field != field);
+        body.insert(field.clone(), json!(u));
+        changes.push(Change {
+            field,
+            before: c.custom.get(f).cloned().unwrap_or(Value::Null),
+            after: json!(u),
+        });
     }
     let label = Some(c.label()).filter(|l| !l.is_empty());
     let lead_id = Some(c.lead_id.clone());

@@ -252,11 +252,10 @@ proptest! {
             for e in before.email_texts() { prop_assert!(now.email_texts().contains(&e)); }
             for ph in before.phone_texts() { prop_assert!(now.phone_texts().contains(&ph)); }
             for u in before.url_texts() { prop_assert!(now.url_texts().contains(&u)); }
-            if plan.steps.iter().any(|s| s.kind == StepKind::UpdateContact && s.id.as_deref() == Some(before.id.as_str())) {
-                if let Some(e) = &p.contact_email {
+            if plan.steps.iter().any(|s| s.kind == StepKind::UpdateContact && s.id.as_deref() == Some(before.id.as_str()))
+                && let Some(e) = &p.contact_email {
                     prop_assert!(now.has_email(e));
                 }
-            }
         }
     }
 

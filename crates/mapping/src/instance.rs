@@ -309,20 +309,21 @@ impl Loader<'_> {
     }
 
     fn literal_secret_warning(&mut self, node: &Node, key: &str) {
-        if let Kind::Str(s) = &node.kind {
-            if !s.is_empty() && !s.contains("${") {
-                self.push(
-                    Diagnostic::warning(
-                        code::LITERAL_SECRET,
-                        format!("`{key}` is written in the file"),
-                    )
-                    .at(node.span)
-                    .hint(format!(
-                        "read it from the environment: {key}: ${{{}}}",
-                        key.to_ascii_uppercase()
-                    )),
-                );
-            }
+        if let Kind::Str(s) = &node.kind
+            && !s.is_empty()
+            && !s.contains("${")
+        {
+            self.push(
+                Diagnostic::warning(
+                    code::LITERAL_SECRET,
+                    format!("`{key}` is written in the file"),
+                )
+                .at(node.span)
+                .hint(format!(
+                    "read it from the environment: {key}: ${{{}}}",
+                    key.to_ascii_uppercase()
+                )),
+            );
         }
     }
 
@@ -571,24 +572,24 @@ impl Loader<'_> {
                     );
                 }
             }
-            if !spec.key_prefixes.is_empty() {
-                if let Kind::Map(entries) = &v.kind {
-                    let directive = entries.iter().any(|(k, _)| k.key_text().starts_with('@'));
-                    for (ck, _) in entries.iter().filter(|_| !directive) {
-                        let t = ck.key_text();
-                        if !spec.key_prefixes.iter().any(|p| t.starts_with(p)) {
-                            self.push(
-                                Diagnostic::warning(
-                                    code::CUSTOM_FIELD_ID,
-                                    format!("`{t}` does not look like a Close custom field id"),
-                                )
-                                .at(ck.span)
-                                .hint(format!(
-                                    "custom field ids start with {}",
-                                    spec.key_prefixes.join(", ")
-                                )),
-                            );
-                        }
+            if !spec.key_prefixes.is_empty()
+                && let Kind::Map(entries) = &v.kind
+            {
+                let directive = entries.iter().any(|(k, _)| k.key_text().starts_with('@'));
+                for (ck, _) in entries.iter().filter(|_| !directive) {
+                    let t = ck.key_text();
+                    if !spec.key_prefixes.iter().any(|p| t.starts_with(p)) {
+                        self.push(
+                            Diagnostic::warning(
+                                code::CUSTOM_FIELD_ID,
+                                format!("`{t}` does not look like a Close custom field id"),
+                            )
+                            .at(ck.span)
+                            .hint(format!(
+                                "custom field ids start with {}",
+                                spec.key_prefixes.join(", ")
+                            )),
+                        );
                     }
                 }
             }

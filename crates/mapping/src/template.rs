@@ -51,10 +51,10 @@ impl Template {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Path(path) => {
-                    if let Some(v) = path.get(data) {
-                        if !v.is_null() {
-                            js::push_js_string(&mut out, &v);
-                        }
+                    if let Some(v) = path.get(data)
+                        && !v.is_null()
+                    {
+                        js::push_js_string(&mut out, &v);
                     }
                 }
             }

@@ -495,8 +495,7 @@ fn lex(src: &str) -> Result<Vec<Tok>, TriggerError> {
             c if is_ident_start(c) => {
                 let mut segs = vec![String::new()];
                 let mut j = i;
-                loop {
-                    let Some(&c) = b.get(j) else { break };
+                while let Some(&c) = b.get(j) {
                     if c == b'\\' {
                         let Some(next) = src[j + 1..].chars().next() else {
                             return Err(err(
@@ -507,10 +506,14 @@ fn lex(src: &str) -> Result<Vec<Tok>, TriggerError> {
                                 1,
                             ));
                         };
-                        segs.last_mut().map(|s| s.push(next));
+                        if let Some(s) = segs.last_mut() {
+                            s.push(next)
+                        }
                         j += 1 + next.len_utf8();
                     } else if is_ident(c) {
-                        segs.last_mut().map(|s| s.push(c as char));
+                        if let Some(s) = segs.last_mut() {
+                            s.push(c as char)
+                        }
                         j += 1;
                     } else if c == b'.' && b.get(j + 1).is_some_and(|n| is_ident(*n)) {
                         segs.push(String::new());

@@ -463,10 +463,10 @@ fn create_lead(st: &mut Inner, body: &Value) -> Response {
     if let Err(r) = apply_fields(&mut lead, b, LEAD_FIELDS) {
         return r;
     }
-    if let Some(s) = lead.get("status_id").and_then(Value::as_str) {
-        if st.status_label(s).is_null() {
-            return bad_field("status_id", "Invalid lead status.");
-        }
+    if let Some(s) = lead.get("status_id").and_then(Value::as_str)
+        && st.status_label(s).is_null()
+    {
+        return bad_field("status_id", "Invalid lead status.");
     }
     lead.insert("date_created".into(), json!(now));
     lead.insert("date_updated".into(), json!(now));
@@ -548,10 +548,10 @@ fn update(st: &mut Inner, kind: &str, id: &str, body: &Value) -> Response {
     let Some(b) = body.as_object() else {
         return err(StatusCode::BAD_REQUEST, "Expected a JSON object.");
     };
-    if kind == "contact" {
-        if let Err(r) = check_contact_body(b) {
-            return r;
-        }
+    if kind == "contact"
+        && let Err(r) = check_contact_body(b)
+    {
+        return r;
     }
     let now = st.now();
     if kind == "lead" {
@@ -626,20 +626,20 @@ fn search(st: &mut Inner, body: &Value) -> Response {
                 }
             }
         }
-        if let Some(Value::Array(sort)) = body.get("sort") {
-            if let Some(s) = sort.first() {
-                let field = s
-                    .pointer("/field/field_name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("date_created")
-                    .to_string();
-                let desc = s.get("direction").and_then(Value::as_str) == Some("desc");
-                rows.sort_by(|a, b| {
-                    let ka = a.1.get(&field).map(Value::to_string).unwrap_or_default();
-                    let kb = b.1.get(&field).map(Value::to_string).unwrap_or_default();
-                    if desc { kb.cmp(&ka) } else { ka.cmp(&kb) }
-                });
-            }
+        if let Some(Value::Array(sort)) = body.get("sort")
+            && let Some(s) = sort.first()
+        {
+            let field = s
+                .pointer("/field/field_name")
+                .and_then(Value::as_str)
+                .unwrap_or("date_created")
+                .to_string();
+            let desc = s.get("direction").and_then(Value::as_str) == Some("desc");
+            rows.sort_by(|a, b| {
+                let ka = a.1.get(&field).map(Value::to_string).unwrap_or_default();
+                let kb = b.1.get(&field).map(Value::to_string).unwrap_or_default();
+                if desc { kb.cmp(&ka) } else { ka.cmp(&kb) }
+            });
         }
         let fields = body.get("_fields");
         let shaped: Vec<Value> = rows
