@@ -405,36 +405,50 @@ fn update_lead(lead: &Lead, p: &Payload, allowed: bool) -> Step {
     }
     customs(&mut changes, &mut body, &lead.custom, &p.lead_custom_fields);
     let label = Some(lead.name.clone()).filter(|n| !n.is_empty());
-    if changes.is_empty() {
-        return Step {
-            kind: StepKind::Unchanged,
-            object: Object::Lead,
-            id: Some(lead.id.clone()),
-            lead_id: None,
-            reason: None,
-            changes,
-            label,
-            body: Map::new(),
-            nested: false,
-        };
-    }
-    if !allowed {
-        let mut s = Step::skipped(
-            Object::Lead,
-            Some(lead.id.clone()),
+    finish(
+        Object::Lead,
+        &lead.id,
+        None,
+        label,
+        changes,
+        body,
+        allowed,
+        "allow_updating_existing_leads",
+    )
+}
+
+/// An update step: `unchanged` when nothing differs, `skipped` when its flag forbids it (the
+/// changes it would have made are kept for display), else the write.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    object: Object,
+    id: &str,
+    lead_id: Option<String>,
+    label: Option<String>,
+    changes: Vec<Change>,
+    body: Map<String, Value>,
+    allowed: bool,
+    flag: &str,
+) -> Step {
+    let (kind, reason, body) = match (changes.is_empty(), allowed) {
+        (true, _) => (StepKind::Unchanged, None, Map::new()),
+        (false, false) => (StepKind::Skipped, Some(flag.to_string()), Map::new()),
+        (false, true) => (
+            if object == Object::Lead {
+                StepKind::UpdateLead
+            } else {
+                StepKind::UpdateContact
+            },
             None,
-            "allow_updating_existing_leads",
-            label,
-        );
-        s.changes = changes;
-        return s;
-    }
+            body,
+        ),
+    };
     Step {
-        kind: StepKind::UpdateLead,
-        object: Object::Lead,
-        id: Some(lead.id.clone()),
-        lead_id: None,
-        reason: None,
+        kind,
+        object,
+        id: Some(id.to_string()),
+        lead_id,
+        reason,
         changes,
         label,
         body,
@@ -540,41 +554,16 @@ fn update_contact(cfg: &KeyConfig, keys: &Keys, c: &Contact, p: &Payload, allowe
     }
     let label = Some(c.label()).filter(|l| !l.is_empty());
     let lead_id = Some(c.lead_id.clone());
-    if changes.is_empty() {
-        return Step {
-            kind: StepKind::Unchanged,
-            object: Object::Contact,
-            id: Some(c.id.clone()),
-            lead_id,
-            reason: None,
-            changes,
-            label,
-            body: Map::new(),
-            nested: false,
-        };
-    }
-    if !allowed {
-        let mut s = Step::skipped(
-            Object::Contact,
-            Some(c.id.clone()),
-            lead_id,
-            "allow_updating_existing_contacts",
-            label,
-        );
-        s.changes = changes;
-        return s;
-    }
-    Step {
-        kind: StepKind::UpdateContact,
-        object: Object::Contact,
-        id: Some(c.id.clone()),
+    finish(
+        Object::Contact,
+        &c.id,
         lead_id,
-        reason: None,
-        changes,
         label,
+        changes,
         body,
-        nested: false,
-    }
+        allowed,
+        "allow_updating_existing_contacts",
+    )
 }
 
 /// The contact body of a create, and its field-level changes (everything is new).
