@@ -118,7 +118,7 @@ pub fn step<'a>(cur: Cow<'a, Value>, key: &str) -> Option<Cow<'a, Value>> {
 
 fn step_borrowed<'a>(v: &'a Value, key: &str) -> Option<Cow<'a, Value>> {
     match v {
-        Value::Object(m) => m.get(key).map(Cow::Borrowed),
+        Value::Object(m) => object_get(m, key).map(Cow::Borrowed),
         Value::Array(items) => {
             if key == "length" {
                 return Some(Cow::Owned(Value::from(items.len())));
@@ -135,6 +135,19 @@ fn step_borrowed<'a>(v: &'a Value, key: &str) -> Option<Cow<'a, Value>> {
                 .map(|u| Cow::Owned(Value::String(String::from_utf16_lossy(&[*u]))))
         }
         _ => None,
+    }
+}
+
+/// A key lookup. Event objects are small; comparing a handful of keys (length first) beats
+/// hashing the key with SipHash, which is what `Map::get` does.
+#[inline]
+pub fn object_get<'a>(m: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if m.len() <= 16 {
+        m.iter()
+            .find(|(k, _)| k.len() == key.len() && k.as_str() == key)
+            .map(|(_, v)| v)
+    } else {
+        m.get(key)
     }
 }
 

@@ -112,8 +112,14 @@ const EXTENSION: &[&str] = &[
 impl Field {
     fn lookup<'a>(&self, event: &'a Value) -> Option<Cow<'a, Value>> {
         match &self.base {
-            Base::Top(k) => event.get(*k).map(Cow::Borrowed),
-            Base::Nested(k) => js::walk(event.get(k.as_str())?, &self.keys),
+            Base::Top(k) => event
+                .as_object()
+                .and_then(|m| js::object_get(m, k))
+                .map(Cow::Borrowed),
+            Base::Nested(k) => js::walk(
+                event.as_object().and_then(|m| js::object_get(m, k))?,
+                &self.keys,
+            ),
         }
     }
     fn base_name(&self) -> &str {

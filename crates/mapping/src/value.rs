@@ -187,6 +187,28 @@ impl Program {
         self.fields.iter().map(|(k, _)| k.as_str())
     }
 
+    /// Evaluates into a reusable buffer of (field, value) pairs that borrow from the event and
+    /// the mapping: the allocation-free form, for hot loops.
+    pub fn evaluate_into<'a>(
+        &'a self,
+        event: &'a Value,
+        out: &mut Vec<(&'a str, Cow<'a, Value>)>,
+    ) -> Result<(), EvalError> {
+        out.clear();
+        for (k, e) in &self.fields {
+            match eval_cow(e, event) {
+                Ok(Some(v)) => out.push((k.as_str(), v)),
+                Ok(None) => {}
+                Err(err) => {
+                    return Err(EvalError {
+                        message: format!("{k}: {}", err.message),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Evaluates against an event; undefined results are left out, `null` is kept.
     pub fn evaluate(&self, event: &Value) -> Result<Map<String, Value>, EvalError> {
         let mut out = Map::with_capacity(self.fields.len());
@@ -896,6 +918,17 @@ fn fold_array(items: Vec<Expr>) -> Expr {
 
 fn owned(v: Option<Cow<'_, Value>>) -> Option<Value> {
     v.map(Cow::into_owned)
+}
+
+/// Evaluates one expression, borrowing from the event or the mapping where it can (paths and
+/// literals, the common case, allocate nothing).
+pub fn eval_cow<'a>(e: &'a Expr, data: &'a Value) -> Result<Option<Cow<'a, Value>>, EvalError> {
+    Ok(match e {
+        Expr::Const(v) => Some(Cow::Borrowed(v)),
+        Expr::Path(p) => p.get(data),
+        Expr::FieldPath(p) => p.get(data),
+        other => eval(other, data)?.map(Cow::Owned),
+    })
 }
 
 /// Evaluates one expression against `data` (the event, or an item inside `@arrayPath`).
