@@ -3,3 +3,4 @@
 
 mod cli;
 mod close;
+mod fidelity;

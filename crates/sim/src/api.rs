@@ -251,7 +251,19 @@ fn dispatch(
             }
         }
         ("GET", ["custom_field", kind]) => {
-            let data = st.custom_fields.get(*kind).cloned().unwrap_or(json!([]));
+            // Close lists custom fields by name (recorded).
+            let mut data: Vec<Value> = st
+                .custom_fields
+                .get(*kind)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            data.sort_by_key(|f| {
+                f.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            });
             ok(json!({"data": data, "has_more": false}))
         }
         ("POST", ["custom_field", kind]) => {
@@ -314,9 +326,7 @@ pub(crate) fn normalise_contact(c: &mut Obj) {
             .collect();
         c.insert(key.into(), Value::Array(fixed));
     };
-    fix(c, "emails", "office", &|m| {
-        m.entry("is_unsubscribed").or_insert(json!(false));
-    });
+    fix(c, "emails", "office", &|_| {});
     fix(c, "phones", "office", &|m| {
         let p = m.get("phone").cloned().unwrap_or(Value::Null);
         m.entry("phone_formatted").or_insert(p);
@@ -335,6 +345,10 @@ pub(crate) fn normalise_contact(c: &mut Obj) {
     };
     c.insert("display_name".into(), json!(display));
     c.entry("organization_id").or_insert(json!("orga_sim"));
+    for k in ["created_by", "updated_by"] {
+        c.entry(k).or_insert(json!("user_sim"));
+    }
+    c.entry("integration_links").or_insert(json!([]));
 }
 
 fn lead_view(st: &Inner, l: &Obj) -> Value {
@@ -403,16 +417,54 @@ fn pick(v: &Value, fields: Option<&str>) -> Value {
     )
 }
 
-fn apply_fields(target: &mut Obj, body: &Obj, allowed: &[&str]) -> Result<(), Response> {
+/// The type of a custom field by id, from any of the org's custom field lists.
+fn custom_type<'a>(fields: &'a Obj, id: &str) -> Option<&'a str> {
+    fields
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .find(|f| f.get("id").and_then(Value::as_str) == Some(id))
+        .and_then(|f| f.get("type").and_then(Value::as_str))
+}
+
+/// Close stores a `date` as `YYYY-MM-DD` and a `datetime` as RFC 3339 with `+00:00` (recorded).
+fn stored_form(kind: Option<&str>, v: &Value) -> Value {
+    let Some(s) = v.as_str() else {
+        return v.clone();
+    };
+    match kind {
+        Some("date") if s.len() >= 10 && s.as_bytes()[4] == b'-' => json!(s[..10]),
+        Some("datetime") if s.len() >= 19 && s.as_bytes()[10] == b'T' => {
+            let digits: String = s[19..]
+                .strip_prefix('.')
+                .map(|r| r.chars().take_while(char::is_ascii_digit).collect())
+                .unwrap_or_default();
+            let frac = if digits.trim_end_matches('0').is_empty() {
+                String::new()
+            } else {
+                format!(".{digits}")
+            };
+            json!(format!("{}{frac}+00:00", &s[..19]))
+        }
+        _ => v.clone(),
+    }
+}
+
+fn apply_fields(
+    target: &mut Obj,
+    body: &Obj,
+    allowed: &[&str],
+    fields: &Obj,
+) -> Result<(), Response> {
     for (k, v) in body {
-        if k.starts_with("custom.") {
+        if let Some(id) = k.strip_prefix("custom.") {
             if k.ends_with(".add") || k.ends_with(".remove") {
                 continue;
             }
             if v.is_null() {
                 target.remove(k);
             } else {
-                target.insert(k.clone(), v.clone());
+                target.insert(k.clone(), stored_form(custom_type(fields, id), v));
             }
         } else if allowed.contains(&k.as_str()) {
             target.insert(k.clone(), v.clone());
@@ -460,7 +512,8 @@ fn create_lead(st: &mut Inner, body: &Value) -> Response {
     lead.insert("name".into(), json!(""));
     lead.insert("description".into(), json!(""));
     lead.insert("status_id".into(), st.default_status());
-    if let Err(r) = apply_fields(&mut lead, b, LEAD_FIELDS) {
+    let cfs = st.custom_fields.clone();
+    if let Err(r) = apply_fields(&mut lead, b, LEAD_FIELDS, &cfs) {
         return r;
     }
     if let Some(s) = lead.get("status_id").and_then(Value::as_str)
@@ -481,7 +534,7 @@ fn create_lead(st: &mut Inner, body: &Value) -> Response {
         }
         for c in cs.iter().filter_map(Value::as_object) {
             let mut contact = Obj::new();
-            let _ = apply_fields(&mut contact, c, CONTACT_FIELDS);
+            let _ = apply_fields(&mut contact, c, CONTACT_FIELDS, &cfs);
             let cnow = st.now();
             contact.insert("id".into(), json!(new_id("cont")));
             contact.insert("lead_id".into(), json!(id));
@@ -530,15 +583,12 @@ fn create_contact(st: &mut Inner, body: &Value) -> Response {
     };
     let now = st.now();
     let mut c = Obj::new();
-    let _ = apply_fields(&mut c, b, CONTACT_FIELDS);
+    let cfs = st.custom_fields.clone();
+    let _ = apply_fields(&mut c, b, CONTACT_FIELDS, &cfs);
     c.insert("id".into(), json!(new_id("cont")));
     c.insert("lead_id".into(), json!(lead_id));
     c.insert("date_created".into(), json!(now));
     c.insert("date_updated".into(), json!(now));
-    for k in ["created_by", "updated_by"] {
-        c.insert(k.into(), json!("user_sim"));
-    }
-    c.insert("integration_links".into(), json!([]));
     normalise_contact(&mut c);
     st.contacts.push(c.clone());
     ok(Value::Object(c))
@@ -554,6 +604,7 @@ fn update(st: &mut Inner, kind: &str, id: &str, body: &Value) -> Response {
         return r;
     }
     let now = st.now();
+    let cfs = st.custom_fields.clone();
     if kind == "lead" {
         let Some(i) = st
             .leads
@@ -566,7 +617,7 @@ fn update(st: &mut Inner, kind: &str, id: &str, body: &Value) -> Response {
             );
         };
         let mut l = st.leads[i].clone();
-        let _ = apply_fields(&mut l, b, LEAD_FIELDS);
+        let _ = apply_fields(&mut l, b, LEAD_FIELDS, &cfs);
         l.insert("date_updated".into(), json!(now));
         st.leads[i] = l.clone();
         ok(lead_view(st, &l))
@@ -582,7 +633,7 @@ fn update(st: &mut Inner, kind: &str, id: &str, body: &Value) -> Response {
             );
         };
         // Lists in the body replace the stored lists whole, as Close's PUT does.
-        let _ = apply_fields(c, b, CONTACT_FIELDS);
+        let _ = apply_fields(c, b, CONTACT_FIELDS, &cfs);
         c.insert("date_updated".into(), json!(now));
         normalise_contact(c);
         ok(Value::Object(c.clone()))
