@@ -10,6 +10,7 @@
 //!   keeps `phone_formatted` equal to the number as sent);
 //! - `GET /lead/` list lengths: the recording kept no query strings, so the filters those
 //!   requests used are unknown; only the shape of listed leads is compared, not their values.
+//!
 //! Values the API derives from the request (names, titles, emails, urls, entry types,
 //! `display_name`, custom field values in their stored forms, field choices) must agree exactly.
 
@@ -26,10 +27,11 @@ fn recording() -> Vec<Value> {
 fn created_ids(rec: &[Value]) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     for x in rec {
-        if x["method"] == "POST" && !x["path"].as_str().unwrap().contains("search") {
-            if let Some(id) = x["reply"]["id"].as_str() {
-                out.insert(id.to_string());
-            }
+        if x["method"] == "POST"
+            && !x["path"].as_str().unwrap().contains("search")
+            && let Some(id) = x["reply"]["id"].as_str()
+        {
+            out.insert(id.to_string());
         }
     }
     out
@@ -193,10 +195,10 @@ fn rewrite(text: &str, ids: &BTreeMap<String, String>) -> String {
 }
 
 fn learn_ids(rec: &Value, sim: &Value, ids: &mut BTreeMap<String, String>) {
-    if let (Some(r), Some(s)) = (rec["id"].as_str(), sim["id"].as_str()) {
-        if r != s {
-            ids.insert(r.to_string(), s.to_string());
-        }
+    if let (Some(r), Some(s)) = (rec["id"].as_str(), sim["id"].as_str())
+        && r != s
+    {
+        ids.insert(r.to_string(), s.to_string());
     }
     if let (Some(rc), Some(sc)) = (rec["contacts"].as_array(), sim["contacts"].as_array()) {
         for (r, s) in rc.iter().zip(sc) {
