@@ -234,3 +234,52 @@ async fn steady_load_paced_without_a_single_429() {
     assert_eq!(throttled, 0, "the pacer kept every group under its budget");
     assert_eq!(leads(&r.sim).len(), 16);
 }
+
+#[tokio::test]
+async fn dropped_connections_never_duplicate_a_create() {
+    let r = start(base()).await;
+    r.sim.set_limits(Limits {
+        search: 16,
+        other: 240,
+        delete_lead: 80,
+        window_secs: 0.5,
+    });
+    // Some requests are cut before Close sees them, some after it acted (the reply is lost).
+    r.sim.set_faults(Faults {
+        drop_rate: 0.15,
+        lost_reply_rate: 0.15,
+        ..Faults::default()
+    });
+    let w = writer(&r.url, "test_key");
+    let mut done = 0;
+    for i in 0..10 {
+        let p = payload(
+            json!({"lead_external_id": format!("c_d{i}"), "contact_email": format!("d{i}@x.com")}),
+        );
+        // An event may still fail after its re-plans; like the server, try it again later.
+        for _ in 0..5 {
+            if exec::apply(&w, &keys(), &p).await.is_ok() {
+                done += 1;
+                break;
+            }
+        }
+    }
+    r.sim.set_faults(Faults::default());
+    assert_eq!(done, 10);
+    let all = leads(&r.sim);
+    for i in 0..10 {
+        let n = all
+            .iter()
+            .filter(|l| l["custom.cf_company"] == format!("c_d{i}"))
+            .count();
+        assert_eq!(n, 1, "company c_d{i} has {n} leads");
+    }
+    assert!(
+        w.reader()
+            .stats
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "connections were dropped and retried"
+    );
+}

@@ -33,6 +33,14 @@ pub enum CloseError {
         attempts: u32,
         last: String,
     },
+    #[error(
+        "{method} {path} was interrupted ({message}); the event is planned again before retrying"
+    )]
+    Interrupted {
+        method: String,
+        path: String,
+        message: String,
+    },
     #[error("unexpected reply from Close for {path}: {message}")]
     BadReply { path: String, message: String },
 }
@@ -40,7 +48,10 @@ pub enum CloseError {
 impl CloseError {
     /// Worth trying the whole event again later (the server's dead-letter logic uses this).
     pub fn is_transient(&self) -> bool {
-        matches!(self, CloseError::Exhausted { .. })
+        matches!(
+            self,
+            CloseError::Exhausted { .. } | CloseError::Interrupted { .. }
+        )
     }
 }
 
@@ -152,6 +163,7 @@ impl Reader {
             let wait = self.pacer.reserve(&group);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
+                attempt -= 1;
                 continue;
             }
             let mut req = self
@@ -162,65 +174,113 @@ impl Reader {
                 req = req.json(b);
             }
             self.stats.requests.fetch_add(1, Relaxed);
-            let (action, last) = match req.send().await {
+            // Network errors, timeouts and lost replies never carry credentials in their
+            // message (the key travels in a header, not the URL).
+            let (status, headers, text) = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let rl = ratelimit::from_headers(resp.headers());
-                    if let Some(rl) = rl {
-                        self.pacer.observe(&group, rl);
-                    }
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                        .or(rl.filter(|_| status == 429).map(|r| r.reset))
-                        .map(|s| Duration::from_secs_f64(s.max(0.0)));
-                    if status == 429 {
-                        self.stats.throttled.fetch_add(1, Relaxed);
-                        self.pacer
-                            .block(&group, retry_after.unwrap_or(Duration::from_secs(1)));
-                    }
-                    let text = resp.text().await.unwrap_or_default();
-                    match classify(status, retry_after) {
-                        RetryAction::Successful => {
-                            return serde_json::from_str(&text).map_err(|e| CloseError::BadReply {
-                                path: path.to_string(),
-                                message: format!("not JSON ({e})"),
-                            });
+                    let headers = resp.headers().clone();
+                    match resp.text().await {
+                        Ok(t) => (status, headers, t),
+                        Err(e) => {
+                            let m = format!(
+                                "connection lost while reading the reply: {}",
+                                e.without_url()
+                            );
+                            self.retry_or_fail(attempt, started, &method, path, None, m)
+                                .await?;
+                            continue;
                         }
-                        RetryAction::DontRetry if status == 401 || status == 403 => {
-                            return Err(CloseError::Unauthorized { status });
-                        }
-                        RetryAction::DontRetry => {
-                            return Err(CloseError::Rejected {
-                                method: method.to_string(),
-                                path: path.to_string(),
-                                status,
-                                message: error_message(&text),
-                            });
-                        }
-                        RetryAction::Retry(w) => (Some(w), format!("HTTP {status}")),
                     }
                 }
-                // Network errors and timeouts: retry. The message never carries credentials
-                // (the key travels in a header, not the URL).
-                Err(e) => (Some(None), format!("network error: {}", e.without_url())),
+                Err(e) => {
+                    let m = format!("network error: {}", e.without_url());
+                    self.retry_or_fail(attempt, started, &method, path, None, m)
+                        .await?;
+                    continue;
+                }
             };
-            let Some(at_least) = action else {
-                unreachable_retry()
-            };
-            if attempt >= self.cfg.max_attempts || started.elapsed() >= self.cfg.max_age {
-                return Err(CloseError::Exhausted {
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    attempts: attempt,
-                    last,
-                });
+            let rl = ratelimit::from_headers(&headers);
+            if let Some(rl) = rl {
+                self.pacer.observe(&group, rl);
             }
-            self.stats.retries.fetch_add(1, Relaxed);
-            tokio::time::sleep(self.cfg.backoff.delay(attempt, at_least)).await;
+            let retry_after = headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .or(rl.filter(|_| status == 429).map(|r| r.reset))
+                .map(|s| Duration::from_secs_f64(s.max(0.0)));
+            if status == 429 {
+                self.stats.throttled.fetch_add(1, Relaxed);
+                self.pacer
+                    .block(&group, retry_after.unwrap_or(Duration::from_secs(1)));
+            }
+            match classify(status, retry_after) {
+                RetryAction::Successful => {
+                    return serde_json::from_str(&text).map_err(|e| CloseError::BadReply {
+                        path: path.to_string(),
+                        message: format!("not JSON ({e})"),
+                    });
+                }
+                RetryAction::DontRetry if status == 401 || status == 403 => {
+                    return Err(CloseError::Unauthorized { status });
+                }
+                RetryAction::DontRetry => {
+                    return Err(CloseError::Rejected {
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        status,
+                        message: error_message(&text),
+                    });
+                }
+                RetryAction::Retry(w) => {
+                    self.retry_or_fail(
+                        attempt,
+                        started,
+                        &method,
+                        path,
+                        w,
+                        format!("HTTP {status}"),
+                    )
+                    .await?;
+                }
+            }
         }
+    }
+
+    /// Waits before the next attempt, or gives up. A create whose outcome is unknown (the
+    /// connection failed) is never sent again: that could create a duplicate. The caller plans
+    /// the event again instead (lookups first), which converges whether or not it happened.
+    async fn retry_or_fail(
+        &self,
+        attempt: u32,
+        started: Instant,
+        method: &reqwest::Method,
+        path: &str,
+        at_least: Option<Duration>,
+        last: String,
+    ) -> Result<(), CloseError> {
+        let outcome_unknown = !last.starts_with("HTTP ");
+        if outcome_unknown && method == reqwest::Method::POST && !path.starts_with("data/search") {
+            return Err(CloseError::Interrupted {
+                method: method.to_string(),
+                path: path.to_string(),
+                message: last,
+            });
+        }
+        if attempt >= self.cfg.max_attempts || started.elapsed() >= self.cfg.max_age {
+            return Err(CloseError::Exhausted {
+                method: method.to_string(),
+                path: path.to_string(),
+                attempts: attempt,
+                last,
+            });
+        }
+        self.stats
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(self.cfg.backoff.delay(attempt, at_least)).await;
+        Ok(())
     }
 
     async fn search(
@@ -337,10 +397,6 @@ impl Reader {
         }
         Ok(f)
     }
-}
-
-fn unreachable_retry() -> ! {
-    panic!("retry loop reached without a retry decision")
 }
 
 fn bad(path: &str, m: &str) -> CloseError {

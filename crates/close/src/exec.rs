@@ -77,8 +77,24 @@ pub struct Applied {
     pub created: Vec<String>,
 }
 
-/// Plans one event against live Close and applies the plan's writes in order.
+/// Event-level attempts after an interrupted create: each one looks up and plans afresh.
+const REPLANS: u32 = 3;
+
+/// Plans one event against live Close and applies the plan's writes in order. A create whose
+/// reply was lost is never re-sent blindly: the event is looked up and planned again, which
+/// converges whether or not the create happened.
 pub async fn apply(writer: &Writer, cfg: &KeyConfig, p: &Payload) -> Result<Applied, CloseError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match apply_once(writer, cfg, p).await {
+            Err(CloseError::Interrupted { .. }) if attempt < REPLANS => {}
+            other => return other,
+        }
+    }
+}
+
+async fn apply_once(writer: &Writer, cfg: &KeyConfig, p: &Payload) -> Result<Applied, CloseError> {
     let found = gather(writer.reader(), cfg, p).await?;
     let plan = plan::plan(cfg, p, &found);
     let mut created = Vec::new();

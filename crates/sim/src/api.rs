@@ -38,6 +38,16 @@ async fn faults(State(sim): State<Sim>, body: Bytes) -> Response {
     }
 }
 
+/// A reply whose body fails at once: the client sees the connection cut.
+fn dropped() -> Response {
+    let stream = futures_util::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other(
+            "connection dropped by fault injection",
+        ))
+    });
+    Response::new(axum::body::Body::from_stream(stream))
+}
+
 fn err(status: StatusCode, msg: &str) -> Response {
     (status, axum::Json(json!({"error": msg}))).into_response()
 }
@@ -75,6 +85,9 @@ async fn api(
     let latency = sim.lock().faults.latency_ms;
     if latency > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    if sim.roll(sim.lock().faults.drop_rate) {
+        return dropped();
     }
     let Some(path) = uri.path().strip_prefix("/api/v1/") else {
         return err(StatusCode::NOT_FOUND, "Not found");
@@ -150,8 +163,11 @@ async fn api(
             .split('&')
             .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), json!(v))))
             .collect();
-        let mut st = sim.lock();
-        dispatch(&mut st, &method, &path, &body, &query)
+        let r = dispatch(&mut sim.lock(), &method, &path, &body, &query);
+        if sim.roll(sim.lock().faults.lost_reply_rate) {
+            return dropped();
+        }
+        r
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!(

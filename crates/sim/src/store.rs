@@ -36,6 +36,10 @@ pub struct Faults {
     pub storm: u32,
     /// Added to every reply.
     pub latency_ms: u64,
+    /// Share of requests whose connection is cut before a reply (nothing is processed).
+    pub drop_rate: f64,
+    /// Share of requests processed whose reply is then lost (the write happened).
+    pub lost_reply_rate: f64,
 }
 
 pub(crate) struct Window {
