@@ -64,6 +64,9 @@ enum Cmd {
         state: Option<PathBuf>,
         #[arg(long, default_value_t = 9000)]
         port: u16,
+        /// Write the state to this file (snapshot format) when stopped with Ctrl-C.
+        #[arg(long)]
+        save: Option<PathBuf>,
     },
 }
 
@@ -87,7 +90,7 @@ fn main() -> ExitCode {
             event,
             format,
         } => explain::run(&instance, &event, format, color),
-        Cmd::Sim { state, port } => sim::run(state.as_deref(), port),
+        Cmd::Sim { state, port, save } => sim::run(state.as_deref(), port, save.as_deref()),
     };
     match result {
         Ok(code) => code,

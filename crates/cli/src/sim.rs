@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(state: Option<&Path>, port: u16) -> Result<ExitCode> {
+pub fn run(state: Option<&Path>, port: u16, save: Option<&Path>) -> Result<ExitCode> {
     let snapshot = match state {
         Some(p) => Some(
             serde_json::from_str(
