@@ -22,10 +22,19 @@ pub fn run(state: Option<&Path>, port: u16, save: Option<&Path>) -> Result<ExitC
             .await
             .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
         eprintln!(
-            "Close simulator on http://127.0.0.1:{port}/api/v1/ (keys: {})",
+            "Close simulator on http://127.0.0.1:{port}/api/v1/ (keys: {}); state at /_sim/state",
             sim.key_hint()
         );
-        closeflow_sim::serve(listener, sim).await?;
+        let server = closeflow_sim::serve(listener, sim.clone());
+        tokio::select! {
+            r = server => r?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        if let Some(path) = save {
+            std::fs::write(path, serde_json::to_string_pretty(&sim.snapshot())?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("state saved to {}", path.display());
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
