@@ -5,8 +5,11 @@
 mod eval;
 mod explain;
 mod input;
+mod plan_view;
+mod runs;
 mod render;
 mod sim;
+mod tests_cmd;
 mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -46,6 +49,11 @@ enum Cmd {
         #[arg(long)]
         deny_warnings: bool,
     },
+    /// Run mapping tests (*.test.yaml); a diff for each failure, exit 1 on any.
+    Test {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// JSON lines in, JSON lines out: trigger and mapping evaluation for scripts and editors.
     Eval,
     /// For one event: each mapping's trigger verdict, condition by condition, and the payload.
@@ -56,6 +64,42 @@ enum Cmd {
         event: String,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+    },
+    /// The plan for a stream of events, without writing (read-only against Close or a snapshot).
+    DryRun {
+        #[arg(long)]
+        instance: PathBuf,
+        /// A JSON-lines file, a JSON array file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        events: String,
+        /// Plan against a simulator snapshot instead of live Close: `sim:STATE.json`.
+        #[arg(long)]
+        against: Option<String>,
+        /// The Close API base URL, for every instance (overrides the instance's endpoint).
+        #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
+        close_url: Option<String>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: runs::PlanFormat,
+        /// Exit 2 when something would change (as terraform does).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Apply the plan for a stream of events (a backfill).
+    Send {
+        #[arg(long)]
+        instance: PathBuf,
+        #[arg(default_value = "-")]
+        events: String,
+        #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
+        close_url: Option<String>,
+        /// Skip events already applied (by messageId), as recorded in the resume file.
+        #[arg(long)]
+        resume: bool,
+        /// Where applied messageIds are recorded (default `.closeflow-send-<instance>.done`).
+        #[arg(long)]
+        resume_file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: runs::PlanFormat,
     },
     /// Run the Close simulator on 127.0.0.1 for local trials.
     Sim {
@@ -85,11 +129,44 @@ fn main() -> ExitCode {
             deny_warnings,
         } => validate::run(&paths, format, deny_warnings, color),
         Cmd::Eval => eval::run(),
+        Cmd::Test { paths } => tests_cmd::run(&paths, color),
         Cmd::Explain {
             instance,
             event,
             format,
         } => explain::run(&instance, &event, format, color),
+        Cmd::DryRun {
+            instance,
+            events,
+            against,
+            close_url,
+            format,
+            detailed_exitcode,
+        } => runs::dry_run(runs::DryRun {
+            instance: &instance,
+            events: &events,
+            against: against.as_deref(),
+            close_url: close_url.as_deref(),
+            format,
+            detailed_exitcode,
+            color,
+        }),
+        Cmd::Send {
+            instance,
+            events,
+            close_url,
+            resume,
+            resume_file,
+            format,
+        } => runs::send(runs::Send {
+            instance: &instance,
+            events: &events,
+            close_url: close_url.as_deref(),
+            resume,
+            resume_file,
+            format,
+            color,
+        }),
         Cmd::Sim { state, port, save } => sim::run(state.as_deref(), port, save.as_deref()),
     };
     match result {

@@ -15,8 +15,10 @@ pub mod payload;
 pub mod plan;
 pub mod ratelimit;
 pub mod retry;
+pub mod run;
 pub mod schema;
 pub mod state;
+pub mod testing;
 
 pub use model::{Contact, KeyConfig, Lead};
 pub use payload::{Flags, Payload, PayloadError};

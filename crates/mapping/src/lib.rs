@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod diag;
+pub mod events;
 pub mod instance;
 pub mod js;
 pub mod jsonschema;

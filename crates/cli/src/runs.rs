@@ -1,0 +1,256 @@
+//! `closeflow dry-run` and `closeflow send`: the same plans, read-only or applied.
+
+use crate::plan_view::{self, Style};
+use anyhow::{Context, Result, bail};
+use closeflow_close::client::{ClientConfig, DEFAULT_BASE_URL, Reader, Writer};
+use closeflow_close::run::{self, EventReport, Summary};
+use closeflow_close::state::State;
+use closeflow_mapping::Instance;
+use closeflow_mapping::events::{self, Entry};
+use closeflow_mapping::instance::Setting;
+use serde_json::json;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum PlanFormat {
+    Human,
+    Json,
+    Jsonl,
+}
+
+pub fn read_events(arg: &str) -> Result<Vec<Entry>> {
+    let text = if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("cannot read events from standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(arg).with_context(|| format!("cannot read events from {arg}"))?
+    };
+    Ok(events::parse_stream(&text))
+}
+
+fn client_config(inst: &Instance, close_url: Option<&str>) -> Result<ClientConfig> {
+    let url = close_url
+        .map(str::to_string)
+        .or_else(|| inst.endpoint.clone())
+        .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    let key = match inst.setting("api_key") {
+        Some(Setting::Secret(k)) => k.clone(),
+        Some(Setting::Plain(k)) => k.clone().into(),
+        None => bail!("instance {} has no settings.api_key", inst.name),
+    };
+    Ok(ClientConfig::new(url, key))
+}
+
+fn progress(total: usize, what: &str) -> Option<indicatif::ProgressBar> {
+    if total < 20 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(total as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} events {what} ({{eta}} left)"))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(pb)
+}
+
+struct Output {
+    format: PlanFormat,
+    style: Style,
+    reports: Vec<EventReport>,
+    summary: Summary,
+}
+
+impl Output {
+    fn event(&mut self, r: EventReport) -> Result<()> {
+        self.summary.add(&r);
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            PlanFormat::Human => write!(out, "{}", plan_view::event(&self.style, &r))?,
+            PlanFormat::Jsonl => {
+                let mut v = serde_json::to_value(&r)?;
+                v["format_version"] = json!(1);
+                writeln!(out, "{v}")?;
+            }
+            PlanFormat::Json => self.reports.push(r),
+        }
+        Ok(())
+    }
+    fn finish(self) -> Result<Summary> {
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            PlanFormat::Human => writeln!(out, "{}", plan_view::summary(&self.summary))?,
+            PlanFormat::Jsonl => writeln!(out, "{}", json!({"format_version": 1, "summary": self.summary}))?,
+            PlanFormat::Json => writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&json!({"format_version": 1, "events": self.reports, "summary": self.summary}))?
+            )?,
+        }
+        Ok(self.summary)
+    }
+}
+
+pub struct DryRun<'a> {
+    pub instance: &'a Path,
+    pub events: &'a str,
+    pub against: Option<&'a str>,
+    pub close_url: Option<&'a str>,
+    pub format: PlanFormat,
+    pub detailed_exitcode: bool,
+    pub color: bool,
+}
+
+pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
+    let inst = crate::input::require_instance(a.instance, a.color)?;
+    let entries = read_events(a.events)?;
+    let mut out = Output {
+        format: a.format,
+        style: Style { color: a.color },
+        reports: vec![],
+        summary: Summary::default(),
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let pb = progress(entries.len(), "planned");
+    let mut overlay = State::default();
+    match a.against {
+        Some(spec) => {
+            let path = spec
+                .strip_prefix("sim:")
+                .with_context(|| format!("--against takes sim:STATE.json, got {spec}"))?;
+            let snap: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?)
+                .with_context(|| format!("{path} is not valid JSON"))?;
+            let source = State::from_snapshot(&snap).map_err(anyhow::Error::msg).with_context(|| format!("{path} is not a simulator snapshot"))?;
+            for (i, e) in entries.iter().enumerate() {
+                let r = rt.block_on(run::dry_run(&inst, &source, &mut overlay, i, e));
+                out.event(r)?;
+                if let Some(p) = &pb {
+                    p.inc(1);
+                }
+            }
+        }
+        None => {
+            // The live API, read-only: only a Reader exists on this path.
+            let reader = Reader::new(client_config(&inst, a.close_url)?)?;
+            for (i, e) in entries.iter().enumerate() {
+                let r = rt.block_on(run::dry_run(&inst, &reader, &mut overlay, i, e));
+                out.event(r)?;
+                if let Some(p) = &pb {
+                    p.inc(1);
+                }
+            }
+        }
+    }
+    if let Some(p) = pb {
+        p.finish_and_clear();
+    }
+    let summary = out.finish()?;
+    Ok(if summary.errors > 0 {
+        ExitCode::from(1)
+    } else if a.detailed_exitcode && summary.changes() > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub struct Send<'a> {
+    pub instance: &'a Path,
+    pub events: &'a str,
+    pub close_url: Option<&'a str>,
+    pub resume: bool,
+    pub resume_file: Option<PathBuf>,
+    pub format: PlanFormat,
+    pub color: bool,
+}
+
+/// Message ids already applied, one per line; appended and flushed to disk after each event.
+struct Done {
+    file: std::fs::File,
+    ids: std::collections::HashSet<String>,
+}
+
+impl Done {
+    fn open(path: &Path) -> Result<Done> {
+        let ids = std::fs::read_to_string(path)
+            .map(|s| s.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Done { file, ids })
+    }
+    fn record(&mut self, id: &str) -> Result<()> {
+        writeln!(self.file, "{id}")?;
+        self.file.sync_data()?;
+        self.ids.insert(id.to_string());
+        Ok(())
+    }
+}
+
+pub fn send(a: Send<'_>) -> Result<ExitCode> {
+    let inst = crate::input::require_instance(a.instance, a.color)?;
+    let entries = read_events(a.events)?;
+    let writer = Writer::new(client_config(&inst, a.close_url)?)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(writer.reader().check_credentials())?;
+    let resume_path = a
+        .resume_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!(".closeflow-send-{}.done", inst.name)));
+    let mut done = Done::open(&resume_path)?;
+    let mut out = Output {
+        format: a.format,
+        style: Style { color: a.color },
+        reports: vec![],
+        summary: Summary::default(),
+    };
+    let pb = progress(entries.len(), "sent");
+    let mut failed: Vec<String> = Vec::new();
+    let mut skipped = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        if a.resume && e.message_id().is_some_and(|m| done.ids.contains(m)) {
+            skipped += 1;
+            continue;
+        }
+        let (r, err) = rt.block_on(run::send(&inst, &writer, i, e));
+        let bad = r.error.clone().or_else(|| err.map(|e| e.to_string())).or_else(|| r.mappings.iter().find_map(|m| m.error.clone()));
+        match bad {
+            Some(why) => failed.push(format!(
+                "event {} (messageId {}): {why}",
+                i + 1,
+                r.message_id.as_deref().unwrap_or("none")
+            )),
+            None => {
+                if let Some(m) = &r.message_id {
+                    done.record(m)?;
+                }
+            }
+        }
+        out.event(r)?;
+        if let Some(p) = &pb {
+            p.inc(1);
+        }
+    }
+    if let Some(p) = pb {
+        p.finish_and_clear();
+    }
+    out.finish()?;
+    if a.resume {
+        eprintln!("{skipped} event(s) already applied were skipped (resume file {})", resume_path.display());
+    }
+    if failed.is_empty() {
+        eprintln!("all events applied");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{} event(s) failed:", failed.len());
+        for f in &failed {
+            eprintln!("  {f}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}

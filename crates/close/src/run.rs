@@ -1,0 +1,201 @@
+//! Running a stream of events through an instance: trigger → mapping → payload → plan (and, on
+//! a live run, the writes). Shared by `dry-run`, `send`, mapping tests and the server, so that
+//! no frontend makes a decision of its own.
+
+use crate::client::{CloseError, Writer};
+use crate::exec::{self, Source};
+use crate::model::KeyConfig;
+use crate::payload::Payload;
+use crate::plan::{Plan, Step, StepKind};
+use crate::schema::{COMPANY_SETTING, USER_SETTING};
+use crate::state::State;
+use closeflow_mapping::Instance;
+use closeflow_mapping::events::Entry;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub fn key_config(inst: &Instance) -> KeyConfig {
+    KeyConfig {
+        company_field: inst.plain_setting(COMPANY_SETTING).map(str::to_string),
+        user_field: inst.plain_setting(USER_SETTING).map(str::to_string),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventReport {
+    pub index: usize,
+    pub message_id: Option<String>,
+    pub error: Option<String>,
+    pub mappings: Vec<MappingReport>,
+    /// `identify`, `track`, … (for display).
+    #[serde(skip)]
+    pub kind: String,
+    /// A short description of who or what the event is about (for display).
+    #[serde(skip)]
+    pub about: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MappingReport {
+    pub name: String,
+    pub matched: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub steps: Vec<Step>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::lookup::Warning>,
+    /// Matching contacts left alone because only the 10 oldest are updated.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub contacts_left: usize,
+    /// Leads carrying the event's Company ID (more than one: the oldest was used).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub leads_matched: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl MappingReport {
+    fn set_plan(&mut self, p: Plan) {
+        self.steps = p.steps;
+        self.warnings = p.warnings;
+        self.contacts_left = p.contacts_left;
+        self.leads_matched = p.leads_matched;
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create_lead: usize,
+    pub create_contact: usize,
+    pub update_lead: usize,
+    pub update_contact: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub not_matched: usize,
+    pub errors: usize,
+}
+
+impl Summary {
+    pub fn add(&mut self, r: &EventReport) {
+        if r.error.is_some() {
+            self.errors += 1;
+            return;
+        }
+        if !r.mappings.iter().any(|m| m.matched) {
+            self.not_matched += 1;
+        }
+        for m in &r.mappings {
+            if m.error.is_some() {
+                self.errors += 1;
+            }
+            for s in &m.steps {
+                match s.kind {
+                    StepKind::CreateLead => self.create_lead += 1,
+                    StepKind::CreateContact => self.create_contact += 1,
+                    StepKind::UpdateLead => self.update_lead += 1,
+                    StepKind::UpdateContact => self.update_contact += 1,
+                    StepKind::Unchanged => self.unchanged += 1,
+                    StepKind::Skipped => self.skipped += 1,
+                }
+            }
+        }
+    }
+    pub fn changes(&self) -> usize {
+        self.create_lead + self.create_contact + self.update_lead + self.update_contact
+    }
+}
+
+fn describe(event: &Value) -> (String, String) {
+    let kind = event.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |k: &str| event.get(k).and_then(Value::as_str).map(str::to_string);
+    let about = match kind.as_str() {
+        "track" => s("event").map(|e| format!("event=\"{e}\"")),
+        "group" => s("groupId").map(|g| format!("groupId={g}")),
+        "page" | "screen" => s("name").map(|n| format!("name=\"{n}\"")),
+        _ => None,
+    }
+    .or_else(|| s("userId").map(|u| format!("userId={u}")))
+    .or_else(|| s("anonymousId").map(|a| format!("anonymousId={a}")))
+    .unwrap_or_default();
+    (kind, about)
+}
+
+/// Evaluates an event's mappings: the reports, and the payloads to plan (by report index).
+pub fn prepare(inst: &Instance, index: usize, entry: &Entry) -> (EventReport, Vec<(usize, Payload)>) {
+    let mut report = EventReport {
+        index,
+        message_id: entry.message_id().map(str::to_string),
+        error: None,
+        mappings: vec![],
+        kind: String::new(),
+        about: String::new(),
+    };
+    let event = match entry {
+        Entry::Event(v) => v,
+        Entry::Invalid { message, .. } => {
+            report.error = Some(message.clone());
+            return (report, vec![]);
+        }
+    };
+    (report.kind, report.about) = describe(event);
+    let mut todo = Vec::new();
+    for o in inst.evaluate(event) {
+        let mut m = MappingReport {
+            name: o.mapping.name.clone(),
+            matched: o.matched,
+            payload: None,
+            error: None,
+            steps: vec![],
+            warnings: vec![],
+            contacts_left: 0,
+            leads_matched: 0,
+        };
+        match o.payload {
+            None => {}
+            Some(Err(e)) => m.error = Some(e.message),
+            Some(Ok(out)) => {
+                match Payload::normalise(&out) {
+                    Ok(p) => todo.push((report.mappings.len(), p)),
+                    Err(e) => m.error = Some(e.message),
+                }
+                m.payload = Some(out);
+            }
+        }
+        report.mappings.push(m);
+    }
+    (report, todo)
+}
+
+/// Plans an event over the dry-run overlay; reads only.
+pub async fn dry_run<S: Source>(inst: &Instance, source: &S, overlay: &mut State, index: usize, entry: &Entry) -> EventReport {
+    let cfg = key_config(inst);
+    let (mut report, todo) = prepare(inst, index, entry);
+    for (i, p) in todo {
+        match exec::dry_run(source, overlay, &cfg, &p).await {
+            Ok(plan) => report.mappings[i].set_plan(plan),
+            Err(e) => report.mappings[i].error = Some(e.to_string()),
+        }
+    }
+    report
+}
+
+/// Plans and applies an event against live Close. Returns the report and the first error.
+pub async fn send(inst: &Instance, writer: &Writer, index: usize, entry: &Entry) -> (EventReport, Option<CloseError>) {
+    let cfg = key_config(inst);
+    let (mut report, todo) = prepare(inst, index, entry);
+    let mut first_error = None;
+    for (i, p) in todo {
+        match exec::apply(writer, &cfg, &p).await {
+            Ok(applied) => report.mappings[i].set_plan(applied.plan),
+            Err(e) => {
+                report.mappings[i].error = Some(e.to_string());
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    (report, first_error)
+}
