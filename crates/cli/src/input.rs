@@ -20,7 +20,9 @@ pub fn instance_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             found.sort();
             out.extend(found);
         } else if p.exists() {
-            out.push(p.clone());
+            if !crate::tests_cmd::is_test_file(p) {
+                out.push(p.clone());
+            }
         } else {
             bail!("{}: no such file or directory", p.display());
         }

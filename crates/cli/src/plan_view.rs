@@ -11,7 +11,11 @@ pub struct Style {
 
 impl Style {
     fn paint(&self, code: &str, s: &str) -> String {
-        if self.color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
     }
     fn marker(&self, m: char) -> String {
         let code = match m {
@@ -60,16 +64,27 @@ fn object(o: Object) -> &'static str {
 }
 
 fn label(s: &Step) -> String {
-    s.label.as_ref().map(|l| format!(" ({})", cut(l))).unwrap_or_default()
+    s.label
+        .as_ref()
+        .map(|l| format!(" ({})", cut(l)))
+        .unwrap_or_default()
 }
 
 fn cut(s: &str) -> String {
-    if s.chars().count() > 40 { format!("{}…", s.chars().take(39).collect::<String>()) } else { s.to_string() }
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(39).collect::<String>())
+    } else {
+        s.to_string()
+    }
 }
 
 fn list_texts(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -77,15 +92,47 @@ fn change_line(out: &mut String, st: &Style, c: &Change, created: bool) {
     let is_list = matches!(c.field.as_str(), "emails" | "phones" | "urls");
     if is_list {
         let before = list_texts(&c.before);
-        let added: Vec<String> = list_texts(&c.after).into_iter().filter(|x| !before.contains(x)).collect();
-        let kept = if before.is_empty() { String::new() } else { format!("   (appended; kept: {})", before.join(", ")) };
-        let _ = writeln!(out, "      {} {}: {}{kept}", st.marker('+'), c.field, added.join(", "));
+        let added: Vec<String> = list_texts(&c.after)
+            .into_iter()
+            .filter(|x| !before.contains(x))
+            .collect();
+        let kept = if before.is_empty() {
+            String::new()
+        } else {
+            format!("   (appended; kept: {})", before.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "      {} {}: {}{kept}",
+            st.marker('+'),
+            c.field,
+            added.join(", ")
+        );
     } else if created || c.before.is_null() {
-        let _ = writeln!(out, "      {} {}: {}", st.marker('+'), c.field, value(&c.after));
+        let _ = writeln!(
+            out,
+            "      {} {}: {}",
+            st.marker('+'),
+            c.field,
+            value(&c.after)
+        );
     } else if c.after.is_null() {
-        let _ = writeln!(out, "      {} {}: {} → cleared", st.marker('~'), c.field, value(&c.before));
+        let _ = writeln!(
+            out,
+            "      {} {}: {} → cleared",
+            st.marker('~'),
+            c.field,
+            value(&c.before)
+        );
     } else {
-        let _ = writeln!(out, "      {} {}: {} → {}", st.marker('~'), c.field, value(&c.before), value(&c.after));
+        let _ = writeln!(
+            out,
+            "      {} {}: {} → {}",
+            st.marker('~'),
+            c.field,
+            value(&c.before),
+            value(&c.after)
+        );
     }
 }
 
@@ -102,19 +149,38 @@ fn step(out: &mut String, st: &Style, s: &Step) {
     let id = s.id.as_deref().map(short_id);
     match s.kind {
         StepKind::CreateLead | StepKind::CreateContact => {
-            let _ = writeln!(out, "  {} {o} (new){}{}", st.marker('+'), label(s), under(s));
+            let _ = writeln!(
+                out,
+                "  {} {o} (new){}{}",
+                st.marker('+'),
+                label(s),
+                under(s)
+            );
             for c in &s.changes {
                 change_line(out, st, c, true);
             }
         }
         StepKind::UpdateLead | StepKind::UpdateContact => {
-            let _ = writeln!(out, "  {} {o} {}{}{}", st.marker('~'), id.unwrap_or_default(), label(s), under(s));
+            let _ = writeln!(
+                out,
+                "  {} {o} {}{}{}",
+                st.marker('~'),
+                id.unwrap_or_default(),
+                label(s),
+                under(s)
+            );
             for c in &s.changes {
                 change_line(out, st, c, false);
             }
         }
         StepKind::Unchanged => {
-            let _ = writeln!(out, "  {} {o} {}{} unchanged", st.marker('='), id.unwrap_or_default(), label(s));
+            let _ = writeln!(
+                out,
+                "  {} {o} {}{} unchanged",
+                st.marker('='),
+                id.unwrap_or_default(),
+                label(s)
+            );
         }
         StepKind::Skipped => {
             let reason = s.reason.as_deref().unwrap_or("skipped");
@@ -150,7 +216,12 @@ fn mapping(out: &mut String, st: &Style, m: &MappingReport) {
         );
     }
     if m.leads_matched > 1 {
-        let _ = writeln!(out, "  {} {} leads carry this Company ID; the oldest is used", st.marker('?'), m.leads_matched);
+        let _ = writeln!(
+            out,
+            "  {} {} leads carry this Company ID; the oldest is used",
+            st.marker('?'),
+            m.leads_matched
+        );
     }
     for w in &m.warnings {
         if w.code != "several_leads_for_company" {
@@ -164,7 +235,11 @@ pub fn event(st: &Style, r: &EventReport) -> String {
     let mut out = String::new();
     let n = r.index + 1;
     if let Some(e) = &r.error {
-        let mid = r.message_id.as_ref().map(|m| format!(" (messageId {m})")).unwrap_or_default();
+        let mid = r
+            .message_id
+            .as_ref()
+            .map(|m| format!(" (messageId {m})"))
+            .unwrap_or_default();
         let _ = writeln!(out, "event {n}  {} invalid{mid}: {e}", st.marker('!'));
         return out;
     }

@@ -14,15 +14,21 @@ pub fn diagnostics(file: &str, source: &str, diags: &[Diagnostic], color: bool) 
     let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
     let mut out = String::new();
     for d in diags {
-        let mut md = MietteDiagnostic::new(match &d.mapping {
+        let mut text = match &d.mapping {
             Some(m) => format!("{} (mapping \"{m}\")", d.message),
             None => d.message.clone(),
-        })
-        .with_code(d.code)
-        .with_severity(match d.severity {
-            Severity::Error => miette::Severity::Error,
-            Severity::Warning => miette::Severity::Warning,
-        });
+        };
+        if d.span.is_none() {
+            // Without a span miette shows no file name; say it in the message.
+            text = format!("{file}: {text}");
+        }
+        let mut md =
+            MietteDiagnostic::new(text)
+                .with_code(d.code)
+                .with_severity(match d.severity {
+                    Severity::Error => miette::Severity::Error,
+                    Severity::Warning => miette::Severity::Warning,
+                });
         if let Some(h) = &d.hint {
             md = md.with_help(h.clone());
         }

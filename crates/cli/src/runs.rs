@@ -23,7 +23,9 @@ pub enum PlanFormat {
 pub fn read_events(arg: &str) -> Result<Vec<Entry>> {
     let text = if arg == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("cannot read events from standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read events from standard input")?;
         s
     } else {
         std::fs::read_to_string(arg).with_context(|| format!("cannot read events from {arg}"))?
@@ -50,8 +52,10 @@ fn progress(total: usize, what: &str) -> Option<indicatif::ProgressBar> {
     }
     let pb = indicatif::ProgressBar::new(total as u64);
     pb.set_style(
-        indicatif::ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} events {what} ({{eta}} left)"))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} events {what} ({{eta}} left)"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     Some(pb)
 }
@@ -82,11 +86,17 @@ impl Output {
         let mut out = std::io::stdout().lock();
         match self.format {
             PlanFormat::Human => writeln!(out, "{}", plan_view::summary(&self.summary))?,
-            PlanFormat::Jsonl => writeln!(out, "{}", json!({"format_version": 1, "summary": self.summary}))?,
+            PlanFormat::Jsonl => writeln!(
+                out,
+                "{}",
+                json!({"format_version": 1, "summary": self.summary})
+            )?,
             PlanFormat::Json => writeln!(
                 out,
                 "{}",
-                serde_json::to_string_pretty(&json!({"format_version": 1, "events": self.reports, "summary": self.summary}))?
+                serde_json::to_string_pretty(
+                    &json!({"format_version": 1, "events": self.reports, "summary": self.summary})
+                )?
             )?,
         }
         Ok(self.summary)
@@ -120,9 +130,13 @@ pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
             let path = spec
                 .strip_prefix("sim:")
                 .with_context(|| format!("--against takes sim:STATE.json, got {spec}"))?;
-            let snap: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?)
-                .with_context(|| format!("{path} is not valid JSON"))?;
-            let source = State::from_snapshot(&snap).map_err(anyhow::Error::msg).with_context(|| format!("{path} is not a simulator snapshot"))?;
+            let snap: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
+            )
+            .with_context(|| format!("{path} is not valid JSON"))?;
+            let source = State::from_snapshot(&snap)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("{path} is not a simulator snapshot"))?;
             for (i, e) in entries.iter().enumerate() {
                 let r = rt.block_on(run::dry_run(&inst, &source, &mut overlay, i, e));
                 out.event(r)?;
@@ -218,7 +232,11 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
             continue;
         }
         let (r, err) = rt.block_on(run::send(&inst, &writer, i, e));
-        let bad = r.error.clone().or_else(|| err.map(|e| e.to_string())).or_else(|| r.mappings.iter().find_map(|m| m.error.clone()));
+        let bad = r
+            .error
+            .clone()
+            .or_else(|| err.map(|e| e.to_string()))
+            .or_else(|| r.mappings.iter().find_map(|m| m.error.clone()));
         match bad {
             Some(why) => failed.push(format!(
                 "event {} (messageId {}): {why}",
@@ -241,7 +259,10 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
     }
     out.finish()?;
     if a.resume {
-        eprintln!("{skipped} event(s) already applied were skipped (resume file {})", resume_path.display());
+        eprintln!(
+            "{skipped} event(s) already applied were skipped (resume file {})",
+            resume_path.display()
+        );
     }
     if failed.is_empty() {
         eprintln!("all events applied");

@@ -20,7 +20,9 @@ pub fn test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             found.sort();
             out.extend(found);
         } else if p.exists() {
-            out.push(p.clone());
+            if is_test_file(p) {
+                out.push(p.clone());
+            }
         } else {
             bail!("{}: no such file or directory", p.display());
         }
@@ -39,14 +41,24 @@ pub fn instance_of(test: &Path, doc: &serde_json::Value) -> PathBuf {
     if let Some(i) = doc.get("instance").and_then(|v| v.as_str()) {
         return dir.join(i);
     }
-    let name = test.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    dir.join(name.replace(".test.yaml", ".yaml").replace(".test.yml", ".yml"))
+    let name = test
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    dir.join(
+        name.replace(".test.yaml", ".yaml")
+            .replace(".test.yml", ".yml"),
+    )
 }
 
 pub fn read_test_file(path: &Path) -> Result<serde_json::Value> {
-    let source = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let source =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let node = closeflow_mapping::yaml::parse(&source).map_err(|d| {
-        let at = d.span.map(|s| format!(":{}:{}", s.line, s.column)).unwrap_or_default();
+        let at = d
+            .span
+            .map(|s| format!(":{}:{}", s.line, s.column))
+            .unwrap_or_default();
         anyhow::anyhow!("{}{at}: {}", path.display(), d.message)
     })?;
     Ok(node.to_json())
@@ -87,8 +99,11 @@ pub fn run(paths: &[PathBuf], color: bool) -> Result<ExitCode> {
         let state = match &tf.state {
             Some(s) => {
                 let p = file.parent().unwrap_or(Path::new(".")).join(s);
-                let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?)
-                    .with_context(|| format!("{} is not valid JSON", p.display()))?;
+                let v: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?,
+                )
+                .with_context(|| format!("{} is not valid JSON", p.display()))?;
                 State::from_snapshot(&v).map_err(anyhow::Error::msg)?
             }
             None => State::default(),
@@ -108,5 +123,9 @@ pub fn run(paths: &[PathBuf], color: bool) -> Result<ExitCode> {
         }
     }
     println!("{passed} passed, {failed} failed");
-    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

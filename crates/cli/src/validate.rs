@@ -15,6 +15,9 @@ pub fn run(
     color: bool,
 ) -> Result<ExitCode> {
     let files = instance_files(paths)?;
+    let tests = crate::tests_cmd::test_files(paths)
+        .unwrap_or_default()
+        .len();
     let mut loaded: Vec<Loaded> = Vec::new();
     for f in &files {
         loaded.push(load_instance(f)?);
@@ -28,6 +31,31 @@ pub fn run(
         if let Some(l) = loaded.iter_mut().find(|l| l.file == d.file) {
             l.diagnostics.push(d);
         }
+    }
+    // Mapping tests beside the instances are checked too.
+    for t in crate::tests_cmd::test_files(paths).unwrap_or_default() {
+        let source = std::fs::read_to_string(&t).unwrap_or_default();
+        let file = t.display().to_string();
+        let problem = match crate::tests_cmd::read_test_file(&t) {
+            Err(e) => Some(e.to_string()),
+            Ok(doc) => closeflow_close::testing::parse(&doc).err().or_else(|| {
+                let inst = crate::tests_cmd::instance_of(&t, &doc);
+                (!inst.exists()).then(|| format!("its instance {} does not exist", inst.display()))
+            }),
+        };
+        let mut diagnostics = Vec::new();
+        if let Some(p) = problem {
+            let mut d = closeflow_mapping::Diagnostic::error("bad_test_file", p)
+                .hint("see the *.test.yaml files in mappings/ for the format");
+            d.file.clone_from(&file);
+            diagnostics.push(d);
+        }
+        loaded.push(Loaded {
+            file,
+            source,
+            instance: None,
+            diagnostics,
+        });
     }
     let errors: usize = loaded
         .iter()
@@ -43,7 +71,7 @@ pub fn run(
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json!({
-                    "files": files.len(), "errors": errors, "warnings": warnings, "diagnostics": all,
+                    "files": files.len(), "test_files": tests, "errors": errors, "warnings": warnings, "diagnostics": all,
                 }))?
             );
         }
@@ -55,7 +83,7 @@ pub fn run(
                 );
             }
             println!(
-                "{} file(s), {} mapping(s): {errors} error(s), {warnings} warning(s)",
+                "{} file(s), {} mapping(s), {tests} test file(s): {errors} error(s), {warnings} warning(s)",
                 files.len(),
                 mappings
             );

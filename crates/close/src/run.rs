@@ -110,7 +110,11 @@ impl Summary {
 }
 
 fn describe(event: &Value) -> (String, String) {
-    let kind = event.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let s = |k: &str| event.get(k).and_then(Value::as_str).map(str::to_string);
     let about = match kind.as_str() {
         "track" => s("event").map(|e| format!("event=\"{e}\"")),
@@ -125,7 +129,11 @@ fn describe(event: &Value) -> (String, String) {
 }
 
 /// Evaluates an event's mappings: the reports, and the payloads to plan (by report index).
-pub fn prepare(inst: &Instance, index: usize, entry: &Entry) -> (EventReport, Vec<(usize, Payload)>) {
+pub fn prepare(
+    inst: &Instance,
+    index: usize,
+    entry: &Entry,
+) -> (EventReport, Vec<(usize, Payload)>) {
     let mut report = EventReport {
         index,
         message_id: entry.message_id().map(str::to_string),
@@ -171,7 +179,13 @@ pub fn prepare(inst: &Instance, index: usize, entry: &Entry) -> (EventReport, Ve
 }
 
 /// Plans an event over the dry-run overlay; reads only.
-pub async fn dry_run<S: Source>(inst: &Instance, source: &S, overlay: &mut State, index: usize, entry: &Entry) -> EventReport {
+pub async fn dry_run<S: Source>(
+    inst: &Instance,
+    source: &S,
+    overlay: &mut State,
+    index: usize,
+    entry: &Entry,
+) -> EventReport {
     let cfg = key_config(inst);
     let (mut report, todo) = prepare(inst, index, entry);
     for (i, p) in todo {
@@ -184,7 +198,12 @@ pub async fn dry_run<S: Source>(inst: &Instance, source: &S, overlay: &mut State
 }
 
 /// Plans and applies an event against live Close. Returns the report and the first error.
-pub async fn send(inst: &Instance, writer: &Writer, index: usize, entry: &Entry) -> (EventReport, Option<CloseError>) {
+pub async fn send(
+    inst: &Instance,
+    writer: &Writer,
+    index: usize,
+    entry: &Entry,
+) -> (EventReport, Option<CloseError>) {
     let cfg = key_config(inst);
     let (mut report, todo) = prepare(inst, index, entry);
     let mut first_error = None;

@@ -62,24 +62,37 @@ fn err<T>(m: impl Into<String>) -> Result<T, String> {
 
 /// Reads a test file (already parsed from YAML to JSON).
 pub fn parse(v: &Value) -> Result<TestFile, String> {
-    let Some(m) = v.as_object() else { return err("a test file is a mapping with `tests:`") };
+    let Some(m) = v.as_object() else {
+        return err("a test file is a mapping with `tests:`");
+    };
     for k in m.keys() {
         if !["state", "tests", "instance"].contains(&k.as_str()) {
             return err(format!("unknown key `{k}` (keys: instance, state, tests)"));
         }
     }
     let state = m.get("state").and_then(Value::as_str).map(str::to_string);
-    let Some(Value::Array(tests)) = m.get("tests") else { return err("`tests` must be a list") };
+    let Some(Value::Array(tests)) = m.get("tests") else {
+        return err("`tests` must be a list");
+    };
     let mut cases = Vec::new();
     for (i, t) in tests.iter().enumerate() {
-        let Some(t) = t.as_object() else { return err(format!("tests[{i}] must be a mapping")) };
+        let Some(t) = t.as_object() else {
+            return err(format!("tests[{i}] must be a mapping"));
+        };
         for k in t.keys() {
             if !["name", "event", "mapping", "expect"].contains(&k.as_str()) {
-                return err(format!("tests[{i}]: unknown key `{k}` (keys: name, event, mapping, expect)"));
+                return err(format!(
+                    "tests[{i}]: unknown key `{k}` (keys: name, event, mapping, expect)"
+                ));
             }
         }
-        let name = t.get("name").and_then(Value::as_str).map_or_else(|| format!("test {}", i + 1), str::to_string);
-        let Some(event) = t.get("event").cloned() else { return err(format!("{name}: no `event`")) };
+        let name = t
+            .get("name")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("test {}", i + 1), str::to_string);
+        let Some(event) = t.get("event").cloned() else {
+            return err(format!("{name}: no `event`"));
+        };
         let mut case = Case {
             name: name.clone(),
             event,
@@ -93,10 +106,15 @@ pub fn parse(v: &Value) -> Result<TestFile, String> {
             Some(Value::Object(e)) => {
                 for k in e.keys() {
                     if !["payload", "plan", "not_triggered"].contains(&k.as_str()) {
-                        return err(format!("{name}: unknown expectation `{k}` (payload, plan, not_triggered)"));
+                        return err(format!(
+                            "{name}: unknown expectation `{k}` (payload, plan, not_triggered)"
+                        ));
                     }
                 }
-                case.not_triggered = e.get("not_triggered").and_then(Value::as_bool).unwrap_or(false);
+                case.not_triggered = e
+                    .get("not_triggered")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 case.payload = e.get("payload").cloned();
                 case.plan = match e.get("plan") {
                     None => None,
@@ -104,7 +122,11 @@ pub fn parse(v: &Value) -> Result<TestFile, String> {
                     Some(_) => return err(format!("{name}: `plan` must be a list of steps")),
                 };
             }
-            _ => return err(format!("{name}: `expect` must be `not_triggered` or a mapping with payload/plan")),
+            _ => {
+                return err(format!(
+                    "{name}: `expect` must be `not_triggered` or a mapping with payload/plan"
+                ));
+            }
         }
         cases.push(case);
     }
@@ -128,7 +150,9 @@ fn step_matches(expected: &Value, s: &Step) -> bool {
                 }
         }
         Value::Object(m) => {
-            let Some((k, v)) = m.iter().find(|(k, _)| *k != "changes") else { return false };
+            let Some((k, v)) = m.iter().find(|(k, _)| *k != "changes") else {
+                return false;
+            };
             if k != kind {
                 return false;
             }
@@ -141,7 +165,11 @@ fn step_matches(expected: &Value, s: &Step) -> bool {
             let changes_ok = match m.get("changes") {
                 None => true,
                 Some(Value::Object(want)) => want.iter().all(|(f, after)| {
-                    s.changes.iter().any(|c| &c.field == f && (&c.after == after || c.after.as_str().is_some_and(|a| Some(a) == after.as_str())))
+                    s.changes.iter().any(|c| {
+                        &c.field == f
+                            && (&c.after == after
+                                || c.after.as_str().is_some_and(|a| Some(a) == after.as_str()))
+                    })
                 }),
                 Some(_) => false,
             };
@@ -155,14 +183,22 @@ fn step_matches(expected: &Value, s: &Step) -> bool {
 pub fn step_text(s: &Step) -> Value {
     let kind = serde_json::to_value(s.kind).unwrap_or_default();
     let kind = kind.as_str().unwrap_or_default().to_string();
-    let target = if kind == "skipped" { s.reason.clone() } else { s.id.clone() };
+    let target = if kind == "skipped" {
+        s.reason.clone()
+    } else {
+        s.id.clone()
+    };
     if s.changes.is_empty() {
         return json!(match target {
             Some(t) => format!("{kind} {t}"),
             None => kind,
         });
     }
-    let changes: Map<String, Value> = s.changes.iter().map(|c| (c.field.clone(), c.after.clone())).collect();
+    let changes: Map<String, Value> = s
+        .changes
+        .iter()
+        .map(|c| (c.field.clone(), c.after.clone()))
+        .collect();
     json!({ kind: target, "changes": changes })
 }
 
@@ -175,7 +211,10 @@ pub async fn run_case(inst: &Instance, state: &State, case: &Case) -> Outcome {
             expected: json!("a valid event"),
             actual: json!(message),
         });
-        return Outcome { name: case.name.clone(), failures };
+        return Outcome {
+            name: case.name.clone(),
+            failures,
+        };
     }
     let mut overlay = State::default();
     let report = run::dry_run(inst, state, &mut overlay, 0, &entry).await;
@@ -187,9 +226,17 @@ pub async fn run_case(inst: &Instance, state: &State, case: &Case) -> Outcome {
                 failures.push(Failure {
                     what: format!("no mapping is named \"{n}\""),
                     expected: json!(n),
-                    actual: json!(inst.mappings.iter().map(|m| m.name.clone()).collect::<Vec<_>>()),
+                    actual: json!(
+                        inst.mappings
+                            .iter()
+                            .map(|m| m.name.clone())
+                            .collect::<Vec<_>>()
+                    ),
                 });
-                return Outcome { name: case.name.clone(), failures };
+                return Outcome {
+                    name: case.name.clone(),
+                    failures,
+                };
             }
             matched.iter().find(|m| &m.name == n).copied()
         }
@@ -207,7 +254,10 @@ pub async fn run_case(inst: &Instance, state: &State, case: &Case) -> Outcome {
                 actual: json!(names),
             });
         }
-        return Outcome { name: case.name.clone(), failures };
+        return Outcome {
+            name: case.name.clone(),
+            failures,
+        };
     }
     let Some(m) = chosen else {
         failures.push(Failure {
@@ -215,7 +265,10 @@ pub async fn run_case(inst: &Instance, state: &State, case: &Case) -> Outcome {
             expected: json!(case.mapping.clone().unwrap_or_else(|| "any mapping".into())),
             actual: json!(names),
         });
-        return Outcome { name: case.name.clone(), failures };
+        return Outcome {
+            name: case.name.clone(),
+            failures,
+        };
     };
     if case.mapping.is_none() && matched.len() > 1 {
         failures.push(Failure {
@@ -242,7 +295,8 @@ pub async fn run_case(inst: &Instance, state: &State, case: &Case) -> Outcome {
         }
     }
     if let Some(want) = &case.plan {
-        let ok = want.len() == m.steps.len() && want.iter().zip(&m.steps).all(|(w, s)| step_matches(w, s));
+        let ok = want.len() == m.steps.len()
+            && want.iter().zip(&m.steps).all(|(w, s)| step_matches(w, s));
         if !ok {
             failures.push(Failure {
                 what: "plan".into(),
@@ -251,5 +305,8 @@ pub async fn run_case(inst: &Instance, state: &State, case: &Case) -> Outcome {
             });
         }
     }
-    Outcome { name: case.name.clone(), failures }
+    Outcome {
+        name: case.name.clone(),
+        failures,
+    }
 }

@@ -7,7 +7,10 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
     Event(Value),
-    Invalid { message: String, message_id: Option<String> },
+    Invalid {
+        message: String,
+        message_id: Option<String>,
+    },
 }
 
 impl Entry {
@@ -23,25 +26,39 @@ const TYPES: &[&str] = &["identify", "track", "group", "page", "screen", "alias"
 
 /// Checks one event: an object with a known `type`.
 pub fn check(v: Value) -> Entry {
-    let message_id = v.get("messageId").and_then(Value::as_str).map(str::to_string);
+    let message_id = v
+        .get("messageId")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let invalid = |message: String| Entry::Invalid {
         message,
         message_id: message_id.clone(),
     };
     let Value::Object(m) = &v else {
-        return invalid(format!("an event is a JSON object, not {}", crate::js::type_name(Some(&v))));
+        return invalid(format!(
+            "an event is a JSON object, not {}",
+            crate::js::type_name(Some(&v))
+        ));
     };
     match m.get("type") {
         None => invalid("the event has no `type`".into()),
         Some(Value::String(t)) if TYPES.contains(&t.as_str()) => Entry::Event(v),
-        Some(Value::String(t)) => invalid(format!("unknown event type \"{t}\" (expected one of {})", TYPES.join(", "))),
-        Some(other) => invalid(format!("`type` must be text, not {}", crate::js::type_name(Some(other)))),
+        Some(Value::String(t)) => invalid(format!(
+            "unknown event type \"{t}\" (expected one of {})",
+            TYPES.join(", ")
+        )),
+        Some(other) => invalid(format!(
+            "`type` must be text, not {}",
+            crate::js::type_name(Some(other))
+        )),
     }
 }
 
 fn expand(v: Value, out: &mut Vec<Entry>) {
     match v {
-        Value::Object(ref m) if m.get("batch").is_some_and(Value::is_array) && !m.contains_key("type") => {
+        Value::Object(ref m)
+            if m.get("batch").is_some_and(Value::is_array) && !m.contains_key("type") =>
+        {
             if let Some(Value::Array(items)) = m.get("batch") {
                 // Batch-level context and integrations apply to each event, as Segment does.
                 for item in items {
@@ -105,6 +122,8 @@ mod tests {
         assert!(matches!(e[2], Entry::Event(_)));
         assert!(matches!(&e[3], Entry::Invalid { message, .. } if message.contains("no `type`")));
         assert_eq!(parse_stream("[{\"type\":\"page\"}]").len(), 1);
-        assert!(matches!(&parse_stream("{\"type\":\"nope\",\"messageId\":\"m\"}")[0], Entry::Invalid { message_id: Some(m), .. } if m == "m"));
+        assert!(
+            matches!(&parse_stream("{\"type\":\"nope\",\"messageId\":\"m\"}")[0], Entry::Invalid { message_id: Some(m), .. } if m == "m")
+        );
     }
 }
