@@ -43,6 +43,7 @@ pub fn closeflow(args: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .env_remove("CLOSE_API_KEY")
         .env_remove("CLOSEFLOW_TEST_SURELY_UNSET")
+        .env_remove("CLOSEFLOW_CLOSE_URL")
         .output()
         .expect("closeflow runs")
 }
@@ -54,4 +55,27 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// Runs `closeflow ARGS…` with `input` on standard input.
+pub fn closeflow_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(closeflow_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .env("NO_COLOR", "1")
+        .env_remove("CLOSE_API_KEY")
+        .env_remove("CLOSEFLOW_CLOSE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("closeflow runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("closeflow finishes")
 }

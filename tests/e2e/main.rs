@@ -4,3 +4,4 @@
 mod cli;
 mod close;
 mod fidelity;
+mod plans;

@@ -243,7 +243,11 @@ pub fn event(st: &Style, r: &EventReport) -> String {
         let _ = writeln!(out, "event {n}  {} invalid{mid}: {e}", st.marker('!'));
         return out;
     }
-    let head = format!("event {n}  {}  {}", r.kind, r.about);
+    let head = if r.about.is_empty() {
+        format!("event {n}  {}", r.kind)
+    } else {
+        format!("event {n}  {}  {}", r.kind, r.about)
+    };
     let matched: Vec<&MappingReport> = r.mappings.iter().filter(|m| m.matched).collect();
     if matched.is_empty() {
         let _ = writeln!(out, "{head}  → no mapping matched");
