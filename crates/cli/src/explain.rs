@@ -35,7 +35,7 @@ pub fn run(instance: &Path, event: &str, format: Format, color: bool) -> Result<
                 .map(|(m, why, p)| json!({"mapping": m.name, "enabled": m.enabled, "trigger": m.trigger.to_string(),
                                          "matched": m.enabled && why.result, "why": why, "result": p}))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
         }
         Format::Human => {
             let mut s = String::new();
@@ -62,7 +62,7 @@ pub fn run(instance: &Path, event: &str, format: Format, color: bool) -> Result<
                     }
                 }
             }
-            print!("{s}");
+            out!("{s}");
         }
     }
     Ok(ExitCode::SUCCESS)

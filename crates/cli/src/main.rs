@@ -2,6 +2,15 @@
 //! render results.
 #![forbid(unsafe_code)]
 
+/// `print!`/`println!` that end the program quietly when standard output is closed (as by
+/// `| head`) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::emit(format_args!($($t)*), false) };
+}
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::emit(format_args!($($t)*), true) };
+}
+
 mod eval;
 mod explain;
 mod input;
@@ -114,6 +123,26 @@ enum Cmd {
     },
 }
 
+pub fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = r {
+        exit_on_closed_pipe(&e);
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A reader that went away (`| head`) is not an error worth a message.
+fn exit_on_closed_pipe(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+}
+
 pub fn color_enabled(no_color: bool) -> bool {
     use std::io::IsTerminal;
     !no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
@@ -172,6 +201,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                exit_on_closed_pipe(io);
+            }
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }

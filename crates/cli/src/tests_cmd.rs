@@ -92,7 +92,7 @@ pub fn run(paths: &[PathBuf], color: bool) -> Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &files {
-        println!("{}", file.display());
+        outln!("{}", file.display());
         let doc = read_test_file(file)?;
         let tf = testing::parse(&doc).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let inst = crate::input::require_instance(&instance_of(file, &doc), color)?;
@@ -112,17 +112,17 @@ pub fn run(paths: &[PathBuf], color: bool) -> Result<ExitCode> {
             let o = rt.block_on(testing::run_case(&inst, &state, case));
             if o.failures.is_empty() {
                 passed += 1;
-                println!("  ✓ {}", o.name);
+                outln!("  ✓ {}", o.name);
             } else {
                 failed += 1;
-                println!("  ✗ {}", o.name);
+                outln!("  ✗ {}", o.name);
                 for f in &o.failures {
-                    print!("{}", diff(f));
+                    out!("{}", diff(f));
                 }
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    outln!("{passed} passed, {failed} failed");
     Ok(if failed > 0 {
         ExitCode::from(1)
     } else {

@@ -68,7 +68,7 @@ pub fn run(
     match format {
         Format::Json => {
             let all: Vec<_> = loaded.iter().flat_map(|l| l.diagnostics.iter()).collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&json!({
                     "files": files.len(), "test_files": tests, "errors": errors, "warnings": warnings, "diagnostics": all,
@@ -77,12 +77,12 @@ pub fn run(
         }
         Format::Human => {
             for l in &loaded {
-                print!(
+                out!(
                     "{}",
                     crate::render::diagnostics(&l.file, &l.source, &l.diagnostics, color)
                 );
             }
-            println!(
+            outln!(
                 "{} file(s), {} mapping(s), {tests} test file(s): {errors} error(s), {warnings} warning(s)",
                 files.len(),
                 mappings
