@@ -6,21 +6,25 @@ use closeflow_mapping::{Diagnostic, Instance, instance};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Instance files named by `paths` (directories are searched one level deep, sorted; mapping
-/// tests `*.test.yaml` are not instances).
-pub fn instance_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// The files named by `paths`: in directories (one level deep, sorted) those `in_dir` accepts,
+/// and the files named directly that `named` accepts.
+pub fn files(
+    paths: &[PathBuf],
+    in_dir: fn(&Path) -> bool,
+    named: fn(&Path) -> bool,
+) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                 .with_context(|| format!("cannot read directory {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| is_instance_file(f))
+                .filter(|f| in_dir(f))
                 .collect();
             found.sort();
             out.extend(found);
         } else if p.exists() {
-            if !crate::tests_cmd::is_test_file(p) {
+            if named(p) {
                 out.push(p.clone());
             }
         } else {
@@ -28,6 +32,13 @@ pub fn instance_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
+}
+
+/// Instance files named by `paths` (mapping tests `*.test.yaml` are not instances).
+pub fn instance_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    files(paths, is_instance_file, |f| {
+        !crate::tests_cmd::is_test_file(f)
+    })
 }
 
 fn is_instance_file(f: &Path) -> bool {

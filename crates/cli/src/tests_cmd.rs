@@ -7,27 +7,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// `*.test.yaml` files named by `paths` (directories searched one level deep, sorted).
+/// `*.test.yaml` files named by `paths`.
 pub fn test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot read directory {}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| is_test_file(f))
-                .collect();
-            found.sort();
-            out.extend(found);
-        } else if p.exists() {
-            if is_test_file(p) {
-                out.push(p.clone());
-            }
-        } else {
-            bail!("{}: no such file or directory", p.display());
-        }
-    }
-    Ok(out)
+    crate::input::files(paths, is_test_file, is_test_file)
 }
 
 pub fn is_test_file(f: &Path) -> bool {

@@ -442,35 +442,28 @@ impl Writer {
     pub fn reader(&self) -> &Reader {
         &self.reader
     }
-    pub async fn create_lead(&self, body: &Map<String, Value>) -> Result<Value, CloseError> {
+    async fn write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Map<String, Value>,
+    ) -> Result<Value, CloseError> {
         self.reader
-            .call(
-                reqwest::Method::POST,
-                "lead/",
-                Some(&Value::Object(body.clone())),
-            )
+            .call(method, path, Some(&Value::Object(body.clone())))
             .await
     }
+    pub async fn create_lead(&self, body: &Map<String, Value>) -> Result<Value, CloseError> {
+        self.write(reqwest::Method::POST, "lead/", body).await
+    }
     pub async fn create_contact(&self, body: &Map<String, Value>) -> Result<Value, CloseError> {
-        self.reader
-            .call(
-                reqwest::Method::POST,
-                "contact/",
-                Some(&Value::Object(body.clone())),
-            )
-            .await
+        self.write(reqwest::Method::POST, "contact/", body).await
     }
     pub async fn update_lead(
         &self,
         id: &str,
         body: &Map<String, Value>,
     ) -> Result<Value, CloseError> {
-        self.reader
-            .call(
-                reqwest::Method::PUT,
-                &format!("lead/{id}/"),
-                Some(&Value::Object(body.clone())),
-            )
+        self.write(reqwest::Method::PUT, &format!("lead/{id}/"), body)
             .await
     }
     pub async fn update_contact(
@@ -478,12 +471,7 @@ impl Writer {
         id: &str,
         body: &Map<String, Value>,
     ) -> Result<Value, CloseError> {
-        self.reader
-            .call(
-                reqwest::Method::PUT,
-                &format!("contact/{id}/"),
-                Some(&Value::Object(body.clone())),
-            )
+        self.write(reqwest::Method::PUT, &format!("contact/{id}/"), body)
             .await
     }
 }
