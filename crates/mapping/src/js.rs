@@ -163,7 +163,18 @@ fn index(key: &str) -> Option<usize> {
 
 /// Walks `keys` from `root` with [`step`]. Allocation-free unless a string or `length` is indexed.
 pub fn walk<'a, K: AsRef<str>>(root: &'a Value, keys: &[K]) -> Option<Cow<'a, Value>> {
-    let mut cur = Cow::Borrowed(root);
+    // Through objects (the common case) by reference; anything else takes the general path.
+    let mut cur = root;
+    for (i, k) in keys.iter().enumerate() {
+        match cur {
+            Value::Object(m) => cur = object_get(m, k.as_ref())?,
+            _ => return walk_general(Cow::Borrowed(cur), &keys[i..]),
+        }
+    }
+    Some(Cow::Borrowed(cur))
+}
+
+fn walk_general<'a, K: AsRef<str>>(mut cur: Cow<'a, Value>, keys: &[K]) -> Option<Cow<'a, Value>> {
     for k in keys {
         cur = step(cur, k.as_ref())?;
     }
