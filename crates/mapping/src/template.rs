@@ -69,7 +69,7 @@ fn split(s: &str, n: usize) -> Vec<(bool, &str)> {
     let open = "{".repeat(n);
     let close = "}".repeat(n);
     let mut out = Vec::new();
-    let mut rest = s;
+    let rest = s;
     let mut text_start = 0usize;
     let mut pos = 0usize;
     while let Some(i) = rest[pos..].find(&open) {
@@ -90,8 +90,6 @@ fn split(s: &str, n: usize) -> Vec<(bool, &str)> {
         }
     }
     out.push((false, &rest[text_start..]));
-    rest = "";
-    let _ = rest;
     out
 }
 

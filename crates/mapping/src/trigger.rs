@@ -598,16 +598,15 @@ impl Parser<'_> {
 
     fn expr(&mut self) -> Result<Node, TriggerError> {
         let mut items = vec![self.term()?];
-        let mut conn: Option<(Kind, usize)> = None;
+        let mut conn: Option<Kind> = None;
         while let Some(t) = self.peek() {
             let k = t.kind.clone();
             if k != Kind::And && k != Kind::Or {
                 break;
             }
             let (start, len) = (t.start, t.len);
-            if let Some((c, first)) = &conn {
+            if let Some(c) = &conn {
                 if *c != k {
-                    let _ = first;
                     return Err(err(
                         code::TRIGGER_MIXED_AND_OR,
                         "`and` and `or` are mixed without parentheses",
@@ -619,14 +618,14 @@ impl Parser<'_> {
                     ));
                 }
             } else {
-                conn = Some((k.clone(), start));
+                conn = Some(k.clone());
             }
             self.pos += 1;
             items.push(self.term()?);
         }
         Ok(match conn {
             None => items.pop().unwrap_or(Node::All(vec![])),
-            Some((Kind::Or, _)) => Node::Any(items),
+            Some(Kind::Or) => Node::Any(items),
             Some(_) => Node::All(items),
         })
     }
