@@ -51,6 +51,18 @@ fn base() -> Value {
                                     "emails": [{"email": "ada@old.io", "type": "office"}], "custom.cf_user": "u_1"}]}]})
 }
 
+/// The recorded rate-limit profile, scaled down in time so that tests stay short.
+const FAST_LIMITS: Limits = Limits {
+    search: 16,
+    other: 240,
+    delete_lead: 80,
+    window_secs: 0.5,
+};
+
+fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn leads(sim: &Sim) -> Vec<Value> {
     sim.snapshot()["leads"].as_array().unwrap().clone()
 }
@@ -199,11 +211,7 @@ async fn recovers_from_injected_server_errors() {
     r.sim.set_faults(Faults::default());
     assert_eq!(leads(&r.sim).len(), 9);
     assert!(
-        w.reader()
-            .stats
-            .retries
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0,
+        count(&w.reader().stats.retries) > 0,
         "faults were injected and retried"
     );
 }
@@ -211,13 +219,7 @@ async fn recovers_from_injected_server_errors() {
 #[tokio::test]
 async fn steady_load_paced_without_a_single_429() {
     let r = start(base()).await;
-    // The recorded profile, scaled down in time so the test stays short: 16 searches per 0.5 s.
-    r.sim.set_limits(Limits {
-        search: 16,
-        other: 240,
-        delete_lead: 80,
-        window_secs: 0.5,
-    });
+    r.sim.set_limits(FAST_LIMITS);
     let w = writer(&r.url, "test_key");
     for i in 0..15 {
         let p = payload(
@@ -226,11 +228,7 @@ async fn steady_load_paced_without_a_single_429() {
         );
         exec::apply(&w, &keys(), &p).await.unwrap();
     }
-    let throttled = w
-        .reader()
-        .stats
-        .throttled
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let throttled = count(&w.reader().stats.throttled);
     assert_eq!(throttled, 0, "the pacer kept every group under its budget");
     assert_eq!(leads(&r.sim).len(), 16);
 }
@@ -238,12 +236,7 @@ async fn steady_load_paced_without_a_single_429() {
 #[tokio::test]
 async fn dropped_connections_never_duplicate_a_create() {
     let r = start(base()).await;
-    r.sim.set_limits(Limits {
-        search: 16,
-        other: 240,
-        delete_lead: 80,
-        window_secs: 0.5,
-    });
+    r.sim.set_limits(FAST_LIMITS);
     // Some requests are cut before Close sees them, some after it acted (the reply is lost).
     r.sim.set_faults(Faults {
         drop_rate: 0.15,
@@ -275,11 +268,7 @@ async fn dropped_connections_never_duplicate_a_create() {
         assert_eq!(n, 1, "company c_d{i} has {n} leads");
     }
     assert!(
-        w.reader()
-            .stats
-            .retries
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0,
+        count(&w.reader().stats.retries) > 0,
         "connections were dropped and retried"
     );
 }

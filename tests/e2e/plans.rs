@@ -8,32 +8,22 @@ const INSTANCE: &str = "tests/e2e/fixtures/plans/plans.yaml";
 const STATE: &str = "sim:tests/e2e/fixtures/plans/state.json";
 const EVENTS: &str = "tests/e2e/fixtures/plans/events.jsonl";
 
+/// `closeflow dry-run` of the fixture instance against its snapshot, with `tail` appended.
+fn dry_run_on_fixture(tail: &[&'static str]) -> Vec<&'static str> {
+    let mut a = vec!["dry-run", "--instance", INSTANCE, "--against", STATE];
+    a.extend_from_slice(tail);
+    a
+}
+
 #[test]
 fn golden_human_plan() {
-    let out = closeflow(&[
-        "dry-run",
-        "--no-color",
-        "--instance",
-        INSTANCE,
-        "--against",
-        STATE,
-        EVENTS,
-    ]);
+    let out = closeflow(&dry_run_on_fixture(&["--no-color", EVENTS]));
     insta::assert_snapshot!("dry_run_human", text(&out));
 }
 
 #[test]
 fn golden_json_plan() {
-    let out = closeflow(&[
-        "dry-run",
-        "--format",
-        "json",
-        "--instance",
-        INSTANCE,
-        "--against",
-        STATE,
-        EVENTS,
-    ]);
+    let out = closeflow(&dry_run_on_fixture(&["--format", "json", EVENTS]));
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -46,16 +36,7 @@ fn golden_json_plan() {
 
 #[test]
 fn jsonl_is_one_line_per_event_then_the_summary() {
-    let out = closeflow(&[
-        "dry-run",
-        "--format",
-        "jsonl",
-        "--instance",
-        INSTANCE,
-        "--against",
-        STATE,
-        EVENTS,
-    ]);
+    let out = closeflow(&dry_run_on_fixture(&["--format", "jsonl", EVENTS]));
     let lines: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -75,18 +56,10 @@ fn jsonl_is_one_line_per_event_then_the_summary() {
 fn detailed_exit_codes() {
     let unchanged = r#"{"type": "identify", "userId": "u_ada", "traits": {"email": "ada@old.io", "name": "Ada Lovelace", "title": "Engineer", "company": {"id": "c_acme", "name": "Acme"}}}"#;
     let changed = r#"{"type": "identify", "userId": "u_ada", "traits": {"title": "CTO", "company": {"id": "c_acme"}}}"#;
-    let args = [
-        "dry-run",
-        "--instance",
-        INSTANCE,
-        "--against",
-        STATE,
-        "--detailed-exitcode",
-        "-",
-    ];
+    let args = dry_run_on_fixture(&["--detailed-exitcode", "-"]);
     assert_eq!(closeflow_stdin(&args, unchanged).status.code(), Some(0));
     assert_eq!(closeflow_stdin(&args, changed).status.code(), Some(2));
-    let plain = ["dry-run", "--instance", INSTANCE, "--against", STATE, "-"];
+    let plain = dry_run_on_fixture(&["-"]);
     assert_eq!(
         closeflow_stdin(&plain, changed).status.code(),
         Some(0),
@@ -97,19 +70,7 @@ fn detailed_exit_codes() {
 #[test]
 fn batch_bodies_and_arrays_are_events_too() {
     let batch = r#"{"batch": [{"type": "identify", "userId": "u_ada", "traits": {"title": "CTO", "company": {"id": "c_acme"}}}, {"type": "page"}]}"#;
-    let out = closeflow_stdin(
-        &[
-            "dry-run",
-            "--format",
-            "json",
-            "--instance",
-            INSTANCE,
-            "--against",
-            STATE,
-            "-",
-        ],
-        batch,
-    );
+    let out = closeflow_stdin(&dry_run_on_fixture(&["--format", "json", "-"]), batch);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["events"].as_array().unwrap().len(), 2);
     assert_eq!(v["summary"]["update_contact"], 1);

@@ -2,7 +2,6 @@
 
 use crate::Format;
 use anyhow::Result;
-use closeflow_close::Payload;
 use closeflow_mapping::trigger::Explained;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -12,20 +11,27 @@ use std::process::ExitCode;
 pub fn run(instance: &Path, event: &str, format: Format, color: bool) -> Result<ExitCode> {
     let inst = crate::input::require_instance(instance, color)?;
     let event = crate::input::read_event(event)?;
+    // Payloads come from the same runner as dry-run and send (enabled mappings, in order).
+    let (prepared, _) = closeflow_close::run::prepare(
+        &inst,
+        0,
+        &closeflow_mapping::events::Entry::Event(event.clone()),
+    );
+    let mut results = prepared.mappings.into_iter();
     let mut report = Vec::new();
     for m in inst.mappings.iter() {
         let why = m.trigger.explain(&event);
-        let payload = if m.enabled && why.result {
-            Some(match m.program.evaluate(&event) {
-                Ok(out) => match Payload::normalise(&out) {
-                    Ok(_) => json!({"payload": out}),
-                    Err(e) => json!({"payload": out, "error": e.message}),
-                },
-                Err(e) => json!({"error": e.message}),
-            })
-        } else {
-            None
-        };
+        let result = if m.enabled { results.next() } else { None };
+        let payload = result.filter(|r| r.matched).map(|r| {
+            let mut v = json!({});
+            if let Some(p) = r.payload {
+                v["payload"] = Value::Object(p);
+            }
+            if let Some(e) = r.error {
+                v["error"] = json!(e);
+            }
+            v
+        });
         report.push((m, why, payload));
     }
     match format {

@@ -32,7 +32,7 @@ impl Style {
 
 /// Long ids and values are cut so that a plan stays readable.
 fn short_id(id: &str) -> String {
-    if id.contains("_planned") {
+    if closeflow_close::state::is_planned_id(id) {
         // Created earlier in this dry-run; Close has not given it an id yet.
         return "(planned)".into();
     }

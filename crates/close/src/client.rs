@@ -45,16 +45,6 @@ pub enum CloseError {
     BadReply { path: String, message: String },
 }
 
-impl CloseError {
-    /// Worth trying the whole event again later (the server's dead-letter logic uses this).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            CloseError::Exhausted { .. } | CloseError::Interrupted { .. }
-        )
-    }
-}
-
 #[derive(Clone)]
 pub struct ClientConfig {
     pub base_url: String,
@@ -92,12 +82,20 @@ impl ClientConfig {
     }
 }
 
-/// Counters a caller can read (the server exports them as metrics).
+/// Counters a caller can read (the tests do; an ingestion server would export them as metrics).
 #[derive(Debug, Default)]
 pub struct Stats {
     pub requests: std::sync::atomic::AtomicU64,
     pub throttled: std::sync::atomic::AtomicU64,
     pub retries: std::sync::atomic::AtomicU64,
+}
+
+/// Why an attempt failed, as far as retrying it is concerned.
+enum Failed {
+    /// Close answered with a retryable status: the request did not take effect.
+    Status { status: u16, wait: Option<Duration> },
+    /// No complete answer arrived: the request may or may not have taken effect.
+    Unknown(String),
 }
 
 /// Read-only access to Close.
@@ -159,13 +157,12 @@ impl Reader {
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
-            attempt += 1;
             let wait = self.pacer.reserve(&group);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
-                attempt -= 1;
                 continue;
             }
+            attempt += 1;
             let mut req = self
                 .http
                 .request(method.clone(), &url)
@@ -187,7 +184,7 @@ impl Reader {
                                 "connection lost while reading the reply: {}",
                                 e.without_url()
                             );
-                            self.retry_or_fail(attempt, started, &method, path, None, m)
+                            self.retry_or_fail(attempt, started, &method, path, Failed::Unknown(m))
                                 .await?;
                             continue;
                         }
@@ -195,7 +192,7 @@ impl Reader {
                 }
                 Err(e) => {
                     let m = format!("network error: {}", e.without_url());
-                    self.retry_or_fail(attempt, started, &method, path, None, m)
+                    self.retry_or_fail(attempt, started, &method, path, Failed::Unknown(m))
                         .await?;
                     continue;
                 }
@@ -233,14 +230,13 @@ impl Reader {
                         message: error_message(&text),
                     });
                 }
-                RetryAction::Retry(w) => {
+                RetryAction::Retry(wait) => {
                     self.retry_or_fail(
                         attempt,
                         started,
                         &method,
                         path,
-                        w,
-                        format!("HTTP {status}"),
+                        Failed::Status { status, wait },
                     )
                     .await?;
                 }
@@ -257,17 +253,21 @@ impl Reader {
         started: Instant,
         method: &reqwest::Method,
         path: &str,
-        at_least: Option<Duration>,
-        last: String,
+        failed: Failed,
     ) -> Result<(), CloseError> {
-        let outcome_unknown = !last.starts_with("HTTP ");
-        if outcome_unknown && method == reqwest::Method::POST && !path.starts_with("data/search") {
-            return Err(CloseError::Interrupted {
-                method: method.to_string(),
-                path: path.to_string(),
-                message: last,
-            });
-        }
+        let (at_least, last) = match failed {
+            Failed::Unknown(message)
+                if method == reqwest::Method::POST && !path.starts_with("data/search") =>
+            {
+                return Err(CloseError::Interrupted {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    message,
+                });
+            }
+            Failed::Unknown(message) => (None, message),
+            Failed::Status { status, wait } => (wait, format!("HTTP {status}")),
+        };
         if attempt >= self.cfg.max_attempts || started.elapsed() >= self.cfg.max_age {
             return Err(CloseError::Exhausted {
                 method: method.to_string(),

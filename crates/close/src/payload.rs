@@ -80,19 +80,6 @@ pub struct PayloadError {
     pub message: String,
 }
 
-const TEXT_FIELDS: [(&str, &str); 10] = [
-    ("lead_name", "Lead Name"),
-    ("lead_external_id", "Lead Company ID"),
-    ("lead_description", "Lead Description"),
-    ("lead_status_id", "Lead Status ID"),
-    ("contact_name", "Contact Name"),
-    ("contact_email", "Contact Email"),
-    ("contact_phone", "Contact Phone"),
-    ("contact_url", "Contact URL"),
-    ("contact_title", "Contact Title"),
-    ("contact_external_id", "Contact User ID"),
-];
-
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -124,25 +111,29 @@ fn text(field: &str, label: &str, v: &Value) -> Result<Option<String>, PayloadEr
 }
 
 impl Payload {
+    /// A text field's label (as error messages name it) and where its value goes.
+    fn text_slot(&mut self, name: &str) -> Option<(&'static str, &mut Option<String>)> {
+        Some(match name {
+            "lead_name" => ("Lead Name", &mut self.lead_name),
+            "lead_external_id" => ("Lead Company ID", &mut self.lead_external_id),
+            "lead_description" => ("Lead Description", &mut self.lead_description),
+            "lead_status_id" => ("Lead Status ID", &mut self.lead_status_id),
+            "contact_name" => ("Contact Name", &mut self.contact_name),
+            "contact_email" => ("Contact Email", &mut self.contact_email),
+            "contact_phone" => ("Contact Phone", &mut self.contact_phone),
+            "contact_url" => ("Contact URL", &mut self.contact_url),
+            "contact_title" => ("Contact Title", &mut self.contact_title),
+            "contact_external_id" => ("Contact User ID", &mut self.contact_external_id),
+            _ => return None,
+        })
+    }
+
     /// Normalises a mapped payload. Unknown keys are refused (validation catches them earlier).
     pub fn normalise(map: &Map<String, Value>) -> Result<Payload, PayloadError> {
         let mut p = Payload::default();
         for (k, v) in map {
-            if let Some((_, label)) = TEXT_FIELDS.iter().find(|(n, _)| n == k) {
-                let t = text(k, label, v)?;
-                let slot = match k.as_str() {
-                    "lead_name" => &mut p.lead_name,
-                    "lead_external_id" => &mut p.lead_external_id,
-                    "lead_description" => &mut p.lead_description,
-                    "lead_status_id" => &mut p.lead_status_id,
-                    "contact_name" => &mut p.contact_name,
-                    "contact_email" => &mut p.contact_email,
-                    "contact_phone" => &mut p.contact_phone,
-                    "contact_url" => &mut p.contact_url,
-                    "contact_title" => &mut p.contact_title,
-                    _ => &mut p.contact_external_id,
-                };
-                *slot = t;
+            if let Some((label, slot)) = p.text_slot(k) {
+                *slot = text(k, label, v)?;
             } else if k == "lead_custom_fields" || k == "contact_custom_fields" {
                 let label = if k == "lead_custom_fields" {
                     "Lead Custom Fields"

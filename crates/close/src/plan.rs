@@ -1,5 +1,5 @@
 //! The decision: (key settings, payload, what the lookups found) → plan. Pure; every rule of
-//! close-action.md lives here once.
+//! the action (keys, lookup, permission flags, what an update writes) lives here once.
 
 use crate::lookup::{self, Found, Keys, Warning};
 use crate::model::{Contact, KeyConfig, Lead, by_age, norm_email, norm_phone, norm_url};
@@ -101,9 +101,6 @@ pub struct Plan {
 impl Plan {
     pub fn writes(&self) -> impl Iterator<Item = &Step> {
         self.steps.iter().filter(|s| s.is_write())
-    }
-    pub fn is_ambiguous(&self) -> bool {
-        self.contacts_left > 0 || self.leads_matched > 1
     }
 }
 
@@ -566,68 +563,64 @@ fn update_contact(cfg: &KeyConfig, keys: &Keys, c: &Contact, p: &Payload, allowe
     )
 }
 
-/// The contact body of a create, and its field-level changes (everything is new).
-fn contact_body(cfg: &KeyConfig, keys: &Keys, p: &Payload) -> (Map<String, Value>, Vec<Change>) {
-    let mut body = Map::new();
-    let mut changes = Vec::new();
-    let mut put = |k: &str, v: Value, shown: Value| {
-        body.insert(k.to_string(), v);
-        changes.push(Change {
-            field: k.to_string(),
+/// The body of a create and its field-level changes (everything is new, so `before` is null).
+#[derive(Default)]
+struct Created {
+    body: Map<String, Value>,
+    changes: Vec<Change>,
+}
+
+impl Created {
+    fn put(&mut self, field: &str, sent: Value, shown: Value) {
+        self.body.insert(field.to_string(), sent);
+        self.changes.push(Change {
+            field: field.to_string(),
             before: Value::Null,
             after: shown,
         });
-    };
-    if let Some(n) = &p.contact_name {
-        put("name", json!(n), json!(n));
     }
-    if let Some(t) = &p.contact_title {
-        put("title", json!(t), json!(t));
-    }
-    if let Some(e) = &p.contact_email {
-        put(
-            "emails",
-            json!([{"email": e.trim(), "type": "office"}]),
-            json!([e.trim()]),
-        );
-    }
-    if let Some(ph) = &p.contact_phone {
-        put(
-            "phones",
-            json!([{"phone": ph.trim(), "type": "office"}]),
-            json!([ph.trim()]),
-        );
-    }
-    if let Some(u) = &p.contact_url {
-        put(
-            "urls",
-            json!([{"url": u.trim(), "type": "url"}]),
-            json!([u.trim()]),
-        );
-    }
-    for (k, v) in &p.contact_custom_fields {
-        if !v.is_null() {
-            put(&format!("custom.{k}"), v.clone(), v.clone());
+    fn text(&mut self, field: &str, v: &Option<String>) {
+        if let Some(v) = v {
+            self.put(field, json!(v), json!(v));
         }
     }
-    if let (Some(u), Some(f)) = (&keys.user, &cfg.user_field) {
-        let field = format!("custom.{f}");
-        body.remove(&field);
-        changes.retain(|c| c.field != field);
-        body.insert(field.clone(), json!(u));
-        changes.push(Change {
-            field,
-            before: Value::Null,
-            after: json!(u),
-        });
+    fn list(&mut self, spec: &ListSpec, v: &Option<String>) {
+        if let Some(v) = v {
+            let v = v.trim();
+            self.put(
+                spec.field,
+                json!([{ spec.key: v, "type": spec.entry_type }]),
+                json!([v]),
+            );
+        }
     }
-    (body, changes)
+    /// Custom fields (null ones are simply not set), then the lookup key's field: the key wins
+    /// over a custom field of the same id.
+    fn customs(&mut self, given: &Map<String, Value>, key: Option<(&String, &String)>) {
+        for (k, v) in given {
+            if !v.is_null() && key.is_none_or(|(_, field)| field != k) {
+                self.put(&format!("custom.{k}"), v.clone(), v.clone());
+            }
+        }
+        if let Some((value, field)) = key {
+            self.put(&format!("custom.{field}"), json!(value), json!(value));
+        }
+    }
 }
 
 fn create_contact(cfg: &KeyConfig, keys: &Keys, p: &Payload, lead_id: Option<&str>) -> Step {
-    let (mut body, changes) = contact_body(cfg, keys, p);
+    let mut c = Created::default();
+    c.text("name", &p.contact_name);
+    c.text("title", &p.contact_title);
+    c.list(&EMAILS, &p.contact_email);
+    c.list(&PHONES, &p.contact_phone);
+    c.list(&URLS, &p.contact_url);
+    c.customs(
+        &p.contact_custom_fields,
+        keys.user.as_ref().zip(cfg.user_field.as_ref()),
+    );
     if let Some(l) = lead_id {
-        body.insert("lead_id".into(), json!(l));
+        c.body.insert("lead_id".into(), json!(l));
     }
     Step {
         kind: StepKind::CreateContact,
@@ -635,9 +628,9 @@ fn create_contact(cfg: &KeyConfig, keys: &Keys, p: &Payload, lead_id: Option<&st
         id: None,
         lead_id: lead_id.map(str::to_string),
         reason: None,
-        changes,
+        changes: c.changes,
         label: contact_label(p),
-        body,
+        body: c.body,
         nested: lead_id.is_none(),
     }
 }
@@ -645,109 +638,71 @@ fn create_contact(cfg: &KeyConfig, keys: &Keys, p: &Payload, lead_id: Option<&st
 /// A new lead (with the contact nested when `with_contact`), gated by the create flags.
 fn create_lead(cfg: &KeyConfig, keys: &Keys, p: &Payload, with_contact: bool) -> Vec<Step> {
     let f = p.flags;
-    if !f.allow_creating_new_leads {
+    let skip_both = |lead_reason: &str, contact_reason: &str| {
         let mut steps = vec![Step::skipped(
             Object::Lead,
             None,
             None,
-            "allow_creating_new_leads",
+            lead_reason,
             p.lead_name.clone(),
         )];
         if with_contact {
-            let reason = if f.allow_creating_new_contacts {
-                "allow_creating_new_leads"
-            } else {
-                "allow_creating_new_contacts"
-            };
             steps.push(Step::skipped(
                 Object::Contact,
                 None,
                 None,
-                reason,
+                contact_reason,
                 contact_label(p),
             ));
         }
-        return steps;
-    }
-    let mut body = Map::new();
-    let mut changes = Vec::new();
-    let mut put = |k: &str, v: Value| {
-        body.insert(k.to_string(), v.clone());
-        changes.push(Change {
-            field: k.to_string(),
-            before: Value::Null,
-            after: v,
-        });
+        steps
     };
-    if let Some(n) = &p.lead_name {
-        put("name", json!(n));
-    }
-    if let Some(d) = &p.lead_description {
-        put("description", json!(d));
-    }
-    if let Some(s) = &p.lead_status_id {
-        put("status_id", json!(s));
-    }
-    let company = keys.company.as_ref().zip(cfg.company_field.as_ref());
-    for (k, v) in &p.lead_custom_fields {
-        // The Company ID field carries the lookup key, whatever the custom fields say.
-        if !v.is_null() && company.is_none_or(|(_, f)| f != k) {
-            put(&format!("custom.{k}"), v.clone());
-        }
-    }
-    if let Some((c, field)) = company {
-        put(&format!("custom.{field}"), json!(c));
+    if !f.allow_creating_new_leads {
+        let contact_reason = if f.allow_creating_new_contacts {
+            "allow_creating_new_leads"
+        } else {
+            "allow_creating_new_contacts"
+        };
+        return skip_both("allow_creating_new_leads", contact_reason);
     }
     if with_contact && !f.allow_creating_new_contacts && keys.company.is_none() {
         // A lead with no Company ID and no contact could never be found again: every later
         // event would create another one. Nothing is created (as with `no_contact_key`).
-        return vec![
-            Step::skipped(
-                Object::Lead,
-                None,
-                None,
-                "allow_creating_new_contacts",
-                p.lead_name.clone(),
-            ),
-            Step::skipped(
-                Object::Contact,
-                None,
-                None,
-                "allow_creating_new_contacts",
-                contact_label(p),
-            ),
-        ];
+        return skip_both("allow_creating_new_contacts", "allow_creating_new_contacts");
     }
-    let mut steps = Vec::new();
-    let contact = if with_contact && f.allow_creating_new_contacts {
-        let c = create_contact(cfg, keys, p, None);
-        body.insert("contacts".into(), json!([c.body.clone()]));
-        Some(c)
-    } else {
-        None
-    };
-    steps.push(Step {
+    let mut lead = Created::default();
+    lead.text("name", &p.lead_name);
+    lead.text("description", &p.lead_description);
+    lead.text("status_id", &p.lead_status_id);
+    lead.customs(
+        &p.lead_custom_fields,
+        keys.company.as_ref().zip(cfg.company_field.as_ref()),
+    );
+    let contact =
+        (with_contact && f.allow_creating_new_contacts).then(|| create_contact(cfg, keys, p, None));
+    if let Some(c) = &contact {
+        lead.body.insert("contacts".into(), json!([c.body]));
+    }
+    let mut steps = vec![Step {
         kind: StepKind::CreateLead,
         object: Object::Lead,
         id: None,
         lead_id: None,
         reason: None,
-        changes,
+        changes: lead.changes,
         label: p.lead_name.clone(),
-        body,
+        body: lead.body,
         nested: false,
-    });
+    }];
     match contact {
         Some(c) => steps.push(c),
-        None if with_contact => {
-            steps.push(Step::skipped(
-                Object::Contact,
-                None,
-                None,
-                "allow_creating_new_contacts",
-                contact_label(p),
-            ));
-        }
+        None if with_contact => steps.push(Step::skipped(
+            Object::Contact,
+            None,
+            None,
+            "allow_creating_new_contacts",
+            contact_label(p),
+        )),
         None => {}
     }
     steps

@@ -1,6 +1,6 @@
 //! Running a stream of events through an instance: trigger → mapping → payload → plan (and, on
-//! a live run, the writes). Shared by `dry-run`, `send`, mapping tests and the server, so that
-//! no frontend makes a decision of its own.
+//! a live run, the writes). Shared by `dry-run`, `send`, `explain` and the mapping tests (and
+//! meant for the ingestion server), so that no frontend makes a decision of its own.
 
 use crate::client::{CloseError, Writer};
 use crate::exec::{self, Source};

@@ -7,6 +7,14 @@ use crate::model::{Contact, Lead};
 use crate::plan::{Object, Plan, StepKind};
 use serde_json::{Map, Value, json};
 
+/// Marks the ids this state gives to records a plan creates (Close has not given them one).
+const PLANNED: &str = "_planned";
+
+/// Whether an id was made up by [`State::apply`] for a record that does not exist in Close yet.
+pub fn is_planned_id(id: &str) -> bool {
+    id.contains(PLANNED)
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
     pub leads: Vec<Lead>,
@@ -136,7 +144,7 @@ impl State {
     fn next_id(&mut self, prefix: &str) -> (String, String) {
         self.seq += 1;
         (
-            format!("{prefix}_planned{}", self.seq),
+            format!("{prefix}{PLANNED}{}", self.seq),
             // Later than every real record, in creation order.
             format!("9999-12-31T00:00:00.{:06}+00:00", self.seq),
         )

@@ -1,4 +1,4 @@
-//! The properties close-action.md requires of the planner, over generated Close states,
+//! The properties the action's rules require of the planner, over generated Close states,
 //! payloads and all 32 flag combinations.
 
 use closeflow_close::lookup;

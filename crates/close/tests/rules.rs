@@ -1,4 +1,4 @@
-//! One named example per rule of close-action.md, as a table: state before, payload, and the
+//! One named example per rule of the action, as a table: state before, payload, and the
 //! plan it must produce, rendered compactly (`kind id [changed fields] (reason)`).
 
 use closeflow_close::lookup;

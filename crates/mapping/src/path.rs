@@ -68,10 +68,6 @@ impl RefPath {
         RefPath { keys }
     }
 
-    pub fn is_root(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     pub fn get<'a>(&self, root: &'a Value) -> Option<Cow<'a, Value>> {
         js::walk(root, &self.keys)
     }

@@ -183,10 +183,6 @@ impl Program {
         }
     }
 
-    pub fn field_names(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|(k, _)| k.as_str())
-    }
-
     /// Evaluates into a reusable buffer of (field, value) pairs that borrow from the event and
     /// the mapping: the allocation-free form, for hot loops.
     pub fn evaluate_into<'a>(

@@ -15,7 +15,7 @@ fn cases(file: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Expressions the reference refuses and we accept on purpose (mappings.md, Triggers).
+/// Expressions the reference refuses and we accept on purpose (our trigger extensions).
 const EXTENSIONS: &[&str] = &[
     "type = \"identify\" and (traits.plan = \"pro\" or (traits.vip = true))",
     "anonymousId = \"a1\"",

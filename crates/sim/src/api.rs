@@ -466,12 +466,7 @@ fn stored_form(kind: Option<&str>, v: &Value) -> Value {
     }
 }
 
-fn apply_fields(
-    target: &mut Obj,
-    body: &Obj,
-    allowed: &[&str],
-    fields: &Obj,
-) -> Result<(), Response> {
+fn apply_fields(target: &mut Obj, body: &Obj, allowed: &[&str], fields: &Obj) {
     for (k, v) in body {
         if let Some(id) = k.strip_prefix("custom.") {
             if k.ends_with(".add") || k.ends_with(".remove") {
@@ -486,7 +481,6 @@ fn apply_fields(
             target.insert(k.clone(), v.clone());
         }
     }
-    Ok(())
 }
 
 const LEAD_FIELDS: &[&str] = &["name", "description", "url", "status_id"];
@@ -517,48 +511,68 @@ fn check_contact_body(b: &Obj) -> Result<(), Response> {
     Ok(())
 }
 
-fn create_lead(st: &mut Inner, body: &Value) -> Response {
-    let Some(b) = body.as_object() else {
-        return err(StatusCode::BAD_REQUEST, "Expected a JSON object.");
-    };
+/// A new lead from a create body: the API's defaults, the body's fields, creation dates.
+fn new_lead(st: &mut Inner, b: &Obj) -> Obj {
     let now = st.now();
-    let id = new_id("lead");
     let mut lead = Obj::new();
-    lead.insert("id".into(), json!(id));
+    lead.insert("id".into(), json!(new_id("lead")));
     lead.insert("name".into(), json!(""));
     lead.insert("description".into(), json!(""));
     lead.insert("status_id".into(), st.default_status());
     let cfs = st.custom_fields.clone();
-    if let Err(r) = apply_fields(&mut lead, b, LEAD_FIELDS, &cfs) {
-        return r;
+    apply_fields(&mut lead, b, LEAD_FIELDS, &cfs);
+    lead.insert("date_created".into(), json!(now));
+    lead.insert("date_updated".into(), json!(now));
+    lead
+}
+
+/// A new contact under `lead_id` from a create body, with the server's defaults.
+fn new_contact(st: &mut Inner, lead_id: &str, b: &Obj) -> Obj {
+    let now = st.now();
+    let mut c = Obj::new();
+    let cfs = st.custom_fields.clone();
+    apply_fields(&mut c, b, CONTACT_FIELDS, &cfs);
+    c.insert("id".into(), json!(new_id("cont")));
+    c.insert("lead_id".into(), json!(lead_id));
+    c.insert("date_created".into(), json!(now));
+    c.insert("date_updated".into(), json!(now));
+    normalise_contact(&mut c);
+    c
+}
+
+fn create_lead(st: &mut Inner, body: &Value) -> Response {
+    let Some(b) = body.as_object() else {
+        return err(StatusCode::BAD_REQUEST, "Expected a JSON object.");
+    };
+    let contacts: Vec<&Obj> = match b.get("contacts") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(cs)) => {
+            let Some(cs) = cs.iter().map(Value::as_object).collect::<Option<Vec<_>>>() else {
+                return bad_field("contacts", "Expected a list of objects.");
+            };
+            cs
+        }
+        Some(_) => return bad_field("contacts", "Expected a list of objects."),
+    };
+    for cb in &contacts {
+        if let Err(r) = check_contact_body(cb) {
+            return r;
+        }
     }
+    let lead = new_lead(st, b);
     if let Some(s) = lead.get("status_id").and_then(Value::as_str)
         && st.status_label(s).is_null()
     {
         return bad_field("status_id", "Invalid lead status.");
     }
-    lead.insert("date_created".into(), json!(now));
-    lead.insert("date_updated".into(), json!(now));
-    if let Some(Value::Array(cs)) = b.get("contacts") {
-        for c in cs {
-            let Some(cb) = c.as_object() else {
-                return bad_field("contacts", "Expected a list of objects.");
-            };
-            if let Err(r) = check_contact_body(cb) {
-                return r;
-            }
-        }
-        for c in cs.iter().filter_map(Value::as_object) {
-            let mut contact = Obj::new();
-            let _ = apply_fields(&mut contact, c, CONTACT_FIELDS, &cfs);
-            let cnow = st.now();
-            contact.insert("id".into(), json!(new_id("cont")));
-            contact.insert("lead_id".into(), json!(id));
-            contact.insert("date_created".into(), json!(cnow));
-            contact.insert("date_updated".into(), json!(cnow));
-            normalise_contact(&mut contact);
-            st.contacts.push(contact);
-        }
+    let id = lead
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    for cb in contacts {
+        let c = new_contact(st, &id, cb);
+        st.contacts.push(c);
     }
     st.leads.push(lead.clone());
     ok(lead_view(st, &lead))
@@ -583,29 +597,19 @@ fn create_contact(st: &mut Inner, body: &Value) -> Response {
         Some(_) => return bad_field("lead_id", "Lead matching query does not exist."),
         None => {
             // Without a lead, Close creates one named after the contact.
-            let name = b.get("name").cloned().unwrap_or(json!(""));
-            let now = st.now();
-            let id = new_id("lead");
-            let mut lead = Obj::new();
-            lead.insert("id".into(), json!(id));
-            lead.insert("name".into(), name);
-            lead.insert("description".into(), json!(""));
-            lead.insert("status_id".into(), st.default_status());
-            lead.insert("date_created".into(), json!(now));
-            lead.insert("date_updated".into(), json!(now));
+            let mut named = Obj::new();
+            named.insert("name".into(), b.get("name").cloned().unwrap_or(json!("")));
+            let lead = new_lead(st, &named);
+            let id = lead
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             st.leads.push(lead);
             id
         }
     };
-    let now = st.now();
-    let mut c = Obj::new();
-    let cfs = st.custom_fields.clone();
-    let _ = apply_fields(&mut c, b, CONTACT_FIELDS, &cfs);
-    c.insert("id".into(), json!(new_id("cont")));
-    c.insert("lead_id".into(), json!(lead_id));
-    c.insert("date_created".into(), json!(now));
-    c.insert("date_updated".into(), json!(now));
-    normalise_contact(&mut c);
+    let c = new_contact(st, &lead_id, b);
     st.contacts.push(c.clone());
     ok(Value::Object(c))
 }
@@ -633,7 +637,7 @@ fn update(st: &mut Inner, kind: &str, id: &str, body: &Value) -> Response {
             );
         };
         let mut l = st.leads[i].clone();
-        let _ = apply_fields(&mut l, b, LEAD_FIELDS, &cfs);
+        apply_fields(&mut l, b, LEAD_FIELDS, &cfs);
         l.insert("date_updated".into(), json!(now));
         st.leads[i] = l.clone();
         ok(lead_view(st, &l))
@@ -649,7 +653,7 @@ fn update(st: &mut Inner, kind: &str, id: &str, body: &Value) -> Response {
             );
         };
         // Lists in the body replace the stored lists whole, as Close's PUT does.
-        let _ = apply_fields(c, b, CONTACT_FIELDS, &cfs);
+        apply_fields(c, b, CONTACT_FIELDS, &cfs);
         c.insert("date_updated".into(), json!(now));
         normalise_contact(c);
         ok(Value::Object(c.clone()))
