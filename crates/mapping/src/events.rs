@@ -1,7 +1,7 @@
 //! Reading a stream of events: JSON lines, one JSON array, and Segment `batch` bodies, each bad
 //! entry reported with where it was, none stopping the others.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// One event of a stream, or why that entry is not one.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,24 +54,59 @@ pub fn check(v: Value) -> Entry {
     }
 }
 
-fn expand(v: Value, out: &mut Vec<Entry>) {
-    match v {
-        Value::Object(ref m)
-            if m.get("batch").is_some_and(Value::is_array) && !m.contains_key("type") =>
-        {
-            if let Some(Value::Array(items)) = m.get("batch") {
-                // Batch-level context and integrations apply to each event, as Segment does.
-                for item in items {
-                    let mut item = item.clone();
-                    if let (Value::Object(it), Some(ctx)) = (&mut item, m.get("context")) {
-                        it.entry("context").or_insert_with(|| ctx.clone());
+/// The items of a Segment `batch` body (`{"batch": [...], "context": ..., "integrations": ...}`),
+/// with the body's top-level `context` and `integrations` merged into each item as Segment does:
+/// a key the item sets itself wins. `None` when `body` is not a batch body.
+pub fn batch_items(body: &Map<String, Value>) -> Option<Vec<Value>> {
+    if body.contains_key("type") {
+        return None;
+    }
+    let Some(Value::Array(items)) = body.get("batch") else {
+        return None;
+    };
+    let shared: Vec<(&str, &Map<String, Value>)> = ["context", "integrations"]
+        .into_iter()
+        .filter_map(|k| Some((k, body.get(k)?.as_object()?)))
+        .collect();
+    Some(
+        items
+            .iter()
+            .map(|item| {
+                let mut item = item.clone();
+                if let Value::Object(it) = &mut item {
+                    for (k, top) in &shared {
+                        merge_under(it, k, top);
                     }
-                    out.push(check(item));
                 }
+                item
+            })
+            .collect(),
+    )
+}
+
+/// `item[key]` gains every entry of `top` it does not have itself.
+fn merge_under(item: &mut Map<String, Value>, key: &str, top: &Map<String, Value>) {
+    match item.get_mut(key) {
+        Some(Value::Object(own)) => {
+            for (k, v) in top {
+                own.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        other => out.push(check(other)),
+        Some(_) => {}
+        None => {
+            item.insert(key.to_string(), Value::Object(top.clone()));
+        }
     }
+}
+
+fn expand(v: Value, out: &mut Vec<Entry>) {
+    if let Value::Object(m) = &v
+        && let Some(items) = batch_items(m)
+    {
+        out.extend(items.into_iter().map(check));
+        return;
+    }
+    out.push(check(v));
 }
 
 /// Parses a whole input: a JSON array, or JSON lines (blank lines ignored).
@@ -124,6 +159,41 @@ mod tests {
         assert_eq!(parse_stream("[{\"type\":\"page\"}]").len(), 1);
         assert!(
             matches!(&parse_stream("{\"type\":\"nope\",\"messageId\":\"m\"}")[0], Entry::Invalid { message_id: Some(m), .. } if m == "m")
+        );
+    }
+
+    #[test]
+    fn batch_context_and_integrations_are_merged_into_items_item_wins() {
+        let body = serde_json::json!({
+            "batch": [
+                {"type": "identify", "context": {"ip": "1.2.3.4"}},
+                {"type": "track", "integrations": {"All": false}},
+                {"type": "page", "context": "odd"}
+            ],
+            "context": {"ip": "9.9.9.9", "library": {"name": "x"}},
+            "integrations": {"All": true, "Close": true}
+        });
+        let items = batch_items(body.as_object().unwrap()).unwrap();
+        assert_eq!(
+            items[0]["context"],
+            serde_json::json!({"ip": "1.2.3.4", "library": {"name": "x"}})
+        );
+        assert_eq!(
+            items[0]["integrations"],
+            serde_json::json!({"All": true, "Close": true})
+        );
+        assert_eq!(
+            items[1]["integrations"],
+            serde_json::json!({"All": false, "Close": true})
+        );
+        assert_eq!(items[2]["context"], "odd");
+        assert!(
+            batch_items(
+                serde_json::json!({"type": "track", "batch": []})
+                    .as_object()
+                    .unwrap()
+            )
+            .is_none()
         );
     }
 }

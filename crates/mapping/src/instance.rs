@@ -38,7 +38,9 @@ impl fmt::Debug for Setting {
 pub struct Instance {
     pub name: String,
     pub file: String,
-    pub write_key: Option<SecretString>,
+    /// What senders authenticate with at the server's intake: one key per connected source
+    /// (web, server, mobile), as Segment connects several sources to one destination.
+    pub write_keys: Vec<SecretString>,
     pub endpoint: Option<String>,
     pub settings: BTreeMap<String, Setting>,
     pub mappings: Vec<Mapping>,
@@ -278,10 +280,10 @@ impl Loader<'_> {
                 None
             }
         };
-        let write_key = root.get("write_key").and_then(|n| {
-            self.literal_secret_warning(n, "write_key");
-            self.expand(n, "`write_key`")
-        });
+        let write_keys = root
+            .get("write_key")
+            .map(|n| self.write_keys(n))
+            .unwrap_or_default();
         let endpoint = root
             .get("endpoint")
             .and_then(|n| self.expand(n, "`endpoint`"));
@@ -300,12 +302,35 @@ impl Loader<'_> {
         Some(Instance {
             name: name?,
             file: self.file.to_string(),
-            write_key: write_key.map(SecretString::from),
+            write_keys,
             endpoint,
             settings,
             mappings,
             name_span: root.get("name").map_or(root.span, |n| n.span),
         })
+    }
+
+    /// `write_key: KEY` or `write_key: [KEY, …]`; empty keys are refused (an empty key would
+    /// let any sender in).
+    fn write_keys(&mut self, node: &Node) -> Vec<SecretString> {
+        let items: Vec<&Node> = match &node.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let mut out = Vec::new();
+        for n in items {
+            self.literal_secret_warning(n, "write_key");
+            match self.expand(n, "`write_key`") {
+                Some(k) if !k.trim().is_empty() => out.push(SecretString::from(k)),
+                Some(_) => self.push(
+                    Diagnostic::error(code::WRONG_TYPE, "`write_key` is empty")
+                        .at(n.span)
+                        .hint("set it to the key your sources send, e.g. ${SEGMENT_WRITE_KEY}"),
+                ),
+                None => {}
+            }
+        }
+        out
     }
 
     fn literal_secret_warning(&mut self, node: &Node, key: &str) {

@@ -55,7 +55,8 @@ pub fn instance_schema(d: &DestinationSchema) -> Value {
         "required": ["name", "settings", "mappings"],
         "properties": {
             "name": {"type": "string", "description": "Unique across instances."},
-            "write_key": {"type": "string", "description": "What senders authenticate with; use ${VAR} to read it from the environment."},
+            "write_key": {"description": "What senders authenticate with at `closeflow serve` (one key, or a list: one per connected source); use ${VAR} to read it from the environment.",
+                          "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
             "endpoint": {"type": "string", "format": "uri", "description": "The Close API base URL; a simulator's URL for local trials."},
             "settings": {
                 "type": "object",
