@@ -11,12 +11,14 @@ macro_rules! outln {
     ($($t:tt)*) => { $crate::emit(format_args!($($t)*), true) };
 }
 
+mod dlq;
 mod eval;
 mod explain;
 mod input;
 mod plan_view;
 mod render;
 mod runs;
+mod serve;
 mod sim;
 mod tests_cmd;
 mod validate;
@@ -110,6 +112,11 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "human")]
         format: runs::PlanFormat,
     },
+    /// The ingestion server: Segment-compatible intake, durable queue, delivery to Close.
+    Serve(serve::ServeArgs),
+    /// The server's dead-letter store: list, show, replay, drop.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCmd),
     /// Run the Close simulator on 127.0.0.1 for local trials.
     Sim {
         /// A snapshot to start from (the simulator's JSON state format).
@@ -196,6 +203,8 @@ fn main() -> ExitCode {
             format,
             color,
         }),
+        Cmd::Serve(a) => serve::run(a),
+        Cmd::Dlq(c) => dlq::run(c),
         Cmd::Sim { state, port, save } => sim::run(state.as_deref(), port, save.as_deref()),
     };
     match result {

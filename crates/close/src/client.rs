@@ -90,6 +90,18 @@ pub struct Stats {
     pub retries: std::sync::atomic::AtomicU64,
 }
 
+/// One HTTP attempt, as reported to an observer (the server turns these into metrics).
+#[derive(Debug, Clone, Copy)]
+pub struct CallRecord<'a> {
+    /// The endpoint group (`POST /data/search/`, `GET/POST/PUT`, …): rate limits are per group.
+    pub group: &'a str,
+    /// `None` when no reply arrived (network error, timeout).
+    pub status: Option<u16>,
+    pub elapsed: Duration,
+}
+
+pub type CallObserver = Arc<dyn Fn(&CallRecord<'_>) + Send + Sync>;
+
 /// Why an attempt failed, as far as retrying it is concerned.
 enum Failed {
     /// Close answered with a retryable status: the request did not take effect.
@@ -105,6 +117,7 @@ pub struct Reader {
     cfg: Arc<ClientConfig>,
     pacer: Arc<Pacer>,
     pub stats: Arc<Stats>,
+    observer: Option<CallObserver>,
 }
 
 impl fmt::Debug for Reader {
@@ -135,7 +148,24 @@ impl Reader {
             cfg: Arc::new(cfg),
             pacer: Arc::new(Pacer::default()),
             stats: Arc::new(Stats::default()),
+            observer: None,
         })
+    }
+
+    /// Reports every HTTP attempt (group, status, round-trip time) to `f`.
+    pub fn with_observer(mut self, f: CallObserver) -> Reader {
+        self.observer = Some(f);
+        self
+    }
+
+    fn observe(&self, group: &str, status: Option<u16>, sent: Instant) {
+        if let Some(f) = &self.observer {
+            f(&CallRecord {
+                group,
+                status,
+                elapsed: sent.elapsed(),
+            });
+        }
     }
 
     /// `GET /me/`: fails fast with [`CloseError::Unauthorized`] on a wrong key.
@@ -171,6 +201,7 @@ impl Reader {
                 req = req.json(b);
             }
             self.stats.requests.fetch_add(1, Relaxed);
+            let sent = Instant::now();
             // Network errors, timeouts and lost replies never carry credentials in their
             // message (the key travels in a header, not the URL).
             let (status, headers, text) = match req.send().await {
@@ -178,8 +209,12 @@ impl Reader {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
                     match resp.text().await {
-                        Ok(t) => (status, headers, t),
+                        Ok(t) => {
+                            self.observe(&group, Some(status), sent);
+                            (status, headers, t)
+                        }
                         Err(e) => {
+                            self.observe(&group, None, sent);
                             let m = format!(
                                 "connection lost while reading the reply: {}",
                                 e.without_url()
@@ -191,6 +226,7 @@ impl Reader {
                     }
                 }
                 Err(e) => {
+                    self.observe(&group, None, sent);
                     let m = format!("network error: {}", e.without_url());
                     self.retry_or_fail(attempt, started, &method, path, Failed::Unknown(m))
                         .await?;
@@ -441,6 +477,12 @@ impl Writer {
     }
     pub fn reader(&self) -> &Reader {
         &self.reader
+    }
+    /// Reports every HTTP attempt to `f` (see [`Reader::with_observer`]).
+    pub fn with_observer(self, f: CallObserver) -> Writer {
+        Writer {
+            reader: self.reader.with_observer(f),
+        }
     }
     async fn write(
         &self,

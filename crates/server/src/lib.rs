@@ -1,5 +1,289 @@
 //! closeflow's ingestion server: Segment-compatible intake → durable queue → per-key delivery
 //! through the Close action core.
+//!
+//! ```text
+//! HTTP ─► intake (auth, limits, enrich) ─► queue (SQLite, fsync) ─► delivery (per key) ─► close::run::send
+//! ```
+//! An event is answered 200 only once it is durable; it leaves the queue only with a final
+//! outcome (applied, skipped, dead-lettered), recorded and counted in the same transaction.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
+pub mod delivery;
+pub mod intake;
+pub mod ops;
 pub mod queue;
+pub mod registry;
+pub mod telemetry;
+
+use anyhow::{Context, Result};
+use app::App;
+use delivery::{Deliverer, Wakers};
+use queue::sqlite::{Options, SqliteQueue};
+use registry::{FileReport, Registry};
+use secrecy::SecretString;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use telemetry::{ConfigLoaded, InternalEvent};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub config_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_queue: u64,
+    pub min_free_disk: u64,
+    pub dedup_window: Duration,
+    pub grace: Duration,
+    pub reload_interval: Duration,
+    pub body_timeout: Duration,
+    pub delivery: delivery::Policy,
+    pub client: registry::ClientPolicy,
+    pub admin_token: Option<SecretString>,
+}
+
+impl ServeConfig {
+    pub fn new(config_dir: PathBuf) -> ServeConfig {
+        ServeConfig {
+            config_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("closeflow-data"),
+            max_queue: 1_000_000,
+            min_free_disk: 64 * 1024 * 1024,
+            dedup_window: Duration::from_secs(24 * 3600),
+            grace: Duration::from_secs(30),
+            reload_interval: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(10),
+            delivery: delivery::Policy::default(),
+            client: registry::ClientPolicy::default(),
+            admin_token: None,
+        }
+    }
+}
+
+fn emit_reports(reports: &[FileReport]) -> bool {
+    let mut loaded = false;
+    for r in reports {
+        match r {
+            FileReport::Loaded {
+                file,
+                instance,
+                warnings,
+            } => {
+                loaded = true;
+                ConfigLoaded::Loaded {
+                    file: &file.display().to_string(),
+                    instance,
+                    warnings,
+                }
+                .emit();
+            }
+            FileReport::Invalid {
+                file,
+                kept,
+                diagnostics,
+            } => ConfigLoaded::Invalid {
+                file: &file.display().to_string(),
+                kept: kept.as_deref(),
+                diagnostics,
+            }
+            .emit(),
+            FileReport::Removed { file, instance } => ConfigLoaded::Removed {
+                file: &file.display().to_string(),
+                instance,
+            }
+            .emit(),
+            FileReport::Unreadable { file, error } => ConfigLoaded::Unreadable {
+                file: &file.display().to_string(),
+                error,
+            }
+            .emit(),
+        }
+    }
+    loaded
+}
+
+/// Opens the embedded queue under `data_dir`.
+pub fn open_queue(data_dir: &std::path::Path, dedup_window: Duration) -> Result<SqliteQueue> {
+    let mut o = Options::in_dir(data_dir);
+    o.dedup_window_ms = dedup_window.as_millis() as i64;
+    o.retention_ms = o.dedup_window_ms;
+    SqliteQueue::open(o).with_context(|| format!("cannot open the queue in {}", data_dir.display()))
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the server until SIGTERM/Ctrl-C, then shuts down gracefully: intake stops (503), work
+/// in flight gets `grace` to finish, and whatever is left stays queued for the next start.
+pub async fn serve(cfg: ServeConfig) -> Result<()> {
+    telemetry::metrics();
+    let queue = Arc::new(open_queue(&cfg.data_dir, cfg.dedup_window)?);
+    if let Some(aside) = &queue.report.quarantined_file {
+        warn!(moved_to = %aside.display(), "the queue file was unreadable: moved aside, a new one was started");
+    }
+    if queue.report.quarantined_records > 0 {
+        warn!(
+            records = queue.report.quarantined_records,
+            "unreadable queue records were set aside (table `quarantine`)"
+        );
+    }
+    let registry = Arc::new(Registry::new(&cfg.config_dir, cfg.client.clone()));
+    let reports = registry.scan().with_context(|| {
+        format!(
+            "cannot read the config directory {}",
+            cfg.config_dir.display()
+        )
+    })?;
+    emit_reports(&reports);
+    if !registry.has_intake() {
+        warn!(dir = %cfg.config_dir.display(), "no instance has a write_key: nothing can be sent to this server");
+    }
+    for s in queue::Queue::stats(&*queue).await? {
+        if s.queued > 0 && registry.get(&s.instance).is_none() {
+            warn!(instance = %s.instance, queued = s.queued, "events are queued for an instance that is not configured; they wait until it is");
+        }
+    }
+    let wakers = Arc::new(Wakers::default());
+    let depth_queue = queue.clone();
+    let app = Arc::new(App {
+        queue: queue.clone(),
+        registry: registry.clone(),
+        wakers: wakers.clone(),
+        max_queue: cfg.max_queue,
+        min_free_disk: cfg.min_free_disk,
+        data_dir: cfg.data_dir.clone(),
+        disk_full: AtomicBool::new(false),
+        shutting_down: AtomicBool::new(false),
+        ready: AtomicBool::new(false),
+        body_timeout: cfg.body_timeout,
+        admin_token: cfg.admin_token.clone(),
+        queue_depth: Box::new(move || depth_queue.depth()),
+        free_disk: AtomicU64::new(0),
+    });
+    app.check_disk();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let deliverer = Arc::new(Deliverer {
+        queue: queue.clone(),
+        registry: registry.clone(),
+        wakers: wakers.clone(),
+        policy: cfg.delivery.clone(),
+        stop: stop_rx.clone(),
+    });
+    let mut running = HashSet::new();
+    let mut schedulers = deliverer.start_new(&mut running);
+
+    // Hot reload, pruning and the disk watch: background chores until shutdown.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    {
+        let (registry, mut stop) = (registry.clone(), stop_rx.clone());
+        let every = cfg.reload_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+                let r = registry.clone();
+                match tokio::task::spawn_blocking(move || r.scan()).await {
+                    Ok(Ok(reports)) if emit_reports(&reports) => {
+                        let _ = reload_tx.send(());
+                    }
+                    Ok(Err(e)) => warn!(error = %e, "cannot read the config directory"),
+                    _ => {}
+                }
+            }
+        });
+    }
+    {
+        let (app, queue, mut stop) = (app.clone(), queue.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut ticks = 0u64;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                app.check_disk();
+                ticks += 1;
+                if ticks.is_multiple_of(60)
+                    && let Err(e) = queue.prune().await
+                {
+                    warn!(error = %e, "pruning settled events failed");
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    app.ready.store(true, Ordering::Relaxed);
+    info!(%addr, config = %cfg.config_dir.display(), data = %cfg.data_dir.display(), "closeflow serve is listening");
+
+    let router = app::router(app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    let (down_tx, down_rx) = watch::channel(false);
+    let server = {
+        let mut down = down_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = down.wait_for(|d| *d).await;
+                })
+                .await
+        })
+    };
+
+    let signal = terminated();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            Some(()) = reload_rx.recv() => {
+                schedulers.extend(deliverer.start_new(&mut running));
+                wakers.wake_all();
+            }
+        }
+    }
+
+    info!(grace = ?cfg.grace, "shutting down: intake closed, finishing deliveries in flight");
+    app.shutting_down.store(true, Ordering::Relaxed);
+    let _ = down_tx.send(true);
+    let _ = stop_tx.send(true);
+    let deadline = tokio::time::Instant::now() + cfg.grace;
+    let finished = tokio::time::timeout_at(deadline, async {
+        for s in schedulers {
+            let _ = s.await;
+        }
+        let _ = server.await;
+    })
+    .await;
+    if finished.is_err() {
+        warn!(
+            "grace period over: deliveries still in flight stay queued and resume at the next start"
+        );
+    }
+    info!("stopped");
+    Ok(())
+}

@@ -69,6 +69,9 @@ pub struct Options {
     pub dedup_window_ms: Millis,
     /// Settled events are kept this long (for `capture` and deduplication), then pruned.
     pub retention_ms: Millis,
+    /// Set aside an unreadable file or records at open (the server does; a second process
+    /// such as `closeflow dlq` must not pull a file from under a running server).
+    pub repair: bool,
 }
 
 impl Options {
@@ -77,6 +80,7 @@ impl Options {
             path: dir.join("queue.db"),
             dedup_window_ms: 24 * 3600 * 1000,
             retention_ms: 24 * 3600 * 1000,
+            repair: true,
         }
     }
 }
@@ -224,7 +228,7 @@ impl SqliteQueue {
         let mut report = OpenReport::default();
         let conn = match open_conn(&opts.path) {
             Ok(c) => c,
-            Err(e) if is_corruption(&e) => {
+            Err(e) if opts.repair && is_corruption(&e) => {
                 let aside = move_aside(&opts.path).map_err(|io| {
                     QueueError::Unavailable(format!(
                         "{} is damaged ({e}) and cannot be moved aside: {io}",
@@ -236,7 +240,9 @@ impl SqliteQueue {
             }
             Err(e) => return Err(sql_err(e)),
         };
-        report.quarantined_records = quarantine_bad_records(&conn).map_err(sql_err)?;
+        if opts.repair {
+            report.quarantined_records = quarantine_bad_records(&conn).map_err(sql_err)?;
+        }
         let queued: i64 = conn
             .query_row("SELECT count(*) FROM events WHERE state = 0", [], |r| {
                 r.get(0)

@@ -1,0 +1,169 @@
+//! `closeflow dlq list|show|replay|drop`: the dead-letter store, read from the queue file (a
+//! running server picks up replays within a second).
+
+use anyhow::{Context, Result, bail};
+use closeflow_server::admin::dead_letter_json;
+use closeflow_server::queue::sqlite::{Options, SqliteQueue};
+use closeflow_server::queue::{DeadLetter, Queue};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand)]
+pub enum DlqCmd {
+    /// One line per dead letter: id, instance, messageId, reason, attempts, error.
+    List {
+        #[command(flatten)]
+        at: At,
+        #[arg(long, value_enum, default_value = "human")]
+        format: crate::Format,
+    },
+    /// A dead letter in full (JSON): its event, reason, attempts and Close's last reply.
+    Show {
+        #[command(flatten)]
+        at: At,
+        id: i64,
+    },
+    /// Queue dead letters again (after fixing the cause): by id, or --all (of --instance).
+    Replay {
+        #[command(flatten)]
+        at: At,
+        ids: Vec<i64>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete dead letters for good: by id, or --all (of --instance).
+    Drop {
+        #[command(flatten)]
+        at: At,
+        ids: Vec<i64>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct At {
+    /// The server's data directory.
+    #[arg(long, default_value = "closeflow-data")]
+    data_dir: PathBuf,
+    /// Only this instance's dead letters.
+    #[arg(long)]
+    instance: Option<String>,
+}
+
+fn open(at: &At) -> Result<SqliteQueue> {
+    let path = at.data_dir.join("queue.db");
+    if !path.exists() {
+        bail!(
+            "{}: no queue here (is --data-dir the server's?)",
+            path.display()
+        );
+    }
+    let mut o = Options::in_dir(&at.data_dir);
+    o.repair = false;
+    SqliteQueue::open(o).with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn cut(s: &str, n: usize) -> String {
+    let one_line = s.replace('\n', " ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        one_line.chars().take(n - 1).collect::<String>() + "…"
+    }
+}
+
+async fn targets(q: &SqliteQueue, at: &At, ids: &[i64], all: bool) -> Result<Vec<DeadLetter>> {
+    let list = q.dead_letters(at.instance.as_deref()).await?;
+    if all {
+        return Ok(list);
+    }
+    if ids.is_empty() {
+        bail!("name the dead letters by id (see `closeflow dlq list`), or pass --all");
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        match list.iter().find(|d| d.id == *id) {
+            Some(d) => out.push(d.clone()),
+            None => bail!(
+                "no dead letter with id {id}{}",
+                at.instance
+                    .as_ref()
+                    .map(|i| format!(" in instance {i}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        match cmd {
+            DlqCmd::List { at, format } => {
+                let q = open(&at)?;
+                let list = q.dead_letters(at.instance.as_deref()).await?;
+                match format {
+                    crate::Format::Json => outln!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "dead_letters": list.iter().map(dead_letter_json).collect::<Vec<_>>()
+                        }))?
+                    ),
+                    crate::Format::Human => {
+                        if list.is_empty() {
+                            outln!("no dead letters");
+                        }
+                        for d in &list {
+                            outln!(
+                                "{:>6}  {}  {}  {}  attempts={}  {}",
+                                d.id,
+                                d.instance,
+                                d.message_id,
+                                d.reason,
+                                d.attempts,
+                                cut(&d.error, 100)
+                            );
+                        }
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            DlqCmd::Show { at, id } => {
+                let q = open(&at)?;
+                match q.dead_letter(id).await? {
+                    Some(d) if at.instance.as_ref().is_none_or(|i| *i == d.instance) => {
+                        outln!("{}", serde_json::to_string_pretty(&dead_letter_json(&d))?);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    _ => bail!("no dead letter with id {id}"),
+                }
+            }
+            DlqCmd::Replay { at, ids, all } => {
+                let q = open(&at)?;
+                let mut n = 0;
+                for d in targets(&q, &at, &ids, all).await? {
+                    if q.replay(d.id).await? {
+                        n += 1;
+                        outln!("replayed {} ({} {})", d.id, d.instance, d.message_id);
+                    }
+                }
+                eprintln!("{n} dead letter(s) queued again; a running server delivers them within a second");
+                Ok(ExitCode::SUCCESS)
+            }
+            DlqCmd::Drop { at, ids, all } => {
+                let q = open(&at)?;
+                let mut n = 0;
+                for d in targets(&q, &at, &ids, all).await? {
+                    if q.drop_dead(d.id).await? {
+                        n += 1;
+                        outln!("dropped {} ({} {})", d.id, d.instance, d.message_id);
+                    }
+                }
+                eprintln!("{n} dead letter(s) dropped");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}

@@ -1,0 +1,114 @@
+//! `closeflow serve`: flags → the server's configuration. Everything else is in the server crate.
+
+use anyhow::{Context, Result};
+use closeflow_server::{ServeConfig, telemetry};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// A duration written as people write them: `500ms`, `30s`, `10m`, `4h`, `24h`, `1h 30m`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{s}` is not a duration such as 30s, 10m or 24h ({e})"))?;
+    d.try_into()
+        .map_err(|_| format!("`{s}` is negative; a duration here is positive"))
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The directory of instance files (each one with a write_key is an intake).
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the queue lives (a SQLite file, readable with `sqlite3`).
+    #[arg(long, default_value = "closeflow-data")]
+    pub data_dir: PathBuf,
+    /// The Close API base URL for every instance (overrides each instance's endpoint).
+    #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
+    pub close_url: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Intake answers 503 (with Retry-After) while more events than this wait for delivery.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_queue: u64,
+    /// Intake answers 503 while the data directory has less free space than this (MiB).
+    #[arg(long, default_value_t = 64)]
+    pub min_free_disk_mib: u64,
+    /// A messageId seen again within this window is a duplicate (per instance).
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    pub dedup_window: Duration,
+    /// On SIGTERM: how long deliveries in flight may take to finish.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub grace: Duration,
+    /// How often instance files are checked for changes (hot reload).
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub reload_interval: Duration,
+    /// A request body that takes longer than this to arrive is answered 408.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub body_timeout: Duration,
+    /// Events in flight at once per instance (events sharing a lookup key never are).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// An event is dead-lettered after this many failed attempts **and** --retry-max-age.
+    #[arg(long, default_value_t = 10)]
+    pub retry_attempts: u32,
+    #[arg(long, default_value = "4h", value_parser = duration)]
+    pub retry_max_age: Duration,
+    /// The first retry's delay; it doubles (with jitter) up to --retry-backoff-cap.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub retry_backoff: Duration,
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    pub retry_backoff_cap: Duration,
+    /// Per Close call: the reply timeout, and attempts within one delivery attempt.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub close_timeout: Duration,
+    #[arg(long, default_value_t = 3)]
+    pub close_attempts: u32,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn run(a: ServeArgs) -> Result<ExitCode> {
+    telemetry::init_logs(match a.log_format {
+        LogFormat::Text => telemetry::LogFormat::Text,
+        LogFormat::Json => telemetry::LogFormat::Json,
+    });
+    if !a.config.is_dir() {
+        anyhow::bail!(
+            "--config {}: not a directory of instance files",
+            a.config.display()
+        );
+    }
+    let mut cfg = ServeConfig::new(a.config);
+    cfg.listen = a.listen;
+    cfg.data_dir = a.data_dir;
+    cfg.max_queue = a.max_queue;
+    cfg.min_free_disk = a.min_free_disk_mib * 1024 * 1024;
+    cfg.dedup_window = a.dedup_window;
+    cfg.grace = a.grace;
+    cfg.reload_interval = a.reload_interval;
+    cfg.body_timeout = a.body_timeout;
+    cfg.delivery.concurrency = a.concurrency.max(1);
+    cfg.delivery.retry.max_attempts = a.retry_attempts.max(1);
+    cfg.delivery.retry.max_age = a.retry_max_age;
+    cfg.delivery.retry.backoff_base = a.retry_backoff;
+    cfg.delivery.retry.backoff_cap = a.retry_backoff_cap.max(a.retry_backoff);
+    cfg.client.close_url = a.close_url;
+    cfg.client.timeout = a.close_timeout;
+    cfg.client.attempts = a.close_attempts.max(1);
+    cfg.admin_token = std::env::var("CLOSEFLOW_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(Into::into);
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(closeflow_server::serve(cfg))?;
+    Ok(ExitCode::SUCCESS)
+}

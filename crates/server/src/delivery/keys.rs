@@ -1,0 +1,35 @@
+//! The lookup keys of a queued event: what delivery serialises on.
+//!
+//! Two events that share any key (Company ID, User ID or email, after the mapping ran) are
+//! never in flight together, so two events for one new person cannot both decide to create it.
+
+use closeflow_close::{lookup, run};
+use closeflow_mapping::Instance;
+use closeflow_mapping::events::Entry;
+use serde_json::Value;
+
+/// A lookup key, namespaced by kind so that a User ID never collides with a Company ID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Company(String),
+    User(String),
+    /// Trimmed and lowercased, as the planner compares emails.
+    Email(String),
+}
+
+/// The keys of every payload the event's matching mappings produce (empty when none match
+/// or a payload is invalid: such an event is settled without a lookup).
+pub fn of(inst: &Instance, event: &Value) -> Vec<Key> {
+    let cfg = run::key_config(inst);
+    let (_, payloads) = run::prepare(inst, 0, &Entry::Event(event.clone()));
+    let mut out = Vec::new();
+    for (_, p) in payloads {
+        let (k, _) = lookup::keys(&cfg, &p);
+        out.extend(k.company.map(Key::Company));
+        out.extend(k.user.map(Key::User));
+        out.extend(k.email.map(|e| Key::Email(e.trim().to_lowercase())));
+    }
+    out.sort();
+    out.dedup();
+    out
+}

@@ -1,0 +1,308 @@
+//! Delivery: one scheduler per instance takes events from the queue and runs them through the
+//! Close action core (`close::run::send`, the same path as `closeflow send`).
+//!
+//! Ordering: events are concurrent across lookup keys and strictly serial per key. The
+//! scheduler keeps the events it has fetched in queue order; walking them oldest first, an
+//! event may start only when none of its keys belongs to an event before it that has not
+//! finished — in flight, or waiting out a retry's backoff. So a failing key holds back only
+//! its own later events, and two events for one new person never both create it.
+//!
+//! Isolation: each instance has its own scheduler, worker limit and Close client (its own
+//! rate-limit pacing), so one instance's failing or throttled Close key never slows another.
+
+pub mod keys;
+pub mod outcome;
+
+use crate::queue::{Delivery, Millis, Queue, Settle, now_ms};
+use crate::registry::{Active, Registry};
+use crate::telemetry::{self, InternalEvent};
+use closeflow_mapping::events::Entry;
+use keys::Key;
+use outcome::RetryPolicy;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Events in flight at once, per instance.
+    pub concurrency: usize,
+    /// Events a scheduler holds in memory (fetched, not finished).
+    pub window: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            concurrency: 8,
+            window: 2_000,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Wakes an instance's scheduler when something arrives (intake, a replay).
+#[derive(Debug, Default)]
+pub struct Wakers {
+    by_instance: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Wakers {
+    pub fn get(&self, instance: &str) -> Arc<Notify> {
+        self.by_instance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(instance.to_string())
+            .or_default()
+            .clone()
+    }
+    pub fn wake(&self, instance: &str) {
+        self.get(instance).notify_one();
+    }
+    pub fn wake_all(&self) {
+        for n in self
+            .by_instance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+        {
+            n.notify_one();
+        }
+    }
+}
+
+struct Slot {
+    d: Delivery,
+    /// Parsed once; `None` when the body is not JSON (settled as a corrupt record).
+    event: Option<Value>,
+    /// The keys under the instance version they were computed with.
+    keys: Option<(u64, Vec<Key>)>,
+    in_flight: bool,
+}
+
+/// A finished attempt, reported back to the scheduler.
+struct Done {
+    id: i64,
+    /// `Some(t)`: not final, try again at `t`. `None`: final, forget the event.
+    retry_at: Option<Millis>,
+}
+
+/// Runs every instance's scheduler until `stop` turns true, then lets in-flight work finish.
+pub struct Deliverer<Q: Queue> {
+    pub queue: Arc<Q>,
+    pub registry: Arc<Registry>,
+    pub wakers: Arc<Wakers>,
+    pub policy: Policy,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl<Q: Queue> Deliverer<Q> {
+    /// Starts a scheduler for every instance it does not serve yet. Called at start and after
+    /// each reload; returns the handles of the new schedulers.
+    pub fn start_new(
+        self: &Arc<Self>,
+        running: &mut HashSet<String>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut out = Vec::new();
+        for name in self.registry.all_names() {
+            if running.insert(name.clone()) {
+                let me = self.clone();
+                out.push(tokio::spawn(async move { me.schedule(name).await }));
+            }
+        }
+        out
+    }
+
+    async fn schedule(self: Arc<Self>, instance: String) {
+        let wake = self.wakers.get(&instance);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut stop = self.stop.clone();
+        let mut slots: BTreeMap<i64, Slot> = BTreeMap::new();
+        let mut in_flight = 0usize;
+        let mut fetch_failed_at: Option<tokio::time::Instant> = None;
+        loop {
+            let stopping = *stop.borrow();
+            if stopping && in_flight == 0 {
+                return;
+            }
+            let Some(active) = self.registry.get(&instance) else {
+                return;
+            };
+            let retry_fetch = fetch_failed_at.is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+            if !stopping && slots.len() < self.policy.window && retry_fetch {
+                match self
+                    .queue
+                    .fetch(&instance, self.policy.window - slots.len())
+                    .await
+                {
+                    Ok(got) => {
+                        fetch_failed_at = None;
+                        for d in got {
+                            let event = serde_json::from_str::<Value>(&d.body)
+                                .ok()
+                                .filter(Value::is_object);
+                            slots.insert(
+                                d.id,
+                                Slot {
+                                    d,
+                                    event,
+                                    keys: None,
+                                    in_flight: false,
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        fetch_failed_at = Some(tokio::time::Instant::now());
+                        telemetry::QueueFailed {
+                            what: "fetch",
+                            error: &e,
+                        }
+                        .emit();
+                    }
+                }
+            }
+            let next = if stopping {
+                None
+            } else {
+                self.dispatch(&active, &mut slots, &mut in_flight, &done_tx)
+            };
+            let sleep = next.map_or(Duration::from_secs(1), |t| {
+                Duration::from_millis((t - now_ms()).clamp(1, 1_000) as u64)
+            });
+            tokio::select! {
+                () = wake.notified() => {}
+                Some(done) = done_rx.recv() => {
+                    in_flight -= 1;
+                    self.finish(&mut slots, done);
+                    while let Ok(done) = done_rx.try_recv() {
+                        in_flight -= 1;
+                        self.finish(&mut slots, done);
+                    }
+                }
+                () = tokio::time::sleep(sleep) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    fn finish(&self, slots: &mut BTreeMap<i64, Slot>, done: Done) {
+        match done.retry_at {
+            None => {
+                slots.remove(&done.id);
+            }
+            Some(at) => {
+                if let Some(s) = slots.get_mut(&done.id) {
+                    s.in_flight = false;
+                    s.d.not_before = at;
+                }
+            }
+        }
+    }
+
+    /// Starts every event that may start now; returns when the next waiting event is due.
+    fn dispatch(
+        &self,
+        active: &Arc<Active>,
+        slots: &mut BTreeMap<i64, Slot>,
+        in_flight: &mut usize,
+        done_tx: &mpsc::UnboundedSender<Done>,
+    ) -> Option<Millis> {
+        let now = now_ms();
+        let mut busy: HashSet<Key> = HashSet::new();
+        let mut next: Option<Millis> = None;
+        for slot in slots.values_mut() {
+            let keys = match (&slot.keys, &slot.event) {
+                (Some((v, k)), _) if *v == active.version => k.clone(),
+                (_, Some(ev)) => {
+                    let k = keys::of(&active.instance, ev);
+                    slot.keys = Some((active.version, k.clone()));
+                    k
+                }
+                (_, None) => Vec::new(),
+            };
+            let blocked = keys.iter().any(|k| busy.contains(k));
+            let waiting = slot.d.not_before > now;
+            if slot.in_flight || blocked || waiting || *in_flight >= self.policy.concurrency {
+                if waiting && !slot.in_flight && !blocked {
+                    next = Some(next.map_or(slot.d.not_before, |n| n.min(slot.d.not_before)));
+                }
+                // Whatever has not finished holds its keys for everything behind it.
+                busy.extend(keys);
+                continue;
+            }
+            busy.extend(keys);
+            slot.in_flight = true;
+            *in_flight += 1;
+            let d = slot.d.clone();
+            let event = slot.event.clone();
+            let (active, queue, tx) = (active.clone(), self.queue.clone(), done_tx.clone());
+            let retry = self.policy.retry.clone();
+            tokio::spawn(async move {
+                let id = d.id;
+                let retry_at = deliver(&*queue, &active, d, event, &retry).await;
+                let _ = tx.send(Done { id, retry_at });
+            });
+        }
+        next
+    }
+}
+
+/// One attempt at one event, settled in the queue. Returns when to try again, if ever.
+async fn deliver<Q: Queue>(
+    queue: &Q,
+    active: &Active,
+    d: Delivery,
+    event: Option<Value>,
+    retry: &RetryPolicy,
+) -> Option<Millis> {
+    let outcome = match event {
+        None => Settle::Dead {
+            reason: "corrupt_record".into(),
+            error: "the queued record is not a JSON object".into(),
+            last_reply: None,
+        },
+        Some(ev) => {
+            let entry = Entry::Event(ev);
+            let (report, err) =
+                closeflow_close::run::send(&active.instance, &active.writer, 0, &entry).await;
+            outcome::classify(
+                &report,
+                err.as_ref(),
+                d.attempts,
+                d.received_at,
+                now_ms(),
+                retry,
+            )
+        }
+    };
+    let retry_at = match &outcome {
+        Settle::Retry { not_before, .. } => Some(*not_before),
+        _ => None,
+    };
+    match queue.settle(&d, outcome.clone()).await {
+        // Settled elsewhere meanwhile (nothing to count twice): done with it.
+        Err(crate::queue::QueueError::NotFound(_)) => None,
+        Ok(()) => {
+            telemetry::EventSettled {
+                delivery: &d,
+                outcome: &outcome,
+            }
+            .emit();
+            retry_at
+        }
+        Err(e) => {
+            telemetry::QueueFailed {
+                what: "settle",
+                error: &e,
+            }
+            .emit();
+            // Not recorded: the event stays queued; attempt it again shortly (planning
+            // converges, so a repeat writes nothing that was already written).
+            Some(now_ms() + 1_000)
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! What a delivery attempt's result means for the event (vector's `RetryLogic` idea, at the
+//! event level): applied, skipped, retried later, or dead-lettered now.
+
+use crate::queue::{Millis, Settle};
+use closeflow_close::client::CloseError;
+use closeflow_close::plan::StepKind;
+use closeflow_close::run::EventReport;
+use std::time::Duration;
+
+/// When an event is given up: after `max_attempts` failed attempts **and** `max_age` since it
+/// was accepted (both), so neither a burst of quick failures nor one slow outage alone ends it.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub max_age: Duration,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 10,
+            max_age: Duration::from_secs(4 * 3600),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with jitter (half fixed, half random) before attempt `n + 1`.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let exp = self
+            .backoff_base
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+            .min(self.backoff_cap);
+        exp.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+}
+
+/// Why an attempt failed, before the policy decides between retrying and giving up.
+enum Failure {
+    /// Can never succeed as it is: dead-letter at once.
+    Permanent {
+        reason: &'static str,
+        error: String,
+        reply: Option<String>,
+    },
+    /// May succeed later (Close down, throttled, a lost reply).
+    Transient { reason: &'static str, error: String },
+}
+
+fn failure_of(e: &CloseError) -> Failure {
+    match e {
+        CloseError::Unauthorized { status } => Failure::Permanent {
+            reason: "unauthorized",
+            error: e.to_string(),
+            reply: Some(format!("HTTP {status}")),
+        },
+        // Gone between the lookup and the write: planning again decides afresh.
+        CloseError::Rejected { status: 404, .. } => Failure::Transient {
+            reason: "not_found",
+            error: e.to_string(),
+        },
+        CloseError::Rejected {
+            status, message, ..
+        } => Failure::Permanent {
+            reason: "rejected",
+            error: e.to_string(),
+            reply: Some(format!("HTTP {status}: {message}")),
+        },
+        CloseError::Exhausted { .. } => Failure::Transient {
+            reason: "close_unavailable",
+            error: e.to_string(),
+        },
+        CloseError::Interrupted { .. } => Failure::Transient {
+            reason: "interrupted",
+            error: e.to_string(),
+        },
+        CloseError::BadReply { .. } => Failure::Transient {
+            reason: "bad_reply",
+            error: e.to_string(),
+        },
+    }
+}
+
+/// The event's fate after one attempt. `attempts` failed before; `received_at` is when it
+/// was accepted.
+pub fn classify(
+    report: &EventReport,
+    err: Option<&CloseError>,
+    attempts: u32,
+    received_at: Millis,
+    now: Millis,
+    policy: &RetryPolicy,
+) -> Settle {
+    let failure = if let Some(e) = err {
+        Some(failure_of(e))
+    } else if let Some(m) = &report.error {
+        Some(Failure::Permanent {
+            reason: "invalid_event",
+            error: m.clone(),
+            reply: None,
+        })
+    } else {
+        report
+            .mappings
+            .iter()
+            .find_map(|m| m.error.as_ref().map(|e| (m, e)))
+            .map(|(m, e)| Failure::Permanent {
+                reason: "invalid_payload",
+                error: format!("mapping \"{}\": {e}", m.name),
+                reply: None,
+            })
+    };
+    match failure {
+        Some(Failure::Permanent {
+            reason,
+            error,
+            reply,
+        }) => Settle::Dead {
+            reason: reason.into(),
+            error,
+            last_reply: reply,
+        },
+        Some(Failure::Transient { reason, error }) => {
+            let failures = attempts + 1;
+            let age = Duration::from_millis((now - received_at).max(0) as u64);
+            if failures >= policy.max_attempts && age >= policy.max_age {
+                Settle::Dead {
+                    reason: "retries_exhausted".into(),
+                    error: format!("gave up after {failures} attempts: {error}"),
+                    last_reply: Some(reason.to_string()),
+                }
+            } else {
+                Settle::Retry {
+                    not_before: now + policy.backoff(failures).as_millis() as Millis,
+                    reason: reason.into(),
+                    error,
+                }
+            }
+        }
+        None => success(report),
+    }
+}
+
+/// Applied when the plan wrote or confirmed something; skipped (with the reason) when no
+/// mapping matched or every step was skipped by a flag or rule.
+fn success(report: &EventReport) -> Settle {
+    if !report.mappings.iter().any(|m| m.matched) {
+        return Settle::Skipped {
+            reason: "not_matched".into(),
+        };
+    }
+    let steps: Vec<_> = report.mappings.iter().flat_map(|m| &m.steps).collect();
+    if !steps.is_empty() && steps.iter().all(|s| s.kind == StepKind::Skipped) {
+        let reason = steps[0].reason.clone().unwrap_or_else(|| "skipped".into());
+        return Settle::Skipped { reason };
+    }
+    Settle::Applied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> EventReport {
+        EventReport {
+            index: 0,
+            message_id: Some("m".into()),
+            error: None,
+            mappings: vec![],
+            kind: "identify".into(),
+            about: String::new(),
+        }
+    }
+
+    fn quick() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            max_age: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn transient_failures_retry_until_both_attempts_and_age_are_spent() {
+        let e = CloseError::Exhausted {
+            method: "POST".into(),
+            path: "lead/".into(),
+            attempts: 3,
+            last: "HTTP 503".into(),
+        };
+        let p = quick();
+        // Many attempts, young event: retry.
+        assert!(matches!(
+            classify(&report(), Some(&e), 10, 0, 1_000, &p),
+            Settle::Retry { .. }
+        ));
+        // Old event, few attempts: retry.
+        assert!(matches!(
+            classify(&report(), Some(&e), 0, 0, 3_600_000, &p),
+            Settle::Retry { .. }
+        ));
+        // Both spent: dead, with the last error kept.
+        match classify(&report(), Some(&e), 2, 0, 61_000, &p) {
+            Settle::Dead { reason, error, .. } => {
+                assert_eq!(reason, "retries_exhausted");
+                assert!(error.contains("HTTP 503"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_4xx_that_cannot_succeed_is_dead_at_once() {
+        let e = CloseError::Rejected {
+            method: "POST".into(),
+            path: "lead/".into(),
+            status: 400,
+            message: "field errors".into(),
+        };
+        match classify(&report(), Some(&e), 0, 0, 0, &quick()) {
+            Settle::Dead {
+                reason, last_reply, ..
+            } => {
+                assert_eq!(reason, "rejected");
+                assert_eq!(last_reply.as_deref(), Some("HTTP 400: field errors"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(
+                &report(),
+                Some(&CloseError::Unauthorized { status: 401 }),
+                0,
+                0,
+                0,
+                &quick()
+            ),
+            Settle::Dead { .. }
+        ));
+    }
+
+    #[test]
+    fn no_matching_mapping_is_skipped() {
+        assert_eq!(
+            classify(&report(), None, 0, 0, 0, &quick()),
+            Settle::Skipped {
+                reason: "not_matched".into()
+            }
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        let p = quick();
+        assert!(p.backoff(1) <= Duration::from_millis(100));
+        assert!(p.backoff(3) >= Duration::from_millis(200));
+        for n in 1..40 {
+            assert!(p.backoff(n) <= p.backoff_cap);
+        }
+    }
+}

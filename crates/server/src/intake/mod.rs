@@ -1,0 +1,268 @@
+//! Segment-compatible intake: `POST /v1/identify|track|group|page|screen|alias|batch`, the
+//! browser library's `/v1/b` and `/v1/i|t|p|s|g|a`, JSON or `text/plain`, gzip, and the three
+//! ways of authenticating. An event is answered 200 only once it is durable in the queue.
+//!
+//! Status codes follow Segment's (clients drop a batch on any 4xx but 408/410/429/460, so 400
+//! means "this can never succeed"; anything transient is 503 with `Retry-After`), with a JSON
+//! body that names the problem and, for a batch, each rejected item's index.
+
+pub mod body;
+pub mod event;
+
+use crate::app::App;
+use crate::queue::{Enqueued, Queue, QueueError};
+use crate::telemetry::{self, InternalEvent};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use body::BodyError;
+use event::{BATCH_ITEMS, BATCH_LIMIT, EVENT_LIMIT, Rejected, RouteType};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// The intake routes and the event type each one implies (`None`: a batch).
+pub const ROUTES: &[(&str, RouteType)] = &[
+    ("/v1/identify", Some("identify")),
+    ("/v1/track", Some("track")),
+    ("/v1/page", Some("page")),
+    ("/v1/screen", Some("screen")),
+    ("/v1/group", Some("group")),
+    ("/v1/alias", Some("alias")),
+    ("/v1/batch", None),
+    ("/v1/import", None),
+    ("/v1/b", None),
+    ("/v1/i", Some("identify")),
+    ("/v1/t", Some("track")),
+    ("/v1/p", Some("page")),
+    ("/v1/s", Some("screen")),
+    ("/v1/g", Some("group")),
+    ("/v1/a", Some("alias")),
+];
+
+/// A refusal: the status, a stable code and a sentence; logged and counted once.
+pub fn refuse(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    let message = message.into();
+    telemetry::RequestRejected {
+        code,
+        status: status.as_u16(),
+    }
+    .emit();
+    let mut r = (
+        status,
+        axum::Json(json!({"success": false, "code": code, "error": message})),
+    )
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        let wait = if code == "disk_full" { "30" } else { "5" };
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(wait));
+    }
+    r
+}
+
+/// The user name of `Authorization: Basic base64(KEY:)`.
+fn basic_key(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+pub async fn ingest<Q: Queue>(
+    State(app): State<Arc<App<Q>>>,
+    route: RouteType,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if app.shutting_down.load(Ordering::Relaxed) {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down; retry shortly",
+        );
+    }
+    if let Some(r) = app.back_pressure() {
+        return r;
+    }
+    // Basic auth is checked before the body is read: a request with a known key in the header
+    // needs nothing else; an unknown one may still carry a good `writeKey` in its body.
+    let basic = basic_key(&headers);
+    let mut instances = basic
+        .as_deref()
+        .map(|k| app.registry.instances_for_key(k))
+        .unwrap_or_default();
+    let (what, limit) = match route {
+        Some(_) => ("the event limit of 32 KB", EVENT_LIMIT),
+        None => ("the batch limit of 500 KB", BATCH_LIMIT),
+    };
+    let bytes = match body::read(body, &headers, what, limit, app.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => {
+            let (status, code) = match e {
+                BodyError::TooLarge { .. } if route.is_some() => {
+                    (StatusCode::BAD_REQUEST, "event_too_large")
+                }
+                BodyError::TooLarge { .. } => (StatusCode::BAD_REQUEST, "batch_too_large"),
+                BodyError::BadGzip(_) => (StatusCode::BAD_REQUEST, "invalid_gzip"),
+                BodyError::Encoding(_) => (StatusCode::BAD_REQUEST, "unsupported_encoding"),
+                BodyError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+                BodyError::Read(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
+            };
+            return refuse(status, code, e.to_string());
+        }
+    };
+    let parsed: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            let why = if std::str::from_utf8(&bytes).is_err() {
+                "the body is not UTF-8 text".to_string()
+            } else {
+                format!("the body is not valid JSON: {e}")
+            };
+            return refuse(StatusCode::BAD_REQUEST, "invalid_json", why);
+        }
+    };
+    if instances.is_empty()
+        && let Some(k) = parsed.get("writeKey").and_then(Value::as_str)
+    {
+        instances = app.registry.instances_for_key(k);
+    }
+    if instances.is_empty() {
+        let given = basic.is_some() || parsed.get("writeKey").is_some();
+        return if given {
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                "unknown_write_key",
+                "the write key is not one this server knows",
+            )
+        } else {
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                "missing_write_key",
+                "no write key: send it as the HTTP Basic user name, or as `writeKey` in the body",
+            )
+        };
+    }
+    let received = jiff::Timestamp::now();
+    let (items, sent_at) = match route {
+        Some(_) => (vec![parsed], None),
+        None => {
+            let Value::Object(m) = &parsed else {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "not_a_batch",
+                    "a batch body is a JSON object: {\"batch\": [event, …]}",
+                );
+            };
+            let Some(items) = closeflow_mapping::events::batch_items(m) else {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "not_a_batch",
+                    "a batch body needs a `batch` list of events",
+                );
+            };
+            if items.len() > BATCH_ITEMS {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "too_many_events",
+                    format!(
+                        "the batch holds {} events; the limit is {BATCH_ITEMS}",
+                        items.len()
+                    ),
+                );
+            }
+            (items, m.get("sentAt").cloned())
+        }
+    };
+    let count = items.len();
+    let mut events = Vec::with_capacity(count);
+    let mut rejected: Vec<Rejected> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match event::accept(item, i, route, sent_at.as_ref(), received) {
+            Ok(e) => events.push(e),
+            Err(r) => rejected.push(r),
+        }
+    }
+    for inst in &instances {
+        telemetry::EventsReceived {
+            instance: inst,
+            count,
+        }
+        .emit();
+        for r in &rejected {
+            telemetry::EventRejected {
+                instance: inst,
+                code: r.code,
+                index: r.index,
+                message: &r.error,
+            }
+            .emit();
+        }
+    }
+    if events.is_empty() && !rejected.is_empty() {
+        let (code, error) = if route.is_some() {
+            (rejected[0].code, rejected[0].error.clone())
+        } else {
+            (
+                "invalid_events",
+                "no event of the batch could be accepted".to_string(),
+            )
+        };
+        telemetry::RequestRejected { code, status: 400 }.emit();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(
+                json!({"success": false, "code": code, "error": error, "rejected": rejected}),
+            ),
+        )
+            .into_response();
+    }
+    let mut fresh = vec![false; events.len()];
+    for inst in &instances {
+        match app.queue.enqueue(inst, events.clone()).await {
+            Ok(res) => {
+                for (f, r) in fresh.iter_mut().zip(res) {
+                    *f |= r == Enqueued::Accepted;
+                }
+                app.wakers.wake(inst);
+            }
+            Err(QueueError::Full(_)) => {
+                app.disk_full.store(true, Ordering::Relaxed);
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "disk_full",
+                    "the queue's disk is full; nothing from this request was lost, retry later",
+                );
+            }
+            Err(e) => {
+                telemetry::QueueFailed {
+                    what: "enqueue",
+                    error: &e,
+                }
+                .emit();
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_unavailable",
+                    "the queue cannot store events right now; retry later",
+                );
+            }
+        }
+    }
+    let accepted = fresh.iter().filter(|f| **f).count();
+    let mut reply =
+        json!({"success": true, "accepted": accepted, "duplicates": events.len() - accepted});
+    if !rejected.is_empty() {
+        reply["rejected"] = json!(rejected);
+    }
+    (StatusCode::OK, axum::Json(reply)).into_response()
+}

@@ -1,0 +1,314 @@
+//! The instances the server runs, loaded from the config directory and reloaded when their
+//! files change: a changed file is validated first and replaces the running version only when
+//! valid (atomically, by swapping an `Arc`); an invalid edit leaves the old version running.
+
+use closeflow_close::client::{ClientConfig, DEFAULT_BASE_URL, Writer};
+use closeflow_close::schema;
+use closeflow_mapping::instance::{self, Setting};
+use closeflow_mapping::{Diagnostic, Instance};
+use secrecy::ExposeSecret;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// One running version of an instance, with its Close client.
+pub struct Active {
+    pub instance: Instance,
+    pub writer: Writer,
+    /// Increases with every reload of any instance (cached lookup keys are per version).
+    pub version: u64,
+    pub file: PathBuf,
+}
+
+impl std::fmt::Debug for Active {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Active({} v{})", self.instance.name, self.version)
+    }
+}
+
+/// How the server's Close clients retry a single call. Event-level retries (hours, with
+/// backoff, then the dead-letter store) are the delivery's business; a call gives up sooner
+/// so that a failing key releases its worker and only holds back its own events.
+#[derive(Debug, Clone)]
+pub struct ClientPolicy {
+    pub close_url: Option<String>,
+    pub timeout: Duration,
+    pub attempts: u32,
+    pub max_age: Duration,
+    pub backoff_base: Duration,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        ClientPolicy {
+            close_url: None,
+            timeout: Duration::from_secs(30),
+            attempts: 3,
+            max_age: Duration::from_secs(30),
+            backoff_base: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What a (re)load found in one file.
+#[derive(Debug)]
+pub enum FileReport {
+    Loaded {
+        file: PathBuf,
+        instance: String,
+        warnings: Vec<Diagnostic>,
+    },
+    /// Invalid: the previous version (if any) keeps running.
+    Invalid {
+        file: PathBuf,
+        kept: Option<String>,
+        diagnostics: Vec<Diagnostic>,
+    },
+    Removed {
+        file: PathBuf,
+        instance: String,
+    },
+    Unreadable {
+        file: PathBuf,
+        error: String,
+    },
+}
+
+#[derive(Default)]
+struct Inner {
+    /// By instance name: what intake and delivery use now.
+    active: BTreeMap<String, Arc<Active>>,
+    /// Instances whose file was removed: still delivered (their events stay queued), no intake.
+    retired: BTreeMap<String, Arc<Active>>,
+    /// By file: the text last seen and the instance it defined.
+    files: HashMap<PathBuf, (String, Option<String>)>,
+    version: u64,
+}
+
+pub struct Registry {
+    dir: PathBuf,
+    policy: ClientPolicy,
+    inner: RwLock<Inner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Registry({})", self.dir.display())
+    }
+}
+
+/// Instance files in `dir`: `*.yaml`/`*.yml`, not mapping tests (`*.test.yaml`).
+pub fn instance_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            (name.ends_with(".yaml") || name.ends_with(".yml")) && !name.contains(".test.")
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn writer_for(inst: &Instance, policy: &ClientPolicy) -> Result<Writer, String> {
+    let url = policy
+        .close_url
+        .clone()
+        .or_else(|| inst.endpoint.clone())
+        .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    let key = match inst.setting("api_key") {
+        Some(Setting::Secret(k)) => k.clone(),
+        Some(Setting::Plain(k)) => k.clone().into(),
+        None => return Err(format!("instance {} has no settings.api_key", inst.name)),
+    };
+    let mut cfg = ClientConfig::new(url, key);
+    cfg.timeout = policy.timeout;
+    cfg.max_attempts = policy.attempts;
+    cfg.max_age = policy.max_age;
+    cfg.backoff.base = policy.backoff_base;
+    Writer::new(cfg)
+        .map(|w| w.with_observer(crate::telemetry::close_observer(&inst.name)))
+        .map_err(|e| e.to_string())
+}
+
+impl Registry {
+    pub fn new(dir: &Path, policy: ClientPolicy) -> Registry {
+        Registry {
+            dir: dir.to_path_buf(),
+            policy,
+            inner: RwLock::new(Inner::default()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The running version of an instance (a removed instance's last version, for delivery).
+    pub fn get(&self, name: &str) -> Option<Arc<Active>> {
+        let g = self.read();
+        g.active.get(name).or_else(|| g.retired.get(name)).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.read().active.keys().cloned().collect()
+    }
+
+    /// Every instance delivery must serve: running and retired.
+    pub fn all_names(&self) -> Vec<String> {
+        let g = self.read();
+        g.active.keys().chain(g.retired.keys()).cloned().collect()
+    }
+
+    /// The instances a write key opens. Compared in constant time, against every key of every
+    /// instance (no early exit), so timing says nothing about which keys exist.
+    pub fn instances_for_key(&self, key: &str) -> Vec<String> {
+        let g = self.read();
+        let mut out = Vec::new();
+        for (name, a) in &g.active {
+            let mut hit = false;
+            for k in &a.instance.write_keys {
+                hit |= constant_time_eq::constant_time_eq(
+                    k.expose_secret().as_bytes(),
+                    key.as_bytes(),
+                );
+            }
+            if hit {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+
+    /// Does any instance take events at intake?
+    pub fn has_intake(&self) -> bool {
+        self.read()
+            .active
+            .values()
+            .any(|a| !a.instance.write_keys.is_empty())
+    }
+
+    /// Reads the directory and applies what changed since the last scan.
+    pub fn scan(&self) -> Result<Vec<FileReport>, std::io::Error> {
+        let files = instance_files(&self.dir)?;
+        let mut reports = Vec::new();
+        let mut texts = Vec::new();
+        {
+            let g = self.read();
+            for f in &files {
+                match std::fs::read_to_string(f) {
+                    Ok(t) if g.files.get(f).is_some_and(|(old, _)| *old == t) => {}
+                    Ok(t) => texts.push((f.clone(), t)),
+                    Err(e) => {
+                        // Seen before and now unreadable (mid-write, permissions): keep it.
+                        if !g.files.contains_key(f) {
+                            reports.push(FileReport::Unreadable {
+                                file: f.clone(),
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let mut g = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone: Vec<PathBuf> = g
+            .files
+            .keys()
+            .filter(|f| !files.contains(f))
+            .cloned()
+            .collect();
+        for f in gone {
+            if let Some((_, Some(name))) = g.files.remove(&f)
+                && let Some(a) = g.active.remove(&name)
+            {
+                g.retired.insert(name.clone(), a);
+                reports.push(FileReport::Removed {
+                    file: f,
+                    instance: name,
+                });
+            }
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        for (f, text) in texts {
+            let file = f.display().to_string();
+            let (loaded, diagnostics) = instance::load(&file, &text, &schema::destination(), &env);
+            let previous = g.files.get(&f).and_then(|(_, n)| n.clone());
+            let invalid = |diagnostics: Vec<Diagnostic>| FileReport::Invalid {
+                file: f.clone(),
+                kept: previous.clone(),
+                diagnostics,
+            };
+            let Some(inst) = loaded else {
+                reports.push(invalid(diagnostics));
+                // Remember the text so an unchanged invalid file is not reported every scan.
+                g.files.insert(f.clone(), (text, previous.clone()));
+                continue;
+            };
+            // Names are unique across instances (another file already running this name).
+            let clash = g
+                .active
+                .iter()
+                .find(|(n, a)| **n == inst.name && a.file != f)
+                .map(|(_, a)| a.file.display().to_string());
+            if let Some(other) = clash {
+                let mut d = diagnostics;
+                d.push(
+                    Diagnostic::error(
+                        closeflow_mapping::diag::code::DUPLICATE_NAME,
+                        format!("instance name \"{}\" is already used by {other}", inst.name),
+                    )
+                    .hint("instance names are unique across files; rename one of them"),
+                );
+                for x in &mut d {
+                    x.file.clone_from(&file);
+                }
+                reports.push(invalid(d));
+                g.files.insert(f.clone(), (text, previous.clone()));
+                continue;
+            }
+            let writer = match writer_for(&inst, &self.policy) {
+                Ok(w) => w,
+                Err(e) => {
+                    reports.push(FileReport::Unreadable {
+                        file: f.clone(),
+                        error: e,
+                    });
+                    continue;
+                }
+            };
+            g.version += 1;
+            let name = inst.name.clone();
+            if let Some(old) = previous.as_ref().filter(|p| **p != name)
+                && let Some(a) = g.active.remove(old)
+            {
+                g.retired.insert(old.clone(), a);
+            }
+            g.retired.remove(&name);
+            let active = Arc::new(Active {
+                instance: inst,
+                writer,
+                version: g.version,
+                file: f.clone(),
+            });
+            g.active.insert(name.clone(), active);
+            g.files.insert(f.clone(), (text, Some(name.clone())));
+            reports.push(FileReport::Loaded {
+                file: f,
+                instance: name,
+                warnings: diagnostics,
+            });
+        }
+        Ok(reports)
+    }
+}
