@@ -1,5 +1,7 @@
 //! Helpers for closeflow's end-to-end tests: the real binary, the real simulator, loopback.
 
+pub mod procs;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -14,7 +16,28 @@ pub fn closeflow_bin() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
+            let mut cmd = Command::new(cargo);
+            // What cargo set for this test process (CARGO_MANIFEST_DIR and friends) must not
+            // reach the nested build: build scripts watch some of them (ring does), and a
+            // changed value rebuilds them, then the next `cargo test` rebuilds them back.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy().to_string();
+                let ours = k.starts_with("CARGO_PKG_")
+                    || matches!(
+                        k.as_str(),
+                        "CARGO_MANIFEST_DIR"
+                            | "CARGO_MANIFEST_PATH"
+                            | "CARGO_CRATE_NAME"
+                            | "CARGO_BIN_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "CARGO_RUSTC_CURRENT_DIR"
+                    );
+                if ours {
+                    cmd.env_remove(&k);
+                }
+            }
+            let status = cmd
                 .args([
                     "build",
                     "--quiet",

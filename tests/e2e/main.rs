@@ -5,3 +5,4 @@ mod cli;
 mod close;
 mod fidelity;
 mod plans;
+mod serve;
