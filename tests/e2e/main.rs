@@ -3,5 +3,6 @@
 
 mod cli;
 mod close;
+mod diff;
 mod fidelity;
 mod plans;
