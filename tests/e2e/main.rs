@@ -6,3 +6,4 @@ mod close;
 mod diff;
 mod fidelity;
 mod plans;
+mod readme;
