@@ -379,3 +379,97 @@ fn base_takes_the_old_version_from_a_git_revision() {
     );
     let _ = std::fs::remove_dir_all(&repo);
 }
+
+#[test]
+fn a_mapping_that_starts_failing_is_a_change_and_is_shown() {
+    let dir = temp_dir("error");
+    let root = closeflow_e2e::workspace_root();
+    let old = std::fs::read_to_string(root.join(fixture("old"))).unwrap();
+    // `seats` is a number on event 1 only; the flag must be a boolean.
+    let failing = old.replace(
+        "      contact_name: \"{{traits.first_name}} {{traits.last_name}}\"\n",
+        "      contact_name: \"{{traits.first_name}} {{traits.last_name}}\"\n      allow_creating_new_leads: $.traits.seats\n",
+    );
+    assert_ne!(failing, old);
+    let new = dir.join("failing.yaml");
+    std::fs::write(&new, failing).unwrap();
+    let (old, new) = (fixture("old"), new.to_str().unwrap().to_string());
+    let out = closeflow(&[
+        "diff", "--old", &old, "--new", &new, "--format", "json", EVENTS,
+    ]);
+    let v = json(&out);
+    assert_eq!(v["summary"]["error_changed"], 1, "{}", text(&out));
+    let m = &v["events"][0]["mappings"][0];
+    assert_eq!(m["old"].get("error"), None);
+    assert!(
+        m["new"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("must be a boolean"),
+        "{m}"
+    );
+    let out = closeflow(&[
+        "diff", "--old", &old, "--new", &new, "--format", "summary", EVENTS,
+    ]);
+    let t = text(&out);
+    assert!(
+        t.contains("! \"Identify → contact and lead\" on 1 event: now fails: "),
+        "{t}"
+    );
+    // Swapped, the same event no longer fails.
+    let out = closeflow(&[
+        "diff", "--old", &new, "--new", &old, "--format", "summary", EVENTS,
+    ]);
+    assert!(
+        text(&out).contains("on 1 event: no longer fails: "),
+        "{}",
+        text(&out)
+    );
+}
+
+mod live {
+    use super::*;
+    use closeflow_sim::Sim;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn against_live_close_reads_only_and_equals_the_snapshot_diff() {
+        let snap: Value = serde_json::from_str(
+            &std::fs::read_to_string(closeflow_e2e::workspace_root().join(&STATE[4..])).unwrap(),
+        )
+        .unwrap();
+        let sim = Sim::from_snapshot(Some(&snap)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/v1/", listener.local_addr().unwrap());
+        tokio::spawn(closeflow_sim::serve(listener, sim.clone()));
+        let before = sim.snapshot();
+        let (live, snapshot) = tokio::task::spawn_blocking(move || {
+            (
+                diff(
+                    "plan",
+                    &[
+                        "--against",
+                        "close",
+                        "--close-url",
+                        &url,
+                        "--format",
+                        "json",
+                    ],
+                ),
+                diff("plan", &["--against", STATE, "--format", "json"]),
+            )
+        })
+        .await
+        .unwrap();
+        let (live, snapshot) = (json(&live), json(&snapshot));
+        assert_eq!(live["summary"]["plan_changed"], 4);
+        assert_eq!(
+            live, snapshot,
+            "live Close and its snapshot give the same diff"
+        );
+        assert_eq!(
+            sim.snapshot(),
+            before,
+            "a diff changed the simulator's state"
+        );
+    }
+}

@@ -255,7 +255,7 @@ fn group(out: &mut String, st: &Style, multi: bool, g: &Group) {
             '~',
             format!("plan of {m} changes on {}: {what}{ex}", events(n)),
         ),
-        GroupKind::Error => ('!', format!("{m} {what} on {}{ex}", events(n))),
+        GroupKind::Error => ('!', format!("{m} on {}: {what}{ex}", events(n))),
         GroupKind::NotCompared => (
             '!',
             format!("{} could not be compared{ex}; the first: {what}", events(n)),
