@@ -10,7 +10,7 @@ use closeflow_close::state::State;
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::Entry;
 use proptest::prelude::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const TRIGGERS: [&str; 5] = [
     "type = \"identify\"",
@@ -325,9 +325,9 @@ fn a_rename_is_the_same_definition_under_a_new_name() {
             closeflow_close::diff::Status::Removed
         ]
     );
-    let e = [closeflow_mapping::events::check(Value::from(
+    let e = [closeflow_mapping::events::check(
         json!({"type": "identify", "traits": {"plan": "pro"}}),
-    ))];
+    )];
     let (diffs, _) = run(&a, &b, &e, false);
     let renamed = diffs[0].mappings.iter().find(|m| m.name == "m2");
     assert!(renamed.is_none(), "a pure rename changes no event");
