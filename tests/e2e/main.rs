@@ -3,6 +3,8 @@
 
 mod cli;
 mod close;
+mod diff;
 mod fidelity;
 mod plans;
+mod readme;
 mod serve;

@@ -14,7 +14,12 @@ const EVENTS: usize = 2_000;
 const ROUNDS: usize = 25;
 
 fn events() -> Vec<Value> {
-    (0..EVENTS)
+    identify_events(EVENTS)
+}
+
+/// `n` realistic ~1 KB identify events (a third each on the free, pro and enterprise plans).
+pub fn identify_events(n: usize) -> Vec<Value> {
+    (0..n)
         .map(|i| {
             json!({
                 "type": "identify", "messageId": format!("msg-{i:06}"), "userId": format!("user_{i}"),
@@ -47,14 +52,19 @@ mappings:
     action: create_or_update_contact_and_lead
 "#;
 
-fn per_sec(n: usize, secs: f64) -> f64 {
+pub fn per_sec(n: usize, secs: f64) -> f64 {
     n as f64 / secs
 }
 
 pub fn run(args: &[&str]) -> Result<()> {
-    if args != ["engine"] {
-        bail!("usage: cargo xtask bench engine");
+    match args {
+        ["engine"] => engine(),
+        ["diff"] => crate::bench_diff::run(),
+        _ => bail!("usage: cargo xtask bench engine|diff"),
     }
+}
+
+fn engine() -> Result<()> {
     let env = |_: &str| None;
     let (inst, diags) = instance::load("bench.yaml", INSTANCE, &schema::destination(), &env);
     let inst = inst.with_context(|| format!("bench instance invalid: {diags:?}"))?;

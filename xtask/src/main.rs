@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_diff;
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ fn main() -> Result<()> {
             println!("schema up to date");
         }
         ["bench", rest @ ..] => bench::run(rest)?,
-        _ => bail!("usage: cargo xtask schema [--check] | cargo xtask bench engine"),
+        _ => bail!("usage: cargo xtask schema [--check] | cargo xtask bench engine|diff"),
     }
     Ok(())
 }

@@ -41,7 +41,7 @@ pub fn instance_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     })
 }
 
-fn is_instance_file(f: &Path) -> bool {
+pub fn is_instance_file(f: &Path) -> bool {
     let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     (name.ends_with(".yaml") || name.ends_with(".yml")) && !name.contains(".test.")
 }
@@ -56,19 +56,28 @@ pub struct Loaded {
 pub fn load_instance(path: &Path) -> Result<Loaded> {
     let file = path.display().to_string();
     let source = std::fs::read_to_string(path).with_context(|| format!("cannot read {file}"))?;
+    Ok(load_source(file, source))
+}
+
+/// Loads an instance from text read elsewhere (a git revision); `file` names it in diagnostics.
+pub fn load_source(file: String, source: String) -> Loaded {
     let env = |k: &str| std::env::var(k).ok();
     let (instance, diagnostics) = instance::load(&file, &source, &schema::destination(), &env);
-    Ok(Loaded {
+    Loaded {
         file,
         source,
         instance,
         diagnostics,
-    })
+    }
 }
 
 /// Loads one instance for a command that needs it valid; its errors end the command.
 pub fn require_instance(path: &Path, color: bool) -> Result<Instance> {
-    let l = load_instance(path)?;
+    require_loaded(load_instance(path)?, color)
+}
+
+/// The instance, or its diagnostics on standard error and an error that ends the command.
+pub fn require_loaded(l: Loaded, color: bool) -> Result<Instance> {
     let errors = l.diagnostics.iter().filter(|d| d.is_error()).count();
     if let Some(i) = l.instance {
         return Ok(i);

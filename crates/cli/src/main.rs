@@ -11,9 +11,12 @@ macro_rules! outln {
     ($($t:tt)*) => { $crate::emit(format_args!($($t)*), true) };
 }
 
+mod diff;
+mod diff_view;
 mod dlq;
 mod eval;
 mod explain;
+mod git_base;
 mod input;
 mod plan_view;
 mod render;
@@ -94,6 +97,37 @@ enum Cmd {
         /// Exit 2 when something would change (as terraform does).
         #[arg(long)]
         detailed_exitcode: bool,
+    },
+    /// What a mapping change does to real events: every event through both versions.
+    #[command(group(clap::ArgGroup::new("old_version").required(true).args(["old", "base"])))]
+    Diff {
+        /// The new version: an instance file, or a directory of them (repeatable).
+        #[arg(long, required = true)]
+        new: Vec<PathBuf>,
+        /// The old version: an instance file, or a directory of them (repeatable).
+        #[arg(long)]
+        old: Vec<PathBuf>,
+        /// Take the old version from this git revision, at the same paths as --new.
+        #[arg(long, value_name = "REV")]
+        base: Option<String>,
+        /// JSON-lines files, JSON array files, or `-` for standard input (as dry-run reads).
+        #[arg(default_value = "-")]
+        events: Vec<String>,
+        /// Compare plans too: against a simulator snapshot (`sim:STATE.json`) or live Close
+        /// read-only (`close`).
+        #[arg(long)]
+        against: Option<String>,
+        /// The Close API base URL, for `--against close`.
+        #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
+        close_url: Option<String>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: diff::DiffFormat,
+        /// Exit 2 when anything changes.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Example events (and value pairs) shown per kind of change.
+        #[arg(long, default_value_t = 3)]
+        limit: usize,
     },
     /// Apply the plan for a stream of events (a backfill).
     Send {
@@ -185,6 +219,28 @@ fn main() -> ExitCode {
             close_url: close_url.as_deref(),
             format,
             detailed_exitcode,
+            color,
+        }),
+        Cmd::Diff {
+            new,
+            old,
+            base,
+            events,
+            against,
+            close_url,
+            format,
+            detailed_exitcode,
+            limit,
+        } => diff::run(diff::Diff {
+            new: &new,
+            old: &old,
+            base: base.as_deref(),
+            events: &events,
+            against: against.as_deref(),
+            close_url: close_url.as_deref(),
+            format,
+            detailed_exitcode,
+            limit,
             color,
         }),
         Cmd::Send {

@@ -43,7 +43,7 @@ fn short_id(id: &str) -> String {
     }
 }
 
-fn value(v: &Value) -> String {
+pub fn value(v: &Value) -> String {
     let s = match v {
         Value::String(s) => format!("\"{s}\""),
         Value::Null => "null".into(),
@@ -144,7 +144,7 @@ fn under(s: &Step) -> String {
     }
 }
 
-fn step(out: &mut String, st: &Style, s: &Step) {
+pub fn step(out: &mut String, st: &Style, s: &Step) {
     let o = object(s.object);
     let id = s.id.as_deref().map(short_id);
     match s.kind {

@@ -33,7 +33,7 @@ pub fn read_events(arg: &str) -> Result<Vec<Entry>> {
     Ok(events::parse_stream(&text))
 }
 
-fn client_config(inst: &Instance, close_url: Option<&str>) -> Result<ClientConfig> {
+pub fn client_config(inst: &Instance, close_url: Option<&str>) -> Result<ClientConfig> {
     let url = close_url
         .map(str::to_string)
         .or_else(|| inst.endpoint.clone())
@@ -46,7 +46,7 @@ fn client_config(inst: &Instance, close_url: Option<&str>) -> Result<ClientConfi
     Ok(ClientConfig::new(url, key))
 }
 
-fn progress(total: usize, what: &str) -> Option<indicatif::ProgressBar> {
+pub fn progress(total: usize, what: &str) -> Option<indicatif::ProgressBar> {
     if total < 20 || !std::io::stderr().is_terminal() {
         return None;
     }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod diff;
 pub mod exec;
 pub mod lookup;
 pub mod model;

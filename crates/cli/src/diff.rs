@@ -1,0 +1,234 @@
+//! `closeflow diff`: what a mapping change does to real events. Loads both versions, feeds
+//! every event through both (`close::diff`), and renders the differences and the review.
+
+use crate::diff_view;
+use crate::plan_view::Style;
+use anyhow::{Context, Result, bail};
+use closeflow_close::client::Reader;
+use closeflow_close::diff::{Differ, EventDiff, Review};
+use closeflow_close::state::State;
+use closeflow_mapping::Instance;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum DiffFormat {
+    /// Each changed event in detail, then the review.
+    Human,
+    /// One JSON document (`format_version: 1`).
+    Json,
+    /// The review alone (for a pull-request comment).
+    Summary,
+}
+
+pub struct Diff<'a> {
+    pub new: &'a [PathBuf],
+    pub old: &'a [PathBuf],
+    pub base: Option<&'a str>,
+    pub events: &'a [String],
+    pub against: Option<&'a str>,
+    pub close_url: Option<&'a str>,
+    pub format: DiffFormat,
+    pub detailed_exitcode: bool,
+    pub limit: usize,
+    pub color: bool,
+}
+
+/// Where plans are read from: nowhere (verdicts and payloads only), a snapshot, or live Close.
+enum Against {
+    Nothing,
+    Snapshot(State, String),
+    Close,
+}
+
+fn against(spec: Option<&str>) -> Result<Against> {
+    let Some(spec) = spec else {
+        return Ok(Against::Nothing);
+    };
+    if spec == "close" {
+        return Ok(Against::Close);
+    }
+    let path = spec
+        .strip_prefix("sim:")
+        .with_context(|| format!("--against takes sim:STATE.json or close, got {spec}"))?;
+    let snap: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
+    )
+    .with_context(|| format!("{path} is not valid JSON"))?;
+    let state = State::from_snapshot(&snap)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("{path} is not a simulator snapshot"))?;
+    Ok(Against::Snapshot(state, path.to_string()))
+}
+
+fn unique(version: &str, insts: &[Instance]) -> Result<()> {
+    for (i, a) in insts.iter().enumerate() {
+        if let Some(b) = insts[..i].iter().find(|b| b.name == a.name) {
+            bail!(
+                "the {version} version has two instances named \"{}\" ({} and {})",
+                a.name,
+                b.file,
+                a.file
+            );
+        }
+    }
+    Ok(())
+}
+
+fn load_new(paths: &[PathBuf], color: bool) -> Result<Vec<Instance>> {
+    let files = crate::input::instance_files(paths)?;
+    if files.is_empty() {
+        bail!("--new names no instance files (*.yaml, *.yml)");
+    }
+    let insts = files
+        .iter()
+        .map(|f| crate::input::require_instance(f, color))
+        .collect::<Result<Vec<_>>>()?;
+    unique("new", &insts)?;
+    Ok(insts)
+}
+
+fn load_old(a: &Diff<'_>) -> Result<Vec<Instance>> {
+    let insts = match a.base {
+        Some(rev) => crate::git_base::instances_at(rev, a.new)?
+            .into_iter()
+            .map(|o| {
+                crate::input::require_loaded(crate::input::load_source(o.file, o.source), a.color)
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => {
+            let files = crate::input::instance_files(a.old)?;
+            if files.is_empty() {
+                bail!("--old names no instance files (*.yaml, *.yml)");
+            }
+            files
+                .iter()
+                .map(|f| crate::input::require_instance(f, a.color))
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
+    unique("old", &insts)?;
+    Ok(insts)
+}
+
+/// Collects or prints event diffs as they come, per the format.
+struct Output {
+    format: DiffFormat,
+    style: Style,
+    multi: bool,
+    events: Vec<EventDiff>,
+    printed: usize,
+}
+
+impl Output {
+    fn event(&mut self, ev: EventDiff) {
+        match self.format {
+            DiffFormat::Human if ev.changed || ev.error.is_some() => {
+                out!("{}", diff_view::event(&self.style, self.multi, &ev));
+                self.printed += 1;
+            }
+            DiffFormat::Json => self.events.push(ev),
+            _ => {}
+        }
+    }
+}
+
+pub fn run(a: Diff<'_>) -> Result<ExitCode> {
+    let new = load_new(a.new, a.color)?;
+    let old = load_old(&a)?;
+    let against = against(a.against)?;
+    let mut differ = Differ::new(&old, &new);
+    let readers: Vec<Reader> = match against {
+        Against::Close => differ
+            .instances()
+            .iter()
+            .map(|(_, o, n)| {
+                let inst = n.or(*o).context("an instance of neither version")?;
+                Reader::new(crate::runs::client_config(inst, a.close_url)?)
+                    .map_err(anyhow::Error::from)
+            })
+            .collect::<Result<_>>()?,
+        _ => vec![],
+    };
+    let compared = match &against {
+        Against::Nothing => "triggers, payloads (plans need --against)".to_string(),
+        Against::Snapshot(_, path) => format!("triggers, payloads, plans against {path}"),
+        Against::Close => "triggers, payloads, plans against live Close (read-only)".into(),
+    };
+    let pairs = differ.instances().len();
+    let mut out = Output {
+        format: a.format,
+        style: Style { color: a.color },
+        multi: pairs > 1,
+        events: vec![],
+        printed: 0,
+    };
+    let mut review = Review::new(a.limit);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut index = 0;
+    for file in a.events {
+        let entries = crate::runs::read_events(file)?;
+        let pb = match against {
+            Against::Nothing => None,
+            _ => crate::runs::progress(entries.len(), "compared"),
+        };
+        for e in &entries {
+            let ev = match &against {
+                Against::Nothing => differ.event(index, e),
+                Against::Snapshot(state, _) => {
+                    let sources = vec![state; pairs];
+                    rt.block_on(differ.event_planned(&sources, index, e))
+                }
+                Against::Close => {
+                    let sources: Vec<&Reader> = readers.iter().collect();
+                    rt.block_on(differ.event_planned(&sources, index, e))
+                }
+            };
+            review.add(&ev);
+            out.event(ev);
+            if let Some(p) = &pb {
+                p.inc(1);
+            }
+            index += 1;
+        }
+        if let Some(p) = pb {
+            p.finish_and_clear();
+        }
+    }
+    let summary = review.finish();
+    match a.format {
+        DiffFormat::Json => {
+            let doc = json!({
+                "format_version": 1,
+                "plans": !matches!(against, Against::Nothing),
+                "instance_changes": differ.instance_changes(),
+                "mapping_changes": differ.mapping_changes(),
+                "events": out.events,
+                "summary": summary,
+            });
+            outln!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        DiffFormat::Human | DiffFormat::Summary => outln!(
+            "{}{}",
+            if out.printed > 0 { "\n" } else { "" },
+            diff_view::summary(
+                &out.style,
+                out.multi,
+                &differ.instance_changes(),
+                &differ.mapping_changes(),
+                &summary,
+                &compared
+            )
+        ),
+    }
+    Ok(if summary.errors > 0 {
+        ExitCode::from(1)
+    } else if a.detailed_exitcode && summary.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
