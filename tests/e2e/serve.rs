@@ -880,3 +880,123 @@ async fn sigterm_stops_intake_finishes_in_flight_and_leaves_the_rest_queued() {
     assert_eq!(contacts(&sim.state().await).len(), 30);
     assert_balanced(&s.metrics().await, "acme");
 }
+
+/// Segment's own client libraries, installed by `cargo xtask test` (npm and PyPI): missing
+/// ones fail the test with the command that installs them, never a silent pass.
+fn segment_client(kind: &str) -> std::path::PathBuf {
+    let root = closeflow_e2e::workspace_root().join("tests/clients");
+    let (probe, run) = match kind {
+        "node" => (
+            root.join("node/node_modules/@segment/analytics-node/package.json"),
+            std::path::PathBuf::from("node"),
+        ),
+        _ => (
+            root.join("python/.venv/bin/python"),
+            root.join("python/.venv/bin/python"),
+        ),
+    };
+    assert!(
+        probe.exists(),
+        "Segment's {kind} library is not installed ({} is missing): run `cargo xtask test`, which installs it, \
+         or by hand `npm ci --prefix tests/clients/node` / `python3 -m venv tests/clients/python/.venv && \
+         tests/clients/python/.venv/bin/pip install -r tests/clients/python/requirements.txt`",
+        probe.display()
+    );
+    run
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn segment_libraries_unchanged_deliver_to_close() {
+    let node = segment_client("node");
+    let python = segment_client("python");
+    let sim = SimProc::start(&empty_org()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "acme.yaml",
+        &instance(
+            "acme",
+            &sim.api(),
+            &["wk_node", "wk_python"],
+            "test_key",
+            "$.traits.title",
+        ),
+    );
+    let s = ServerProc::start(dir.path(), &[], &[]).await;
+    let clients = closeflow_e2e::workspace_root().join("tests/clients");
+    let runs: [(std::path::PathBuf, Vec<String>); 3] = [
+        (
+            node,
+            vec![
+                clients.join("node/send.mjs").display().to_string(),
+                s.base(),
+                "wk_node".into(),
+            ],
+        ),
+        (
+            python.clone(),
+            vec![
+                clients.join("python/send.py").display().to_string(),
+                s.base(),
+                "wk_python".into(),
+                "plain".into(),
+            ],
+        ),
+        (
+            python,
+            vec![
+                clients.join("python/send.py").display().to_string(),
+                s.base(),
+                "wk_python".into(),
+                "gzip".into(),
+            ],
+        ),
+    ];
+    for (bin, args) in runs {
+        let o = std::process::Command::new(&bin)
+            .args(&args)
+            .output()
+            .expect("the client runs");
+        assert!(
+            o.status.success(),
+            "{} {:?}:\n{}",
+            bin.display(),
+            args,
+            text(&o)
+        );
+    }
+    wait_for("the libraries' events delivered", LONG, || async {
+        metric(
+            &s.metrics().await,
+            "closeflow_events_accepted_total",
+            "instance=\"acme\"",
+        ) == 9.0
+            && queue_drained(&s, "acme").await
+    })
+    .await;
+    let st = sim.state().await;
+    for (company, email, plan_lead) in [
+        ("c_globex", "grace@globex.com", "Globex"),
+        ("c_py", "ada.py@acme.com", "Acme py"),
+        ("c_gz", "ada.gz@acme.com", "Acme gz"),
+    ] {
+        let lead = leads(&st)
+            .into_iter()
+            .find(|l| l["custom.cf_company"] == company)
+            .unwrap_or_else(|| panic!("no lead for {company}: {st}"));
+        assert_eq!(lead["name"], plan_lead);
+        assert_eq!(
+            lead["custom.cf_plan"], "pro",
+            "the group call set the plan: {lead}"
+        );
+        let cs = lead["contacts"].as_array().unwrap();
+        assert_eq!(cs.len(), 1, "{lead}");
+        assert_eq!(cs[0]["emails"][0]["email"], email);
+        assert_eq!(
+            cs[0]["title"], "Signed up",
+            "identify, then the track call, in order: {lead}"
+        );
+    }
+    assert_eq!(leads(&st).len(), 3);
+    assert_balanced(&s.metrics().await, "acme");
+}

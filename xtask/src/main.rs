@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_diff;
+mod setup;
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -40,7 +41,11 @@ fn main() -> Result<()> {
             println!("schema up to date");
         }
         ["bench", rest @ ..] => bench::run(rest)?,
-        _ => bail!("usage: cargo xtask schema [--check] | cargo xtask bench engine|diff"),
+        ["setup"] => setup::install(&root())?,
+        ["test", rest @ ..] => setup::test(&root(), rest)?,
+        _ => bail!(
+            "usage: cargo xtask test [ARGS for cargo test] | setup | schema [--check] | bench engine|diff"
+        ),
     }
     Ok(())
 }

@@ -1,0 +1,94 @@
+//! `cargo xtask test`: installs what the end-to-end tests need from outside Rust (Segment's own
+//! client libraries from npm and PyPI), then runs the whole test suite. Each install is skipped
+//! when its inputs have not changed, so a second run costs nothing.
+
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::process::Command;
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Installs `tests/clients/node` (npm ci) unless its lock file is unchanged since the last one.
+fn node(root: &Path) -> Result<()> {
+    let dir = root.join("tests/clients/node");
+    let lock = std::fs::read_to_string(dir.join("package-lock.json"))?;
+    let stamp = dir.join("node_modules/.closeflow-installed");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == lock) {
+        return Ok(());
+    }
+    run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir),
+        "installing Segment's analytics-node (npm ci in tests/clients/node; Node.js and npm are needed)",
+    )?;
+    std::fs::write(stamp, lock)?;
+    Ok(())
+}
+
+/// A virtual environment with `tests/clients/python/requirements.txt`, unless unchanged.
+fn python(root: &Path) -> Result<()> {
+    let dir = root.join("tests/clients/python");
+    let reqs = std::fs::read_to_string(dir.join("requirements.txt"))?;
+    let venv = dir.join(".venv");
+    let stamp = venv.join(".closeflow-installed");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == reqs) {
+        return Ok(());
+    }
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "creating a Python virtual environment (python3 with venv is needed)",
+    )?;
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(dir.join("requirements.txt")),
+        "installing Segment's analytics-python (pip, from PyPI)",
+    )?;
+    std::fs::write(stamp, reqs)?;
+    Ok(())
+}
+
+pub fn install(root: &Path) -> Result<()> {
+    node(root)?;
+    python(root)?;
+    Ok(())
+}
+
+/// Installs the test clients, then `cargo test --workspace` with the given extra arguments.
+pub fn test(root: &Path, extra: &[&str]) -> Result<()> {
+    install(root)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    // `cargo run` set these for xtask itself; a build script that watches one (ring does)
+    // would otherwise be rebuilt for the tests, and again by every plain `cargo test`.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("CARGO_PKG_")
+            || matches!(
+                k.as_str(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(k);
+        }
+    }
+    run(
+        cmd.args(["test", "--workspace"])
+            .args(extra)
+            .current_dir(root),
+        "cargo test --workspace",
+    )
+}
