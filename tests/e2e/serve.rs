@@ -1000,3 +1000,93 @@ async fn segment_libraries_unchanged_deliver_to_close() {
     assert_eq!(leads(&st).len(), 3);
     assert_balanced(&s.metrics().await, "acme");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capture_writes_accepted_events_for_a_diff_of_a_mapping_change() {
+    let sim = SimProc::start(&empty_org()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title");
+    write_config(dir.path(), "acme.yaml", &old);
+    let s = ServerProc::start(dir.path(), &[], &[]).await;
+    for i in 0..6 {
+        post(
+            &s.base(),
+            "/v1/identify",
+            Some("wk"),
+            &identify(&format!("u{i}"), &format!("u{i}@x.io"), "c1", "Engineer"),
+        )
+        .await;
+    }
+    post(
+        &s.base(),
+        "/v1/track",
+        Some("wk"),
+        &json!({"userId": "u0", "event": "Viewed", "messageId": "m-viewed"}),
+    )
+    .await;
+    wait_for("delivered", LONG, || queue_drained(&s, "acme")).await;
+    let data = dir.path().join("data");
+    let o = closeflow(&[
+        "capture",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--instance",
+        "acme",
+        "--since",
+        "1h",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7);
+    assert_eq!(
+        lines[0]["messageId"], "m-u0-Engineer",
+        "captured events keep their messageId"
+    );
+    assert_eq!(lines[6]["messageId"], "m-viewed");
+    assert!(lines.iter().all(|l| l["receivedAt"].is_string()));
+    let o = closeflow(&[
+        "capture",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--instance",
+        "acme",
+        "--sample",
+        "3",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3);
+
+    // The captured traffic through a change of the mapping: six payloads change.
+    let events = dir.path().join("captured.jsonl");
+    let o = closeflow(&[
+        "capture",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--instance",
+        "acme",
+    ]);
+    std::fs::write(&events, &o.stdout).unwrap();
+    let new_dir = dir.path().join("new");
+    std::fs::create_dir_all(&new_dir).unwrap();
+    std::fs::write(
+        new_dir.join("acme.yaml"),
+        instance("acme", &sim.api(), &["wk"], "test_key", "Staff"),
+    )
+    .unwrap();
+    let o = closeflow(&[
+        "diff",
+        "--old",
+        dir.path().join("config/acme.yaml").to_str().unwrap(),
+        "--new",
+        new_dir.join("acme.yaml").to_str().unwrap(),
+        "--format",
+        "json",
+        events.to_str().unwrap(),
+    ]);
+    let v: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(v["summary"]["events"], 7, "{v}");
+    assert_eq!(v["summary"]["payload_changed"], 6, "{}", v["summary"]);
+}

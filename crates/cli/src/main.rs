@@ -11,6 +11,7 @@ macro_rules! outln {
     ($($t:tt)*) => { $crate::emit(format_args!($($t)*), true) };
 }
 
+mod capture;
 mod diff;
 mod diff_view;
 mod dlq;
@@ -148,6 +149,8 @@ enum Cmd {
     },
     /// The ingestion server: Segment-compatible intake, durable queue, delivery to Close.
     Serve(serve::ServeArgs),
+    /// An instance's recently accepted events from the server's queue, as JSON lines.
+    Capture(capture::CaptureArgs),
     /// The server's dead-letter store: list, show, replay, drop.
     #[command(subcommand)]
     Dlq(dlq::DlqCmd),
@@ -261,6 +264,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Serve(a) => serve::run(a),
         Cmd::Dlq(c) => dlq::run(c),
+        Cmd::Capture(a) => capture::run(a),
         Cmd::Sim { state, port, save } => sim::run(state.as_deref(), port, save.as_deref()),
     };
     match result {

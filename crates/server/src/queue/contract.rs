@@ -309,20 +309,25 @@ pub async fn retained_events_can_be_read_back<H: Harness>(mut h: H) {
     q.enqueue("b", evs(&["m3"])).await.unwrap();
     let d = q.fetch("a", 10).await.unwrap();
     q.settle(&d[0], Settle::Applied).await.unwrap();
-    let r = q.retained("a", t0, 10).await.unwrap();
+    let r = q.retained("a", t0, 0, 10).await.unwrap();
     assert_eq!(
         r.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(),
         ["m1", "m2"],
         "settled and queued events alike, oldest first"
     );
     assert!(r[0].body.contains("u_m1"));
-    assert_eq!(q.retained("a", t0, 1).await.unwrap().len(), 1);
-    assert!(
-        q.retained("a", now_ms() + 60_000, 10)
-            .await
-            .unwrap()
-            .is_empty()
+    let first = q.retained("a", t0, 0, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let next = q.retained("a", t0, first[0].id, 10).await.unwrap();
+    assert_eq!(
+        next.iter()
+            .map(|e| e.message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["m2"],
+        "pages continue after the last id"
     );
+    let later = q.retained("a", now_ms() + 60_000, 0, 10).await.unwrap();
+    assert!(later.is_empty());
 }
 
 async fn stats_of<Q: Queue>(q: &Q, instance: &str) -> super::InstanceStats {

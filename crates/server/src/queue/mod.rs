@@ -185,11 +185,14 @@ pub trait Queue: Send + Sync + 'static {
 
     fn stats(&self) -> impl Future<Output = Result<Vec<InstanceStats>, QueueError>> + Send;
 
-    /// Events of `instance` received at or after `since`, oldest first, at most `limit`.
+    /// Events of `instance` still retained (queued, or settled within the retention window)
+    /// that were received at or after `since`, in queue order after the event `after` (0: from
+    /// the start), at most `limit`: pages for `closeflow capture`.
     fn retained(
         &self,
         instance: &str,
         since: Millis,
+        after: i64,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Retained>, QueueError>> + Send;
 }

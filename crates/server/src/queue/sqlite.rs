@@ -694,6 +694,7 @@ impl Queue for SqliteQueue {
         &self,
         instance: &str,
         since: Millis,
+        after: i64,
         limit: usize,
     ) -> Result<Vec<Retained>, QueueError> {
         let instance = instance.to_string();
@@ -702,11 +703,11 @@ impl Queue for SqliteQueue {
                 .conn
                 .prepare(
                     "SELECT seq, message_id, received_at, body FROM events
-                     WHERE instance = ?1 AND received_at >= ?2 ORDER BY received_at, seq LIMIT ?3",
+                     WHERE instance = ?1 AND received_at >= ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
                 )
                 .map_err(sql_err)?;
             let rows = st
-                .query_map(params![instance, since, limit as i64], |r| {
+                .query_map(params![instance, since, after, limit as i64], |r| {
                     Ok(Retained {
                         id: r.get(0)?,
                         message_id: r.get(1)?,

@@ -1,0 +1,83 @@
+//! `closeflow capture`: an instance's recently accepted events, from the server's queue, as
+//! JSON lines — so a mapping change can be tried (`closeflow diff`, `dry-run`) on real traffic.
+
+use anyhow::{Context, Result, bail};
+use closeflow_server::queue::Queue;
+use closeflow_server::queue::sqlite::{Options, SqliteQueue};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct CaptureArgs {
+    /// The server's data directory.
+    #[arg(long, default_value = "closeflow-data")]
+    data_dir: PathBuf,
+    #[arg(long)]
+    instance: String,
+    /// How far back (the queue retains settled events for its dedup window, 24 h by default).
+    #[arg(long, default_value = "24h", value_parser = crate::serve::duration)]
+    since: Duration,
+    /// At most this many events, sampled at random (with --seed) over the whole window.
+    #[arg(long)]
+    sample: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+const PAGE: usize = 5_000;
+
+pub fn run(a: CaptureArgs) -> Result<ExitCode> {
+    let path = a.data_dir.join("queue.db");
+    if !path.exists() {
+        bail!(
+            "{}: no queue here (is --data-dir the server's?)",
+            path.display()
+        );
+    }
+    let mut o = Options::in_dir(&a.data_dir);
+    o.repair = false;
+    let q = SqliteQueue::open(o).with_context(|| format!("cannot open {}", path.display()))?;
+    let since = closeflow_server::queue::now_ms() - a.since.as_millis() as i64;
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut out = std::io::stdout().lock();
+    let mut kept: Vec<(i64, String)> = Vec::new();
+    let (mut seen, mut after) = (0usize, 0i64);
+    // Reservoir sampling: one pass, memory bounded by --sample, every event equally likely.
+    let mut rng = a.seed.max(1);
+    let mut next = move |bound: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % bound as u64) as usize
+    };
+    loop {
+        let page = rt.block_on(q.retained(&a.instance, since, after, PAGE))?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for e in page {
+            seen += 1;
+            match a.sample {
+                None => writeln!(out, "{}", e.body)?,
+                Some(n) if kept.len() < n => kept.push((e.id, e.body)),
+                Some(n) => {
+                    let j = next(seen);
+                    if j < n {
+                        kept[j] = (e.id, e.body);
+                    }
+                }
+            }
+        }
+    }
+    kept.sort_by_key(|(id, _)| *id);
+    for (_, body) in &kept {
+        writeln!(out, "{body}")?;
+    }
+    let written = if a.sample.is_some() { kept.len() } else { seen };
+    eprintln!(
+        "{written} event(s) of instance {} written ({seen} retained in the window)",
+        a.instance
+    );
+    Ok(ExitCode::SUCCESS)
+}
