@@ -33,7 +33,11 @@ fn examples(md: &str) -> Vec<(Vec<String>, String)> {
             .lines()
             .filter_map(|l| l.trim().strip_prefix(COMMAND))
             .collect();
-        if lang != "sh" || commands.len() != 1 {
+        // Servers (`serve`, `sim`) run until stopped: the serve tests cover them.
+        let long_running = commands
+            .first()
+            .is_some_and(|c| c.starts_with("serve ") || c.starts_with("sim "));
+        if lang != "sh" || commands.len() != 1 || long_running {
             continue;
         }
         let shown = blocks

@@ -1090,3 +1090,33 @@ async fn capture_writes_accepted_events_for_a_diff_of_a_mapping_change() {
     assert_eq!(v["summary"]["events"], 7, "{v}");
     assert_eq!(v["summary"]["payload_changed"], 6, "{}", v["summary"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_first_command_delivers_to_the_embedded_simulator() {
+    let root = closeflow_e2e::workspace_root();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "default.yaml", &std::fs::read_to_string(root.join("mappings/default.yaml")).unwrap());
+    let sim_port = closeflow_e2e::procs::free_port();
+    let state = root.join("mappings/default.state.json");
+    let s = ServerProc::start(
+        dir.path(),
+        &["--sim", state.to_str().unwrap(), "--sim-port", &sim_port.to_string()],
+        &[("CLOSEFLOW_CLOSE_URL", "http://127.0.0.1:1/unused/")],
+    )
+    .await;
+    // The README's curl body, sent with the example's default write key.
+    let ev = json!({"userId": "u_99", "traits": {"first_name": "Margaret", "last_name": "Hamilton",
+                    "email": "margaret@initech.com", "company": {"id": "c_initech", "name": "Initech"}}});
+    let (st, reply) = post(&s.base(), "/v1/identify", Some("wk_default"), &ev).await;
+    assert_eq!((st, reply), (200, json!({"success": true, "accepted": 1, "duplicates": 0})));
+    let state_url = format!("http://127.0.0.1:{sim_port}/_sim/state");
+    wait_for("Initech in the embedded simulator", LONG, || async {
+        let st: Value = reqwest::get(&state_url).await.unwrap().json().await.unwrap();
+        leads(&st).iter().any(|l| l["name"] == "Initech" && l["contacts"][0]["name"] == "Margaret Hamilton")
+    })
+    .await;
+    wait_for("the event counted as applied", LONG, || async {
+        metric(&s.metrics().await, "closeflow_events_applied_total", "instance=\"default-close\"") == 1.0
+    })
+    .await;
+}

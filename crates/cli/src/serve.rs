@@ -68,6 +68,13 @@ pub struct ServeArgs {
     pub close_timeout: Duration,
     #[arg(long, default_value_t = 3)]
     pub close_attempts: u32,
+    /// The embedded default: run the Close simulator in this process (from this snapshot, or
+    /// empty with `--sim ''`) and point every instance at it. No Close account needed.
+    #[arg(long, value_name = "STATE.json")]
+    pub sim: Option<PathBuf>,
+    /// The embedded simulator's port (its API at http://127.0.0.1:PORT/api/v1/).
+    #[arg(long, default_value_t = 9000)]
+    pub sim_port: u16,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -109,6 +116,29 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         .filter(|t| !t.trim().is_empty())
         .map(Into::into);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    if let Some(state) = &a.sim {
+        let snapshot = if state.as_os_str().is_empty() {
+            None
+        } else {
+            let text = std::fs::read_to_string(state)
+                .with_context(|| format!("cannot read {}", state.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not valid JSON", state.display()))?,
+            )
+        };
+        let sim = closeflow_sim::Sim::from_snapshot(snapshot.as_ref())
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("{} is not a simulator snapshot", state.display()))?;
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", a.sim_port)))
+            .with_context(|| format!("cannot listen on 127.0.0.1:{} for the simulator", a.sim_port))?;
+        let port = listener.local_addr()?.port();
+        rt.spawn(closeflow_sim::serve(listener, sim));
+        let url = format!("http://127.0.0.1:{port}/api/v1/");
+        tracing::info!(%url, state = %format!("http://127.0.0.1:{port}/_sim/state"), "embedded Close simulator: every instance delivers here");
+        cfg.client.close_url = Some(url);
+    }
     rt.block_on(closeflow_server::serve(cfg))?;
     Ok(ExitCode::SUCCESS)
 }
