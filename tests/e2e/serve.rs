@@ -1095,12 +1095,21 @@ async fn capture_writes_accepted_events_for_a_diff_of_a_mapping_change() {
 async fn the_readme_first_command_delivers_to_the_embedded_simulator() {
     let root = closeflow_e2e::workspace_root();
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "default.yaml", &std::fs::read_to_string(root.join("mappings/default.yaml")).unwrap());
+    write_config(
+        dir.path(),
+        "default.yaml",
+        &std::fs::read_to_string(root.join("mappings/default.yaml")).unwrap(),
+    );
     let sim_port = closeflow_e2e::procs::free_port();
     let state = root.join("mappings/default.state.json");
     let s = ServerProc::start(
         dir.path(),
-        &["--sim", state.to_str().unwrap(), "--sim-port", &sim_port.to_string()],
+        &[
+            "--sim",
+            state.to_str().unwrap(),
+            "--sim-port",
+            &sim_port.to_string(),
+        ],
         &[("CLOSEFLOW_CLOSE_URL", "http://127.0.0.1:1/unused/")],
     )
     .await;
@@ -1108,15 +1117,212 @@ async fn the_readme_first_command_delivers_to_the_embedded_simulator() {
     let ev = json!({"userId": "u_99", "traits": {"first_name": "Margaret", "last_name": "Hamilton",
                     "email": "margaret@initech.com", "company": {"id": "c_initech", "name": "Initech"}}});
     let (st, reply) = post(&s.base(), "/v1/identify", Some("wk_default"), &ev).await;
-    assert_eq!((st, reply), (200, json!({"success": true, "accepted": 1, "duplicates": 0})));
+    assert_eq!(
+        (st, reply),
+        (
+            200,
+            json!({"success": true, "accepted": 1, "duplicates": 0})
+        )
+    );
     let state_url = format!("http://127.0.0.1:{sim_port}/_sim/state");
     wait_for("Initech in the embedded simulator", LONG, || async {
-        let st: Value = reqwest::get(&state_url).await.unwrap().json().await.unwrap();
-        leads(&st).iter().any(|l| l["name"] == "Initech" && l["contacts"][0]["name"] == "Margaret Hamilton")
+        let st: Value = reqwest::get(&state_url)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        leads(&st)
+            .iter()
+            .any(|l| l["name"] == "Initech" && l["contacts"][0]["name"] == "Margaret Hamilton")
     })
     .await;
     wait_for("the event counted as applied", LONG, || async {
-        metric(&s.metrics().await, "closeflow_events_applied_total", "instance=\"default-close\"") == 1.0
+        metric(
+            &s.metrics().await,
+            "closeflow_events_applied_total",
+            "instance=\"default-close\"",
+        ) == 1.0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn back_pressure_answers_503_with_retry_after_and_drops_nothing() {
+    let sim = SimProc::start(&empty_org()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "acme.yaml",
+        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
+    );
+    sim.faults(json!({"error_rate": 1.0})).await;
+    let s = ServerProc::start(
+        dir.path(),
+        &["--max-queue", "5", "--close-attempts", "1"],
+        &[],
+    )
+    .await;
+    for i in 0..5 {
+        let (st, _) = post(
+            &s.base(),
+            "/v1/identify",
+            Some("wk"),
+            &identify(&format!("u{i}"), &format!("u{i}@x.io"), "c1", "t"),
+        )
+        .await;
+        assert_eq!(st, 200);
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/identify", s.base()))
+        .basic_auth("wk", Some(""))
+        .json(&identify("u5", "u5@x.io", "c1", "t"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "queue_full", "{body}");
+    // Close recovers: the five accepted events are delivered, and intake opens again.
+    sim.faults(json!({"error_rate": 0.0})).await;
+    wait_for("the queue to drain", LONG, || queue_drained(&s, "acme")).await;
+    assert_eq!(contacts(&sim.state().await).len(), 5);
+    let (st, _) = post(
+        &s.base(),
+        "/v1/identify",
+        Some("wk"),
+        &identify("u5", "u5@x.io", "c1", "t"),
+    )
+    .await;
+    assert_eq!(st, 200);
+
+    // A data directory short of space (here: a minimum no disk has) refuses with 503 too.
+    let dir2 = tempfile::tempdir().unwrap();
+    write_config(
+        dir2.path(),
+        "acme.yaml",
+        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
+    );
+    let s2 = ServerProc::start(dir2.path(), &["--min-free-disk-mib", "999999999"], &[]).await;
+    let (st, body) = post(
+        &s2.base(),
+        "/v1/identify",
+        Some("wk"),
+        &identify("u9", "u9@x.io", "c1", "t"),
+    )
+    .await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (503, Some("disk_full")),
+        "{body}"
+    );
+    assert!(metric(&s2.metrics().await, "closeflow_disk_free_bytes", "") > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_over_http_show_replay_and_drop() {
+    let sim = SimProc::start(&empty_org()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "acme.yaml",
+        &instance("acme", &sim.api(), &["wk"], "wrong_key", "$.traits.title"),
+    );
+    let s = ServerProc::start(dir.path(), &[], &[("CLOSEFLOW_ADMIN_TOKEN", "tok_admin")]).await;
+    for u in ["u1", "u2"] {
+        post(
+            &s.base(),
+            "/v1/identify",
+            Some("wk"),
+            &identify(u, &format!("{u}@x.io"), "c1", "t"),
+        )
+        .await;
+    }
+    wait_for("two dead letters", LONG, || async {
+        metric(
+            &s.metrics().await,
+            "closeflow_dead_letters",
+            "instance=\"acme\"",
+        ) == 2.0
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        http.get(format!("{}{path}", s.base()))
+            .bearer_auth("tok_admin")
+            .send()
+    };
+    let list: Value = get("/admin/dlq".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<i64> = list["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let one: Value = get(format!("/admin/dlq/{}", ids[0]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["message_id"], "m-u1-t");
+    assert_eq!(one["reason"], "unauthorized");
+    assert_eq!(one["last_reply"], "HTTP 401");
+    let r = http
+        .delete(format!("{}/admin/dlq/{}", s.base(), ids[1]))
+        .bearer_auth("tok_admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http
+        .delete(format!("{}/admin/dlq/{}", s.base(), ids[1]))
+        .bearer_auth("tok_admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404, "dropped once");
+    let r = http
+        .delete(format!("{}/admin/dlq/{}", s.base(), ids[0]))
+        .bearer_auth("not_the_token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Fix the key, replay everything left over HTTP: u1 applied, u2 (dropped) never.
+    write_config(
+        dir.path(),
+        "acme.yaml",
+        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
+    );
+    wait_for("the fixed key loaded", LONG, || async {
+        metric(
+            &s.metrics().await,
+            "closeflow_config_reloads_total",
+            "result=\"loaded\"",
+        ) >= 2.0
+    })
+    .await;
+    let r: Value = http
+        .post(format!("{}/admin/dlq/replay?instance=acme", s.base()))
+        .bearer_auth("tok_admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["replayed"], json!([ids[0]]));
+    wait_for("u1 applied", LONG, || queue_drained(&s, "acme")).await;
+    let st = sim.state().await;
+    assert_eq!(contacts(&st).len(), 1);
+    assert_eq!(contacts(&st)[0]["emails"][0]["email"], "u1@x.io");
+    assert_balanced(&s.metrics().await, "acme");
 }

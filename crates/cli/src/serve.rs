@@ -132,7 +132,12 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
             .with_context(|| format!("{} is not a simulator snapshot", state.display()))?;
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(("127.0.0.1", a.sim_port)))
-            .with_context(|| format!("cannot listen on 127.0.0.1:{} for the simulator", a.sim_port))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on 127.0.0.1:{} for the simulator",
+                    a.sim_port
+                )
+            })?;
         let port = listener.local_addr()?.port();
         rt.spawn(closeflow_sim::serve(listener, sim));
         let url = format!("http://127.0.0.1:{port}/api/v1/");
