@@ -1326,3 +1326,60 @@ async fn dead_letters_over_http_show_replay_and_drop() {
     assert_eq!(contacts(&st)[0]["emails"][0]["email"], "u1@x.io");
     assert_balanced(&s.metrics().await, "acme");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_end_in_the_dead_letter_store_when_attempts_and_age_are_spent() {
+    let sim = SimProc::start(&empty_org()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "acme.yaml",
+        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
+    );
+    sim.faults(json!({"error_rate": 1.0})).await;
+    let s = ServerProc::start(
+        dir.path(),
+        &[
+            "--close-attempts",
+            "1",
+            "--retry-attempts",
+            "3",
+            "--retry-max-age",
+            "1s",
+        ],
+        &[],
+    )
+    .await;
+    post(
+        &s.base(),
+        "/v1/identify",
+        Some("wk"),
+        &identify("u1", "u1@x.io", "c1", "t"),
+    )
+    .await;
+    wait_for("the event given up", LONG, || async {
+        metric(
+            &s.metrics().await,
+            "closeflow_dead_letters",
+            "instance=\"acme\"",
+        ) == 1.0
+    })
+    .await;
+    let m = s.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "closeflow_events_retried_total",
+            "reason=\"close_unavailable\""
+        ) >= 2.0,
+        "{m}"
+    );
+    let dead = &dlq_json(dir.path())["dead_letters"][0];
+    assert_eq!(dead["reason"], "retries_exhausted");
+    assert!(dead["attempts"].as_u64().unwrap() >= 3, "{dead}");
+    assert!(
+        dead["error"].as_str().unwrap().contains("503"),
+        "the last error is kept: {dead}"
+    );
+    assert_balanced(&m, "acme");
+}

@@ -11,6 +11,7 @@
 //! rate-limit pacing), so one instance's failing or throttled Close key never slows another.
 
 pub mod keys;
+pub mod order;
 pub mod outcome;
 
 use crate::queue::{Delivery, Millis, Queue, Settle, now_ms};
@@ -198,6 +199,8 @@ impl<Q: Queue> Deliverer<Q> {
                 if let Some(s) = slots.get_mut(&done.id) {
                     s.in_flight = false;
                     s.d.not_before = at;
+                    // As the queue recorded it: the next attempt's give-up check counts this one.
+                    s.d.attempts += 1;
                 }
             }
         }
@@ -211,30 +214,32 @@ impl<Q: Queue> Deliverer<Q> {
         in_flight: &mut usize,
         done_tx: &mpsc::UnboundedSender<Done>,
     ) -> Option<Millis> {
-        let now = now_ms();
-        let mut busy: HashSet<Key> = HashSet::new();
-        let mut next: Option<Millis> = None;
         for slot in slots.values_mut() {
-            let keys = match (&slot.keys, &slot.event) {
-                (Some((v, k)), _) if *v == active.version => k.clone(),
-                (_, Some(ev)) => {
-                    let k = keys::of(&active.instance, ev);
-                    slot.keys = Some((active.version, k.clone()));
-                    k
-                }
-                (_, None) => Vec::new(),
-            };
-            let blocked = keys.iter().any(|k| busy.contains(k));
-            let waiting = slot.d.not_before > now;
-            if slot.in_flight || blocked || waiting || *in_flight >= self.policy.concurrency {
-                if waiting && !slot.in_flight && !blocked {
-                    next = Some(next.map_or(slot.d.not_before, |n| n.min(slot.d.not_before)));
-                }
-                // Whatever has not finished holds its keys for everything behind it.
-                busy.extend(keys);
-                continue;
+            let fresh = matches!(&slot.keys, Some((v, _)) if *v == active.version);
+            if !fresh {
+                let k = slot
+                    .event
+                    .as_ref()
+                    .map(|ev| keys::of(&active.instance, ev))
+                    .unwrap_or_default();
+                slot.keys = Some((active.version, k));
             }
-            busy.extend(keys);
+        }
+        let pending: Vec<order::Pending<'_>> = slots
+            .values()
+            .map(|s| order::Pending {
+                keys: s.keys.as_ref().map_or(&[][..], |(_, k)| k.as_slice()),
+                in_flight: s.in_flight,
+                not_before: s.d.not_before,
+            })
+            .collect();
+        let (start, next) = order::ready(&pending, now_ms(), *in_flight, self.policy.concurrency);
+        drop(pending);
+        let ids: Vec<i64> = slots.keys().copied().collect();
+        for i in start {
+            let Some(slot) = slots.get_mut(&ids[i]) else {
+                continue;
+            };
             slot.in_flight = true;
             *in_flight += 1;
             let d = slot.d.clone();
