@@ -63,17 +63,50 @@ pub mod code {
     pub const TRIGGER_MIXED_AND_OR: &str = "trigger_mixed_and_or";
     pub const TRIGGER_UNKNOWN_FIELD: &str = "trigger_unknown_field";
     pub const TRIGGER_AMBIGUOUS: &str = "trigger_ambiguous";
+    pub const TRIGGER_TOO_DEEP: &str = "trigger_too_deep";
     pub const UNKNOWN_DIRECTIVE: &str = "unknown_directive";
     pub const DIRECTIVE_KEYS: &str = "directive_keys";
     pub const DIRECTIVE_ARGS: &str = "directive_args";
     pub const BAD_PATH: &str = "bad_path";
     pub const BAD_TEMPLATE: &str = "bad_template";
+    // Mapping test files (`*.test.yaml`).
+    pub const UNKNOWN_MAPPING: &str = "unknown_mapping";
+    pub const UNKNOWN_STEP: &str = "unknown_step";
+    pub const MISSING_FILE: &str = "missing_file";
+    pub const BAD_EVENT: &str = "bad_event";
+    pub const BAD_STATE: &str = "bad_state";
+    // Checks against a Close organisation (`validate --against`).
+    pub const UNKNOWN_STATUS: &str = "unknown_status";
+    pub const UNKNOWN_CUSTOM_FIELD: &str = "unknown_custom_field";
+    pub const CUSTOM_FIELD_VALUE: &str = "custom_field_value";
     // Warnings.
     pub const KEY_WITHOUT_SETTING: &str = "key_without_setting";
     pub const CUSTOM_FIELD_ID: &str = "custom_field_id";
     pub const DIRECTIVE_TYPO: &str = "directive_typo";
     pub const LITERAL_SECRET: &str = "literal_secret";
     pub const PATH_IN_DIRECTIVE: &str = "path_in_directive";
+}
+
+/// The hint a diagnostic gets when the place that found the problem has nothing more specific
+/// to say: every code comes with one.
+pub fn default_hint(code: &str) -> &'static str {
+    match code {
+        code::YAML_SYNTAX => "check indentation, quotes and colons on this line",
+        code::WRONG_TYPE => {
+            "check the value's type: text, a number, true/false, a list or a mapping"
+        }
+        code::UNKNOWN_KEY => "remove it, or check its spelling",
+        code::MISSING_KEY => "add the missing key",
+        code::DIRECTIVE_ARGS | code::DIRECTIVE_KEYS | code::UNKNOWN_DIRECTIVE => {
+            "directives take the reference product's options exactly; see its mapping-kit documentation"
+        }
+        code::BAD_PATH => "a path is `$.key.key[0]` or a JSONPath (RFC 9535) query",
+        code::BAD_TEMPLATE => "placeholders are written `{{traits.name}}`",
+        c if c.starts_with("trigger") => {
+            "a condition looks like `type = \"identify\"`; join conditions with `and`/`or`"
+        }
+        _ => "see the README's section on instance files",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,11 +1,14 @@
 //! Instance files: raw YAML tree → validated, compiled instance, with every problem collected.
 
 use crate::diag::{Diagnostic, Span, code};
+use crate::env;
 use crate::schema::{ActionSchema, DestinationSchema, FieldKind};
 use crate::suggest;
 use crate::trigger::Trigger;
 use crate::value::{EvalError, Program};
 use crate::yaml::{self, Kind, Node};
+
+mod settings;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -161,6 +164,9 @@ struct Loader<'a> {
 impl Loader<'_> {
     fn push(&mut self, mut d: Diagnostic) {
         d.file = self.file.to_string();
+        if d.hint.is_none() {
+            d.hint = Some(crate::diag::default_hint(d.code).to_string());
+        }
         if d.mapping.is_none() {
             d.mapping.clone_from(&self.mapping);
         }
@@ -176,7 +182,8 @@ impl Loader<'_> {
                         code::WRONG_TYPE,
                         format!("{what} must be a mapping, but it is {}", node.type_name()),
                     )
-                    .at(node.span),
+                    .at(node.span)
+                    .hint("write `key: value` pairs, each on its own line, indented under it"),
                 );
                 None
             }
@@ -207,10 +214,26 @@ impl Loader<'_> {
                         code::WRONG_TYPE,
                         format!("{what} must be text, but it is {}", node.type_name()),
                     )
-                    .at(node.span),
+                    .at(node.span)
+                    .hint(self.quote_hint(node)),
                 );
                 None
             }
+        }
+    }
+
+    /// How to make a scalar YAML reads as a boolean, number or null into text.
+    fn quote_hint(&self, node: &Node) -> String {
+        match node.kind {
+            Kind::Bool(_) | Kind::Number(_) | Kind::Null => {
+                let raw = self
+                    .source
+                    .get(node.span.offset..node.span.offset + node.span.len)
+                    .filter(|r| !r.is_empty() && !r.contains('\n'))
+                    .unwrap_or("…");
+                format!("put it in quotes to make it text: \"{raw}\"")
+            }
+            _ => "write a single text value".into(),
         }
     }
 
@@ -223,46 +246,43 @@ impl Loader<'_> {
             _ => return self.string(node, what),
         };
         let mut out = String::new();
-        let mut rest = raw.as_str();
         let mut ok = true;
-        while let Some(i) = rest.find("${") {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 2..];
-            let Some(end) = after.find('}') else {
-                out.push_str(&rest[i..]);
-                rest = "";
-                break;
+        for p in env::pieces(&raw) {
+            let (name, default, whole) = match p {
+                env::Piece::Text { text, .. } => {
+                    out.push_str(text);
+                    continue;
+                }
+                env::Piece::Var {
+                    at,
+                    len,
+                    name,
+                    default,
+                } => (name, default.map(|(_, d)| d), &raw[at..at + len]),
             };
-            let inner = &after[..end];
             // `${VAR:-default}` as in the shell: the default when VAR is unset or empty.
-            let (var, default) = match inner.split_once(":-") {
-                Some((v, d)) => (v, Some(d)),
-                None => (inner, None),
-            };
             match (
-                (self.env)(var).filter(|v| !v.is_empty() || default.is_none()),
+                (self.env)(name).filter(|v| !v.is_empty() || default.is_none()),
                 default,
             ) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
                     ok = false;
-                    let span = locate_in(self.source, node.span, &format!("${{{inner}}}"));
+                    let span = locate_in(self.source, node.span, whole);
                     self.push(
                         Diagnostic::error(
                             code::UNSET_ENV_VAR,
-                            format!("environment variable `{var}` is not set"),
+                            format!("environment variable `{name}` is not set"),
                         )
                         .at(span)
                         .hint(format!(
-                            "export {var}=… before running, or put the value in the file"
+                            "export {name}=… before running, or put the value in the file"
                         )),
                     );
                 }
             }
-            rest = &after[end + 1..];
         }
-        out.push_str(rest);
         ok.then_some(out)
     }
 
@@ -310,100 +330,6 @@ impl Loader<'_> {
         })
     }
 
-    /// `write_key: KEY` or `write_key: [KEY, …]`; empty keys are refused (an empty key would
-    /// let any sender in).
-    fn write_keys(&mut self, node: &Node) -> Vec<SecretString> {
-        let items: Vec<&Node> = match &node.kind {
-            Kind::Seq(items) => items.iter().collect(),
-            _ => vec![node],
-        };
-        let mut out = Vec::new();
-        for n in items {
-            self.literal_secret_warning(n, "write_key");
-            match self.expand(n, "`write_key`") {
-                Some(k) if !k.trim().is_empty() => out.push(SecretString::from(k)),
-                Some(_) => self.push(
-                    Diagnostic::error(code::WRONG_TYPE, "`write_key` is empty")
-                        .at(n.span)
-                        .hint("set it to the key your sources send, e.g. ${SEGMENT_WRITE_KEY}"),
-                ),
-                None => {}
-            }
-        }
-        out
-    }
-
-    fn literal_secret_warning(&mut self, node: &Node, key: &str) {
-        if let Kind::Str(s) = &node.kind
-            && !s.is_empty()
-            && !s.contains("${")
-        {
-            self.push(
-                Diagnostic::warning(
-                    code::LITERAL_SECRET,
-                    format!("`{key}` is written in the file"),
-                )
-                .at(node.span)
-                .hint(format!(
-                    "read it from the environment: {key}: ${{{}}}",
-                    key.to_ascii_uppercase()
-                )),
-            );
-        }
-    }
-
-    fn settings(&mut self, node: Option<&Node>, root: &Node) -> BTreeMap<String, Setting> {
-        let mut out = BTreeMap::new();
-        let entries: &[(Node, Node)] = match node {
-            Some(n) if matches!(n.kind, Kind::Null) => &[],
-            Some(n) => self.entries(n, "`settings`").unwrap_or(&[]),
-            None => &[],
-        };
-        let known: Vec<&str> = self.schema.settings.iter().map(|s| s.name).collect();
-        self.check_keys(entries, &known, "settings");
-        for (k, v) in entries {
-            let key = k.key_text();
-            let Some(spec) = self.schema.setting(&key) else {
-                continue;
-            };
-            if matches!(v.kind, Kind::Null) {
-                continue;
-            }
-            if spec.secret {
-                self.literal_secret_warning(v, &key);
-            }
-            if let Some(val) = self.expand(v, &format!("setting `{key}`")) {
-                out.insert(
-                    key,
-                    if spec.secret {
-                        Setting::Secret(SecretString::from(val))
-                    } else {
-                        Setting::Plain(val)
-                    },
-                );
-            }
-        }
-        for spec in self.schema.settings.iter().filter(|s| s.required) {
-            let given = entries
-                .iter()
-                .any(|(k, v)| k.key_text() == spec.name && !matches!(v.kind, Kind::Null));
-            if !given {
-                let span = node.map_or(Span::from_offset(self.source, root.span.offset, 0), |n| {
-                    Span::from_offset(self.source, n.span.offset, 0)
-                });
-                self.push(
-                    Diagnostic::error(
-                        code::MISSING_KEY,
-                        format!("setting `{}` is required", spec.name),
-                    )
-                    .at(span)
-                    .hint(format!("{}: {}", spec.name, spec.description)),
-                );
-            }
-        }
-        out
-    }
-
     fn mappings(&mut self, node: &Node, settings: &BTreeMap<String, Setting>) -> Vec<Mapping> {
         let items = match &node.kind {
             Kind::Seq(items) => items,
@@ -414,7 +340,8 @@ impl Loader<'_> {
                         code::WRONG_TYPE,
                         format!("`mappings` must be a list, but it is {}", node.type_name()),
                     )
-                    .at(node.span),
+                    .at(node.span)
+                    .hint("start each mapping with `- name: …` on its own line under `mappings:`"),
                 );
                 return Vec::new();
             }
@@ -484,18 +411,28 @@ impl Loader<'_> {
             Some((Kind::Bool(b), _)) => *b,
             Some((_, span)) => {
                 self.push(
-                    Diagnostic::error(code::WRONG_TYPE, "`enabled` must be true or false").at(span),
+                    Diagnostic::error(code::WRONG_TYPE, "`enabled` must be true or false")
+                        .at(span)
+                        .hint(BOOLEAN_HINT),
                 );
                 true
             }
         };
-        let action = match node.get("action") {
-            Some(a) => self
-                .string(a, "`action`")
-                .and_then(|a| match self.schema.action(&a) {
-                    Some(act) => Some(act),
+        // With an unknown or missing action, the fields are still checked, against the action
+        // it most likely meant, so that fixing the action does not reveal a second round.
+        let names: Vec<&str> = self.schema.actions.iter().map(|x| x.name).collect();
+        let only = match self.schema.actions.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        };
+        let (action, check_as) = match node.get("action") {
+            Some(a) => match self.string(a, "`action`") {
+                Some(a) => match self.schema.action(&a) {
+                    Some(act) => (Some(act), Some(act)),
                     None => {
-                        let names: Vec<&str> = self.schema.actions.iter().map(|x| x.name).collect();
+                        let guess = suggest::did_you_mean(&a, names.iter().copied())
+                            .and_then(|n| self.schema.action(n))
+                            .or(only);
                         let hint = suggest::hint(&a, &names)
                             .unwrap_or_else(|| format!("actions: {}", names.join(", ")));
                         self.push(
@@ -506,21 +443,22 @@ impl Loader<'_> {
                             .at(node.get("action").map_or(node.span, |n| n.span))
                             .hint(hint),
                         );
-                        None
+                        (None, guess)
                     }
-                }),
+                },
+                None => (None, only),
+            },
             None => {
-                let names: Vec<&str> = self.schema.actions.iter().map(|x| x.name).collect();
                 self.push(
                     Diagnostic::error(code::MISSING_KEY, "this mapping has no `action`")
                         .at(Span::from_offset(self.source, node.span.offset, 0))
                         .hint(format!("actions: {}", names.join(", "))),
                 );
-                None
+                (None, only)
             }
         };
-        let trigger = self.trigger(node.get("trigger"), action);
-        let compiled = action.and_then(|a| self.fields(node.get("fields"), a, settings));
+        let trigger = self.trigger(node.get("trigger"), check_as);
+        let compiled = check_as.and_then(|a| self.fields(node.get("fields"), a, settings));
         let (program, fields) = compiled?;
         Some(Mapping {
             name: name?,
@@ -540,11 +478,8 @@ impl Loader<'_> {
         match Trigger::parse(&src) {
             Ok(t) => Some(t),
             Err(e) => {
-                let at = span.map(|s| {
-                    // Quoted YAML scalars start one byte before the text.
-                    let quote = usize::from(self.source[s.offset..].starts_with(['"', '\'']));
-                    s.narrow(self.source, quote + e.start, e.len.max(1))
-                });
+                let at =
+                    span.map(|s| yaml::scalar_span(self.source, s, &src, e.start, e.len.max(1)));
                 self.push(
                     Diagnostic::error(e.code, format!("trigger: {}", e.message))
                         .at_opt(at)
@@ -618,11 +553,12 @@ impl Loader<'_> {
                     }
                 }
             }
-            if let Some(msg) = literal_kind_problem(spec.kind, v) {
+            if let Some((msg, hint)) = literal_kind_problem(spec.kind, v) {
                 ok = false;
                 self.push(
                     Diagnostic::error(code::WRONG_TYPE, format!("{} ({key}) {msg}", spec.label))
-                        .at(v.span),
+                        .at(v.span)
+                        .hint(hint),
                 );
             }
         }
@@ -658,8 +594,11 @@ impl Loader<'_> {
     }
 }
 
-/// A literal value that can never fit the field's type (a directive or path is checked at run time).
-fn literal_kind_problem(kind: FieldKind, v: &Node) -> Option<String> {
+const BOOLEAN_HINT: &str = "write true or false, unquoted (YAML 1.2 reads yes/no/on/off as text)";
+
+/// A literal value that can never fit the field's type (a directive or path is checked at run
+/// time): what is wrong, and how to fix it.
+fn literal_kind_problem(kind: FieldKind, v: &Node) -> Option<(String, &'static str)> {
     let is_dynamic = match &v.kind {
         Kind::Str(s) => s.starts_with('$') || s.contains("{{"),
         Kind::Map(e) => e.iter().any(|(k, _)| k.key_text().starts_with('@')),
@@ -668,22 +607,30 @@ fn literal_kind_problem(kind: FieldKind, v: &Node) -> Option<String> {
     if is_dynamic {
         return None;
     }
+    const TEXT_HINT: &str =
+        "a text field takes one value: literal text, a `$.path` or a \"{{template}}\"";
     match (kind, &v.kind) {
-        (FieldKind::Boolean, Kind::Str(s)) if s != "true" && s != "false" => {
-            Some(format!("must be true or false, but it is \"{s}\""))
-        }
-        (FieldKind::Boolean, Kind::Number(_) | Kind::Map(_) | Kind::Seq(_)) => Some(format!(
-            "must be true or false, but it is {}",
-            v.type_name()
+        (FieldKind::Boolean, Kind::Str(s)) if s != "true" && s != "false" => Some((
+            format!("must be true or false, but it is \"{s}\""),
+            BOOLEAN_HINT,
         )),
-        (FieldKind::String, Kind::Map(_)) => Some("must be text, but it is a mapping".into()),
+        (FieldKind::Boolean, Kind::Number(_) | Kind::Map(_) | Kind::Seq(_)) => Some((
+            format!("must be true or false, but it is {}", v.type_name()),
+            BOOLEAN_HINT,
+        )),
+        (FieldKind::String, Kind::Map(_)) => {
+            Some(("must be text, but it is a mapping".into(), TEXT_HINT))
+        }
         (FieldKind::String, Kind::Seq(items)) if items.len() > 1 => {
-            Some("must be text, but it is a list".into())
+            Some(("must be text, but it is a list".into(), TEXT_HINT))
         }
         (FieldKind::Object, Kind::Str(_) | Kind::Number(_) | Kind::Bool(_) | Kind::Seq(_)) => {
-            Some(format!(
-                "must be a mapping of custom field ids to values, but it is {}",
-                v.type_name()
+            Some((
+                format!(
+                    "must be a mapping of custom field ids to values, but it is {}",
+                    v.type_name()
+                ),
+                "write one `cf_…: value` pair per line under it, e.g. `cf_plan: $.traits.plan`",
             ))
         }
         _ => None,

@@ -9,11 +9,13 @@
 #![forbid(unsafe_code)]
 
 pub mod diag;
+pub mod env;
 pub mod events;
 pub mod instance;
 pub mod js;
 pub mod jsonschema;
 pub mod path;
+pub mod redact;
 pub mod schema;
 pub mod suggest;
 pub mod template;

@@ -112,10 +112,7 @@ impl FieldPath {
                 })
             }
             Err(e) => Err(PathError {
-                message: format!(
-                    "`{src}` is not a valid path: {}",
-                    first_line(&e.to_string())
-                ),
+                message: format!("`{src}` is not a valid path: {}", explain(src, &e)),
                 hint: if src.starts_with("$.") || src == "$" {
                     "a path is `$.key.key[0]` or a JSONPath (RFC 9535) query".into()
                 } else {
@@ -132,6 +129,10 @@ impl FieldPath {
                 let found = jsonpath_rust::query::js_path_process(query, root).ok()?;
                 if *singular {
                     found.into_iter().next().map(|r| Cow::Borrowed(r.val()))
+                } else if found.is_empty() {
+                    // A query that matched nothing is a missing value (the key is dropped), as
+                    // a missing path is; `[]` would reach Close as a value.
+                    None
                 } else {
                     Some(Cow::Owned(Value::Array(
                         found.into_iter().map(|r| r.val().clone()).collect(),
@@ -142,12 +143,29 @@ impl FieldPath {
     }
 }
 
-fn first_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+/// One sentence for a JSONPath parse error. The parser's own text is a multi-line excerpt of
+/// grammar rule names; all it tells a person is where it stopped, read off its `--> 1:COL` line.
+fn explain(src: &str, e: &jsonpath_rust::parser::errors::JsonPathError) -> String {
+    let text = e.to_string();
+    let col = text
+        .lines()
+        .find_map(|l| l.split_once("--> ").map(|(_, at)| at))
+        .and_then(|at| at.trim().rsplit(':').next())
+        .and_then(|c| c.trim().parse::<usize>().ok());
+    match col {
+        Some(c) => match src.chars().nth(c.saturating_sub(1)) {
+            Some(ch) => format!("unexpected `{ch}` at character {c}"),
+            None => "it ends where more was expected".into(),
+        },
+        None => {
+            let first = text.lines().next().unwrap_or_default().trim();
+            if first.is_empty() {
+                "it cannot be read".into()
+            } else {
+                first.to_string()
+            }
+        }
+    }
 }
 
 /// Keys of a path in the simple dotted form (`$`, `.key`, `[0]`), or `None` if it needs JSONPath.
@@ -216,7 +234,20 @@ mod tests {
         assert_eq!(g("$..city"), Some(json!(["London", "Paris"])));
         assert_eq!(g("$['properties']['a.b']"), Some(json!(7)));
         assert_eq!(g("$.nope"), None);
-        assert!(FieldPath::compile("$.traits.").is_err());
+        assert_eq!(g("$..email_address"), None, "no match is missing, not []");
+        assert_eq!(g("$.traits.addresses[*].zip"), None);
+        let e = FieldPath::compile("$.traits.").unwrap_err();
+        assert_eq!(
+            e.message,
+            "`$.traits.` is not a valid path: it ends where more was expected"
+        );
+        let e = FieldPath::compile("$.a[?@.b ==]").unwrap_err();
+        assert!(
+            !e.message.contains('\n') && !e.message.contains("-->"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("at character"), "{}", e.message);
         assert!(FieldPath::compile("$traits").is_err());
     }
 }

@@ -45,6 +45,23 @@ impl Template {
         split(src, 2).iter().any(|(p, _)| *p)
     }
 
+    /// The byte offset of a `{{` that opens no placeholder (unclosed, or `{{}}`): such text
+    /// would be sent as it is, braces and all, which is never what a mapping meant.
+    pub fn stray_open(src: &str) -> Option<usize> {
+        let offset = |piece: &str| piece.as_ptr() as usize - src.as_ptr() as usize;
+        for (is_ph, piece) in split(src, 3) {
+            if is_ph {
+                continue;
+            }
+            for (is_ph2, p2) in split(piece, 2) {
+                if !is_ph2 && let Some(i) = p2.find("{{") {
+                    return Some(offset(p2) + i);
+                }
+            }
+        }
+        None
+    }
+
     pub fn render(&self, data: &Value) -> String {
         let mut out = String::new();
         for p in &self.parts {
@@ -116,5 +133,17 @@ mod tests {
         assert_eq!(r("plain text"), "plain text");
         assert_eq!(r("{{ traits.first_name }}!"), "Ada!");
         assert_eq!(r("{{}} {{traits.first_name"), "{{}} {{traits.first_name");
+    }
+
+    #[test]
+    fn stray_braces_are_found() {
+        assert_eq!(
+            Template::stray_open("{{traits.name}} and {{traits.x"),
+            Some(20)
+        );
+        assert_eq!(Template::stray_open("Hi {{traits.name"), Some(3));
+        assert_eq!(Template::stray_open("{{}}"), Some(0));
+        assert_eq!(Template::stray_open("{{traits.a}} {{{traits.b}}}"), None);
+        assert_eq!(Template::stray_open("no braces {"), None);
     }
 }

@@ -12,6 +12,9 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
 
+mod lex;
+use lex::{Kind, Tok, lex};
+
 /// A parsed trigger.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trigger {
@@ -90,6 +93,10 @@ pub struct TriggerError {
     pub start: usize,
     pub len: usize,
 }
+
+/// How deeply groups (`(…)`, `!(…)`) may nest: far beyond any hand-written trigger, and far
+/// below what the recursive parser and evaluator can take on a thread's stack.
+pub const MAX_DEPTH: usize = 64;
 
 const TOP: &[&str] = &["type", "event", "name", "userId"];
 const NESTED: &[&str] = &["properties", "traits", "context"];
@@ -267,6 +274,7 @@ impl Trigger {
             src: source,
             toks: tokens,
             pos: 0,
+            depth: 0,
         };
         if p.toks.is_empty() {
             return Err(err(
@@ -360,208 +368,14 @@ fn err(
     }
 }
 
-// ---- lexer ----
-
-#[derive(Debug, Clone, PartialEq)]
-enum Kind {
-    LParen,
-    RParen,
-    Comma,
-    Bang,
-    Cmp(&'static str),
-    Str(String),
-    SingleStr(String),
-    Num(String),
-    Ident(Vec<String>),
-    And,
-    Or,
-}
-
-impl Kind {
-    fn describe(&self) -> String {
-        match self {
-            Kind::LParen => "`(`".into(),
-            Kind::RParen => "`)`".into(),
-            Kind::Comma => "`,`".into(),
-            Kind::Bang => "`!`".into(),
-            Kind::Cmp(c) => format!("`{c}`"),
-            Kind::Str(s) => format!("\"{s}\""),
-            Kind::SingleStr(s) => format!("'{s}'"),
-            Kind::Num(n) => format!("number {n}"),
-            Kind::Ident(p) => format!("`{}`", p.join(".")),
-            Kind::And => "`and`".into(),
-            Kind::Or => "`or`".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Tok {
-    kind: Kind,
-    start: usize,
-    len: usize,
-}
-
-fn lex(src: &str) -> Result<Vec<Tok>, TriggerError> {
-    let b = src.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let is_ident_start = |c: u8| c.is_ascii_alphabetic() || c == b'_' || c == b'\\';
-    let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'\\';
-    while i < b.len() {
-        let c = b[i];
-        let start = i;
-        let single = |k: Kind| Tok {
-            kind: k,
-            start,
-            len: 1,
-        };
-        match c {
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                i += 1;
-                continue;
-            }
-            b'(' => out.push(single(Kind::LParen)),
-            b')' => out.push(single(Kind::RParen)),
-            b',' => out.push(single(Kind::Comma)),
-            b'!' if b.get(i + 1) == Some(&b'=') => {
-                out.push(Tok {
-                    kind: Kind::Cmp("!="),
-                    start,
-                    len: 2,
-                });
-                i += 1;
-            }
-            b'!' => out.push(single(Kind::Bang)),
-            b'=' => out.push(single(Kind::Cmp("="))),
-            b'<' | b'>' => {
-                let eq = b.get(i + 1) == Some(&b'=');
-                let op = match (c, eq) {
-                    (b'<', false) => "<",
-                    (b'<', true) => "<=",
-                    (_, false) => ">",
-                    (_, true) => ">=",
-                };
-                out.push(Tok {
-                    kind: Kind::Cmp(op),
-                    start,
-                    len: 1 + usize::from(eq),
-                });
-                i += usize::from(eq);
-            }
-            b'"' | b'\'' => {
-                let Some(end) = src[i + 1..].find(c as char) else {
-                    return Err(err(
-                        code::TRIGGER_SYNTAX,
-                        "unterminated string",
-                        Some("close the string with a matching quote"),
-                        start,
-                        src.len() - start,
-                    ));
-                };
-                let text = src[i + 1..i + 1 + end].to_string();
-                out.push(Tok {
-                    kind: if c == b'"' {
-                        Kind::Str(text)
-                    } else {
-                        Kind::SingleStr(text)
-                    },
-                    start,
-                    len: end + 2,
-                });
-                i += end + 1;
-            }
-            b'0'..=b'9' | b'-' | b'+' | b'.' => {
-                let mut j = i + 1;
-                while j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
-                    j += 1;
-                }
-                let text = &src[i..j];
-                let digits = text.trim_start_matches(['-', '+']);
-                if digits.is_empty()
-                    || digits.matches('.').count() > 1
-                    || digits.ends_with('.')
-                    || digits == "."
-                {
-                    return Err(err(
-                        code::TRIGGER_SYNTAX,
-                        format!("`{text}` is not a number"),
-                        None,
-                        start,
-                        j - i,
-                    ));
-                }
-                out.push(Tok {
-                    kind: Kind::Num(text.to_string()),
-                    start,
-                    len: j - i,
-                });
-                i = j - 1;
-            }
-            c if is_ident_start(c) => {
-                let mut segs = vec![String::new()];
-                let mut j = i;
-                while let Some(&c) = b.get(j) {
-                    if c == b'\\' {
-                        let Some(next) = src[j + 1..].chars().next() else {
-                            return Err(err(
-                                code::TRIGGER_SYNTAX,
-                                "`\\` at the end of the trigger escapes nothing",
-                                None,
-                                j,
-                                1,
-                            ));
-                        };
-                        if let Some(s) = segs.last_mut() {
-                            s.push(next)
-                        }
-                        j += 1 + next.len_utf8();
-                    } else if is_ident(c) {
-                        if let Some(s) = segs.last_mut() {
-                            s.push(c as char)
-                        }
-                        j += 1;
-                    } else if c == b'.' && b.get(j + 1).is_some_and(|n| is_ident(*n)) {
-                        segs.push(String::new());
-                        j += 1;
-                    } else {
-                        break;
-                    }
-                }
-                let kind = match segs.as_slice() {
-                    [w] if w == "and" && src[i..j] == *"and" => Kind::And,
-                    [w] if w == "or" && src[i..j] == *"or" => Kind::Or,
-                    _ => Kind::Ident(segs),
-                };
-                out.push(Tok {
-                    kind,
-                    start,
-                    len: j - i,
-                });
-                i = j - 1;
-            }
-            _ => {
-                let ch = src[i..].chars().next().unwrap_or('?');
-                return Err(err(
-                    code::TRIGGER_SYNTAX,
-                    format!("unexpected character `{ch}`"),
-                    None,
-                    start,
-                    ch.len_utf8(),
-                ));
-            }
-        }
-        i += 1;
-    }
-    Ok(out)
-}
-
 // ---- parser ----
 
 struct Parser<'s> {
     src: &'s str,
     toks: Vec<Tok>,
     pos: usize,
+    /// Open groups (`(` and `!(`) around the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -582,14 +396,14 @@ impl Parser<'_> {
             Some(t) => Err(err(
                 code::TRIGGER_SYNTAX,
                 format!("expected {what}, found {}", t.kind.describe()),
-                None,
+                Some(&expect_hint(want)),
                 t.start,
                 t.len,
             )),
             None => Err(err(
                 code::TRIGGER_SYNTAX,
                 format!("expected {what}, but the trigger ends here"),
-                None,
+                Some(&expect_hint(want)),
                 self.end_pos(),
                 0,
             )),
@@ -630,35 +444,53 @@ impl Parser<'_> {
         })
     }
 
+    /// A parenthesised group whose `(` was just read (`opener` is the `(` or the `!` of `!(`).
+    /// Nesting is capped: parsing, printing and evaluating recurse once per level, and a
+    /// trigger thousands of levels deep would otherwise overflow the stack.
+    fn group(&mut self, opener: &Tok) -> Result<Node, TriggerError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(err(
+                code::TRIGGER_TOO_DEEP,
+                format!("groups are nested more than {MAX_DEPTH} levels deep"),
+                Some(
+                    "flatten the expression: `a and (b and c)` is `a and b and c`, and `!(!(x))` is `x`",
+                ),
+                opener.start,
+                opener.len,
+            ));
+        }
+        self.depth += 1;
+        let inner = self.expr()?;
+        self.expect(&Kind::RParen, "`)`")?;
+        self.depth -= 1;
+        Ok(inner)
+    }
+
     fn term(&mut self) -> Result<Node, TriggerError> {
         let Some(t) = self.next() else {
             return Err(err(
                 code::TRIGGER_SYNTAX,
                 "expected a condition, but the trigger ends here",
-                None,
+                Some(
+                    "a condition looks like `type = \"identify\"`; remove the trailing `and`/`or`/`!`",
+                ),
                 self.end_pos(),
                 0,
             ));
         };
         match &t.kind {
-            Kind::LParen => {
-                let inner = self.expr()?;
-                self.expect(&Kind::RParen, "`)`")?;
-                Ok(inner)
-            }
+            Kind::LParen => self.group(&t),
             Kind::Bang => match self.peek().map(|t| t.kind.clone()) {
                 Some(Kind::LParen) => {
                     self.pos += 1;
-                    let inner = self.expr()?;
-                    self.expect(&Kind::RParen, "`)`")?;
-                    Ok(Node::Not(Box::new(inner)))
+                    Ok(Node::Not(Box::new(self.group(&t)?)))
                 }
                 Some(Kind::Ident(p)) if is_function(&p) => {
                     let f = self.next().ok_or_else(|| {
                         err(
                             code::TRIGGER_SYNTAX,
                             "expected a function",
-                            None,
+                            Some("`!` negates contains(…), match(…) or a parenthesised group"),
                             t.start,
                             1,
                         )
@@ -904,11 +736,31 @@ impl Parser<'_> {
                     _ => Op::Ge(x),
                 }
             }
+            (cmp, Kind::Ident(w)) => {
+                let word = w.join(".");
+                let hint = match word.as_str() {
+                    "null" => format!(
+                        "to test presence write `{fname} != null`; to compare, use a number, e.g. `{fname} {cmp} 0`"
+                    ),
+                    "true" | "false" => {
+                        format!("to test a boolean write `{fname} = {word}`")
+                    }
+                    _ => format!("compare with a number, e.g. `{fname} {cmp} 10`"),
+                };
+                return refuse(
+                    format!("`{cmp}` compares numbers, and `{word}` is not one"),
+                    hint,
+                );
+            }
             (cmp, other) => {
                 return Err(err(
                     code::TRIGGER_SYNTAX,
                     format!("expected a value after `{cmp}`, found {}", other.describe()),
-                    Some("values are \"text\", numbers, true, false or null"),
+                    Some(if cmp == "=" || cmp == "!=" {
+                        "values are \"text\", numbers, true, false or null"
+                    } else {
+                        "`<`, `<=`, `>` and `>=` compare with a number, e.g. `properties.total > 50`"
+                    }),
                     vt.start,
                     vt.len,
                 ));
@@ -927,7 +779,7 @@ impl Parser<'_> {
             return Err(err(
                 code::TRIGGER_SYNTAX,
                 "expected a function",
-                None,
+                Some("functions are contains(…) and match(…)"),
                 name_tok.start,
                 name_tok.len,
             ));
@@ -938,7 +790,7 @@ impl Parser<'_> {
             err(
                 code::TRIGGER_SYNTAX,
                 format!("{name}() is missing a 1st argument"),
-                None,
+                Some(&format!("write {name}(field, \"text\")")),
                 self.end_pos(),
                 0,
             )
@@ -956,7 +808,9 @@ impl Parser<'_> {
                 return Err(err(
                     code::TRIGGER_SYNTAX,
                     format!("expected a value, found {}", other.describe()),
-                    None,
+                    Some(&format!(
+                        "the second argument of {name}() is text in double quotes"
+                    )),
                     vt.start,
                     vt.len,
                 ));
@@ -997,6 +851,19 @@ impl Parser<'_> {
             }
         };
         Ok(Node::Cond(Cond { field, op, span }))
+    }
+}
+
+fn expect_hint(want: &Kind) -> String {
+    match want {
+        Kind::RParen => "every `(` needs a matching `)`".into(),
+        Kind::LParen => {
+            "functions are called as contains(field, \"text\") or match(field, \"x*\")".into()
+        }
+        Kind::Comma => {
+            "functions take a field and a value: contains(traits.email, \"@acme.com\")".into()
+        }
+        other => format!("{} is expected here", other.describe()),
     }
 }
 
@@ -1058,6 +925,65 @@ mod tests {
         let e = Trigger::parse("type = \"a\" and tratis.x = 1").unwrap_err();
         assert_eq!((e.start, e.len), (15, 6));
         assert_eq!(e.hint.as_deref(), Some("did you mean `traits`?"));
+    }
+
+    #[test]
+    fn nesting_is_capped_with_a_located_error() {
+        let nested =
+            |open: &str, n: usize| format!("{}type = \"a\"{}", open.repeat(n), ")".repeat(n));
+        let t = Trigger::parse(&nested("(", MAX_DEPTH)).unwrap();
+        assert!(t.matches(&json!({"type": "a"})));
+        assert!(Trigger::parse(&nested("!(", MAX_DEPTH)).is_ok());
+        // Thousands deep used to overflow the stack and abort the process.
+        for (open, n) in [("(", 7000), ("!(", 7000), ("(", MAX_DEPTH + 1)] {
+            let e = Trigger::parse(&nested(open, n)).unwrap_err();
+            assert_eq!(e.code, code::TRIGGER_TOO_DEEP, "{open} × {n}");
+            assert_eq!(
+                e.start,
+                MAX_DEPTH * open.len(),
+                "points at the first group too many"
+            );
+            assert!(e.hint.is_some());
+        }
+    }
+
+    #[test]
+    fn comparisons_with_words_say_what_is_wrong() {
+        let e = Trigger::parse("traits.n >= null").unwrap_err();
+        assert_eq!(e.code, code::TRIGGER_AMBIGUOUS);
+        assert_eq!(e.message, "`>=` compares numbers, and `null` is not one");
+        let hint = e.hint.unwrap();
+        assert!(hint.contains("traits.n != null"), "{hint}");
+        assert!(
+            !hint.contains("or null"),
+            "the hint must not offer null again: {hint}"
+        );
+        let e = Trigger::parse("traits.n < true").unwrap_err();
+        assert!(e.hint.unwrap().contains("traits.n = true"));
+        refused("traits.n > \"abc\"", code::TRIGGER_AMBIGUOUS);
+    }
+
+    #[test]
+    fn every_refusal_has_a_hint() {
+        for src in [
+            "type = \"a\" && event = \"b\"",
+            "type = \"a\" || event = \"b\"",
+            "type = \"a\" and",
+            "(type = \"a\"",
+            "contains(traits.email \"x\")",
+            "contains(",
+            "traits.n > 1.2.3",
+            "traits.x\\",
+            "type = \"a\" #",
+            "!",
+            "traits.n > (",
+            "contains(traits.email, ,)",
+            "type = \"a\" type",
+            "",
+        ] {
+            let e = Trigger::parse(src).expect_err(src);
+            assert!(e.hint.is_some(), "{src}: {e:?}");
+        }
     }
 
     #[test]

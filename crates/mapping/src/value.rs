@@ -278,7 +278,21 @@ impl Compiler<'_> {
                     None
                 }
             },
-            Value::String(s) if Template::has_placeholders(s) => {
+            Value::String(s) if s.contains("{{") => {
+                if let Some(at) = Template::stray_open(s) {
+                    let lit = serde_json::json!({"@literal": s});
+                    self.problem(
+                        code::BAD_TEMPLATE,
+                        format!(
+                            "has a `{{{{` at character {} that opens no placeholder",
+                            s[..at].chars().count() + 1
+                        ),
+                        Some(format!(
+                            "close it (`{{{{traits.name}}}}`), or write literal text as {lit}"
+                        )),
+                    );
+                    return None;
+                }
                 Some(Expr::Template(Template::compile(s)))
             }
             Value::Object(m) if is_directive_like(m) => self.directive(m),

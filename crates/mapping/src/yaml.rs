@@ -141,7 +141,10 @@ pub fn parse(source: &str) -> Result<Node, Diagnostic> {
             kind: Kind::Null,
         });
     }
-    let raw: Result<Spanned<RawKind>, _> = serde_saphyr::from_str(source);
+    // The YAML 1.2 core schema, as editors using our JSON Schema read the file: only
+    // true/false are booleans, so `Yes`, `Off` and `NO` stay text (YAML 1.1 made them booleans).
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let raw: Result<Spanned<RawKind>, _> = serde_saphyr::from_str_with_options(source, options);
     match raw {
         Ok(s) => Ok(convert(source, s)),
         Err(e) => {
@@ -152,14 +155,136 @@ pub fn parse(source: &str) -> Result<Node, Diagnostic> {
                 );
                 Span::from_offset(source, off, 1)
             });
-            let msg = first_line(&e.without_snippet().to_string());
-            Err(
-                Diagnostic::error(code::YAML_SYNTAX, format!("invalid YAML: {msg}"))
-                    .at_opt(span)
-                    .hint("check indentation, quotes and colons on this line"),
-            )
+            let (msg, hint) = match budget_breach(&e) {
+                Some(sentence) => (
+                    sentence,
+                    "instance files are small; check that this is the file you meant",
+                ),
+                None => (
+                    format!(
+                        "invalid YAML: {}",
+                        first_line(&e.without_snippet().to_string())
+                    ),
+                    "check indentation, quotes and colons on this line",
+                ),
+            };
+            Err(Diagnostic::error(code::YAML_SYNTAX, msg)
+                .at_opt(span)
+                .hint(hint))
         }
     }
+}
+
+/// The reader's safety limits (nesting depth, size, aliases) as sentences, not debug text.
+fn budget_breach(e: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let serde_saphyr::Error::Budget { breach, .. } = e.without_snippet() else {
+        return None;
+    };
+    Some(match breach {
+        B::Depth { depth } => format!(
+            "the YAML nests lists and mappings {depth} levels deep here; at most {} levels are read",
+            depth.saturating_sub(1)
+        ),
+        B::Events { .. } | B::Nodes { .. } | B::InputBytes { .. } | B::ScalarBytes { .. } => {
+            "the YAML document is too large to read".into()
+        }
+        B::Aliases { .. }
+        | B::Anchors { .. }
+        | B::AliasAnchorRatio { .. }
+        | B::RecordedAnchorEvents { .. }
+        | B::RecordedAnchorBytes { .. } => {
+            "the YAML uses too many anchors or aliases (`&name`, `*name`) to read safely".into()
+        }
+        B::Documents { .. } => "the file holds too many YAML documents (`---`)".into(),
+        B::MergeKeys { .. } => "the YAML uses too many merge keys (`<<`)".into(),
+        _ => "the YAML document exceeds a reading limit (size, nesting or aliases)".into(),
+    })
+}
+
+/// The source span of `value[start..start + len]`, where `value` is the text of the scalar at
+/// `node` (a trigger, say). A scalar's text is not always a copy of its source: quotes, escapes
+/// (`\"`), `''`, block indentation and folded line breaks sit between them, so each character of
+/// the value is found in the source in turn.
+pub fn scalar_span(source: &str, node: Span, value: &str, start: usize, len: usize) -> Span {
+    let raw = source
+        .get(node.offset..node.offset + node.len)
+        .unwrap_or_default();
+    let (mut j, double) = match raw.as_bytes().first() {
+        Some(b'"') => (1, true),
+        Some(b'\'') => (1, false),
+        _ => (0, false),
+    };
+    // offsets[i]: where value byte i starts in `raw` (bytes inside a character share its start).
+    let mut offsets = Vec::with_capacity(value.len() + 1);
+    for ch in value.chars() {
+        let from = j;
+        let mut found = None;
+        while let Some(rc) = raw[j..].chars().next() {
+            if double && rc == '\\' {
+                let Some(next) = raw[j + 1..].chars().next() else {
+                    break;
+                };
+                let width = match next {
+                    '\n' | '\r' => {
+                        // An escaped line break joins lines and stands for nothing.
+                        j += 1 + next.len_utf8();
+                        continue;
+                    }
+                    'x' => 4,
+                    'u' => 6,
+                    'U' => 10,
+                    c => 1 + c.len_utf8(),
+                };
+                found = Some(j);
+                j = (j + width).min(raw.len());
+                break;
+            }
+            if rc == ch {
+                found = Some(j);
+                j += rc.len_utf8();
+                break;
+            }
+            j += rc.len_utf8();
+        }
+        let at = found.unwrap_or_else(|| {
+            j = from;
+            from
+        });
+        offsets.extend(std::iter::repeat_n(at, ch.len_utf8()));
+    }
+    offsets.push(j);
+    let at = |i: usize| node.offset + offsets[i.min(offsets.len() - 1)];
+    let begin = at(start);
+    if start >= value.len() {
+        // Past the end (a trigger that stops too early): the character after it, if any.
+        return Span::from_offset(source, begin, len.min(1));
+    }
+    let end = if len == 0 {
+        begin
+    } else {
+        // One past the last character of the range.
+        let last = (start + len - 1).min(value.len().saturating_sub(1));
+        let last_char = value[floor_boundary(value, last)..]
+            .chars()
+            .next()
+            .map_or(0, char::len_utf8);
+        let src_last = at(last);
+        let width = source[src_last..]
+            .chars()
+            .next()
+            .map_or(0, char::len_utf8)
+            .max(last_char.min(1));
+        src_last + width
+    };
+    Span::from_offset(source, begin, end.max(begin) - begin)
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 fn first_line(s: &str) -> String {
@@ -322,6 +447,51 @@ mod tests {
             n.to_json(),
             serde_json::json!({"a": 1, "b": true, "c": null, "d": "1", "e": 1.5, "f": null})
         );
+    }
+
+    #[test]
+    fn scalar_spans_find_the_text_in_its_source() {
+        // Each source spells the trigger `type = "a" and tratis.x = 1`; `tratis` is at 15..21.
+        for src in [
+            "t: type = \"a\" and tratis.x = 1\n",
+            "t: \"type = \\\"a\\\" and tratis.x = 1\"\n",
+            "t: 'type = \"a\" and tratis.x = 1'\n",
+            "t: >-\n  type = \"a\"\n  and tratis.x = 1\nu: 1\n",
+            "t: |-\n    type = \"a\" and tratis.x = 1\nu: 1\n",
+            "t: \"type = \\\"a\\\" and \\\n   tratis.x = 1\"\n",
+        ] {
+            let n = parse(src).unwrap();
+            let t = n.get("t").unwrap();
+            let value = t.as_str().unwrap();
+            assert_eq!(&value[15..21], "tratis", "{src:?}");
+            let s = scalar_span(src, t.span, value, 15, 6);
+            assert_eq!(&src[s.offset..s.offset + s.len], "tratis", "{src:?}");
+            let end = scalar_span(src, t.span, value, value.len(), 0);
+            assert!(end.offset >= s.offset + s.len, "{src:?}");
+        }
+    }
+
+    #[test]
+    fn yaml_1_1_words_are_text() {
+        let n = parse("a: Yes\nb: Off\nc: NO\nd: n\ne: true\nf: False\n").unwrap();
+        assert_eq!(
+            n.to_json(),
+            serde_json::json!({"a": "Yes", "b": "Off", "c": "NO", "d": "n", "e": true, "f": false})
+        );
+    }
+
+    #[test]
+    fn budget_errors_are_sentences() {
+        let deep = format!("a: {}1{}\n", "[".repeat(100), "]".repeat(100));
+        let e = parse(&deep).unwrap_err();
+        assert_eq!(e.code, code::YAML_SYNTAX);
+        assert!(e.message.contains("levels deep"), "{}", e.message);
+        assert!(
+            !e.message.contains('{') && !e.message.contains("budget"),
+            "{}",
+            e.message
+        );
+        assert!(e.span.is_some());
     }
 
     #[test]
