@@ -2,8 +2,9 @@
 
 use crate::Format;
 use anyhow::Result;
+use closeflow_close::payload::Payload;
 use closeflow_mapping::trigger::Explained;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,21 +12,31 @@ use std::process::ExitCode;
 pub fn run(instance: &Path, event: &str, format: Format, color: bool) -> Result<ExitCode> {
     let inst = crate::input::require_instance(instance, color)?;
     let event = crate::input::read_event(event)?;
-    // Payloads come from the same runner as dry-run and send (enabled mappings, in order).
-    let (prepared, _) = closeflow_close::run::prepare(
+    // Payloads come from the same runner as dry-run and send (enabled mappings, in order), and
+    // are normalised by the same code the planner's input comes from.
+    let (prepared, normalised) = closeflow_close::run::prepare(
         &inst,
         0,
         &closeflow_mapping::events::Entry::Event(event.clone()),
     );
-    let mut results = prepared.mappings.into_iter();
+    let mut normalised: std::collections::HashMap<usize, Payload> =
+        normalised.into_iter().collect();
+    let mut results = prepared.mappings.into_iter().enumerate();
     let mut report = Vec::new();
     for m in inst.mappings.iter() {
         let why = m.trigger.explain(&event);
         let result = if m.enabled { results.next() } else { None };
-        let payload = result.filter(|r| r.matched).map(|r| {
+        let payload = result.filter(|(_, r)| r.matched).map(|(i, r)| {
             let mut v = json!({});
-            if let Some(p) = r.payload {
-                v["payload"] = Value::Object(p);
+            match (r.payload, normalised.remove(&i)) {
+                (Some(raw), Some(p)) => {
+                    let (view, changes) = normalised_view(&raw, &p);
+                    v["payload"] = Value::Object(view);
+                    v["mapped"] = Value::Object(raw);
+                    v["normalisation"] = Value::Array(changes);
+                }
+                (Some(raw), None) => v["mapped"] = Value::Object(raw),
+                _ => {}
             }
             if let Some(e) = r.error {
                 v["error"] = json!(e);
@@ -54,13 +65,37 @@ pub fn run(instance: &Path, event: &str, format: Format, color: bool) -> Result<
                 let _ = writeln!(s, "mapping \"{}\": {verdict}", m.name);
                 tree(&mut s, why, 1);
                 if let Some(p) = p {
-                    if let Some(out) = p.get("payload") {
-                        let _ = writeln!(s, "  payload:");
-                        for line in serde_json::to_string_pretty(out)
+                    let (title, body) = match p.get("payload") {
+                        Some(b) => ("payload (normalised, as planned)", b),
+                        None => (
+                            "payload (as mapped)",
+                            p.get("mapped").unwrap_or(&Value::Null),
+                        ),
+                    };
+                    if !body.is_null() {
+                        let _ = writeln!(s, "  {title}:");
+                        for line in serde_json::to_string_pretty(body)
                             .unwrap_or_default()
                             .lines()
                         {
                             let _ = writeln!(s, "    {line}");
+                        }
+                    }
+                    if let Some(Value::Array(changes)) = p.get("normalisation")
+                        && !changes.is_empty()
+                    {
+                        let _ = writeln!(s, "  normalisation changed:");
+                        for c in changes {
+                            let after = match c.get("after") {
+                                Some(a) => a.to_string(),
+                                None => "not provided".into(),
+                            };
+                            let _ = writeln!(
+                                s,
+                                "    {}: {} → {after}",
+                                c["field"].as_str().unwrap_or_default(),
+                                c["before"]
+                            );
                         }
                     }
                     if let Some(e) = p.get("error").and_then(Value::as_str) {
@@ -72,6 +107,49 @@ pub fn run(instance: &Path, event: &str, format: Format, color: bool) -> Result<
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The normalised payload as fields (what the planner is given: fields not provided are left
+/// out, flags shown when the mapping set them or they are off), and what normalisation changed
+/// from the mapped payload, field by field.
+fn normalised_view(raw: &Map<String, Value>, p: &Payload) -> (Map<String, Value>, Vec<Value>) {
+    let mut all = match serde_json::to_value(p) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    if let Some(Value::Object(flags)) = all.remove("flags") {
+        for (f, on) in flags {
+            if raw.contains_key(&f) || on == Value::Bool(false) {
+                all.insert(f, on);
+            }
+        }
+    }
+    let provided = |k: &str, v: &Value| match v {
+        Value::Null => false,
+        Value::Object(m) if m.is_empty() => raw.contains_key(k),
+        _ => true,
+    };
+    let mut view = Map::new();
+    // The mapping's order first, then anything normalisation added.
+    for k in raw
+        .keys()
+        .chain(all.keys().filter(|k| !raw.contains_key(*k)))
+    {
+        if let Some(v) = all.get(k).filter(|v| provided(k, v)) {
+            view.insert(k.clone(), v.clone());
+        }
+    }
+    let mut changes = Vec::new();
+    for (k, before) in raw {
+        match view.get(k) {
+            None => changes.push(json!({"field": k, "before": before})),
+            Some(after) if after != before => {
+                changes.push(json!({"field": k, "before": before, "after": after}));
+            }
+            Some(_) => {}
+        }
+    }
+    (view, changes)
 }
 
 fn tree(s: &mut String, e: &Explained, depth: usize) {

@@ -48,7 +48,10 @@ pub fn is_instance_file(f: &Path) -> bool {
 
 pub struct Loaded {
     pub file: String,
+    /// The file's text for excerpts, with secret values starred out.
     pub source: String,
+    /// The file's text as it is, for further checks; never shown.
+    pub raw: String,
     pub instance: Option<Instance>,
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -62,10 +65,12 @@ pub fn load_instance(path: &Path) -> Result<Loaded> {
 /// Loads an instance from text read elsewhere (a git revision); `file` names it in diagnostics.
 pub fn load_source(file: String, source: String) -> Loaded {
     let env = |k: &str| std::env::var(k).ok();
-    let (instance, diagnostics) = instance::load(&file, &source, &schema::destination(), &env);
+    let schema = schema::destination();
+    let (instance, diagnostics) = instance::load(&file, &source, &schema, &env);
     Loaded {
         file,
-        source,
+        source: closeflow_mapping::redact::redact(&source, &schema),
+        raw: source,
         instance,
         diagnostics,
     }

@@ -11,6 +11,7 @@ macro_rules! outln {
     ($($t:tt)*) => { $crate::emit(format_args!($($t)*), true) };
 }
 
+mod against;
 mod capture;
 mod diff;
 mod diff_view;
@@ -21,9 +22,11 @@ mod git_base;
 mod input;
 mod plan_view;
 mod render;
+mod resume;
 mod runs;
 mod serve;
 mod sim;
+mod test_diff;
 mod tests_cmd;
 mod validate;
 
@@ -53,9 +56,10 @@ pub enum Format {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Check instance files: every problem of every file, at once.
+    /// Check instance files and their mapping tests: every problem of every file, at once.
     Validate {
-        /// Instance files, or directories holding them (*.yaml, *.yml).
+        /// Instance files, or directories holding them (*.yaml, *.yml); an instance's tests
+        /// (`NAME.test.yaml` beside it) are checked with it.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "human")]
@@ -63,6 +67,14 @@ enum Cmd {
         /// Treat warnings as errors.
         #[arg(long)]
         deny_warnings: bool,
+        /// Also check lead status ids, custom field ids and literal custom field values against
+        /// a Close organisation: `sim:STATE.json` (a simulator snapshot) or `close` (the
+        /// instance's endpoint or --close-url, read-only).
+        #[arg(long)]
+        against: Option<String>,
+        /// The Close API base URL for `--against close` (overrides the instance's endpoint).
+        #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
+        close_url: Option<String>,
     },
     /// Run mapping tests (*.test.yaml); a diff for each failure, exit 1 on any.
     Test {
@@ -138,10 +150,12 @@ enum Cmd {
         events: String,
         #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
         close_url: Option<String>,
-        /// Skip events already applied (by messageId), as recorded in the resume file.
+        /// Skip events already applied (by messageId) by this instance to this Close, as
+        /// recorded in the resume file; what was skipped, and why, is reported at the end.
         #[arg(long)]
         resume: bool,
-        /// Where applied messageIds are recorded (default `.closeflow-send-<instance>.done`).
+        /// Where applied messageIds are recorded. Default: in the current directory, named after
+        /// the instance and the endpoint, `.closeflow-send-INSTANCE-HOST_PORT_PATH.done`.
         #[arg(long)]
         resume_file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "human")]
@@ -155,13 +169,15 @@ enum Cmd {
     #[command(subcommand)]
     Dlq(dlq::DlqCmd),
     /// Run the Close simulator on 127.0.0.1 for local trials.
+    #[command(after_help = sim::HELP)]
     Sim {
         /// A snapshot to start from (the simulator's JSON state format).
         #[arg(long)]
         state: Option<PathBuf>,
+        /// The port to listen on; 0 picks a free one (the start-up line says which).
         #[arg(long, default_value_t = 9000)]
         port: u16,
-        /// Write the state to this file (snapshot format) when stopped with Ctrl-C.
+        /// Write the state to this file (snapshot format) when stopped (Ctrl-C or SIGTERM).
         #[arg(long)]
         save: Option<PathBuf>,
     },
@@ -200,7 +216,16 @@ fn main() -> ExitCode {
             paths,
             format,
             deny_warnings,
-        } => validate::run(&paths, format, deny_warnings, color),
+            against,
+            close_url,
+        } => validate::run(validate::Validate {
+            paths: &paths,
+            format,
+            deny_warnings,
+            against: against.as_deref(),
+            close_url: close_url.as_deref(),
+            color,
+        }),
         Cmd::Eval => eval::run(),
         Cmd::Test { paths } => tests_cmd::run(&paths, color),
         Cmd::Explain {

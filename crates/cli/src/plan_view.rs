@@ -22,13 +22,18 @@ impl Style {
             '+' => "32",
             '~' => "33",
             '=' => "2",
-            '!' => "31",
+            '!' => "36",
             '?' => "35",
+            ERROR => "1;31",
             _ => "0",
         };
         self.paint(code, &m.to_string())
     }
 }
+
+/// An event or mapping that failed. `!` stays "skipped by a flag or rule": a failure is not a
+/// decision, and scripts that grep a plan must be able to tell them apart.
+pub const ERROR: char = '✗';
 
 /// Long ids and values are cut so that a plan stays readable.
 fn short_id(id: &str) -> String {
@@ -201,7 +206,7 @@ pub fn step(out: &mut String, st: &Style, s: &Step) {
 
 fn mapping(out: &mut String, st: &Style, m: &MappingReport) {
     if let Some(e) = &m.error {
-        let _ = writeln!(out, "  {} error: {e}", st.marker('!'));
+        let _ = writeln!(out, "  {} error: {e}", st.marker(ERROR));
     }
     for s in &m.steps {
         step(out, st, s);
@@ -240,7 +245,7 @@ pub fn event(st: &Style, r: &EventReport) -> String {
             .as_ref()
             .map(|m| format!(" (messageId {m})"))
             .unwrap_or_default();
-        let _ = writeln!(out, "event {n}  {} invalid{mid}: {e}", st.marker('!'));
+        let _ = writeln!(out, "event {n}  {} invalid{mid}: {e}", st.marker(ERROR));
         return out;
     }
     let head = if r.about.is_empty() {

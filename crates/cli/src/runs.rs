@@ -1,6 +1,7 @@
 //! `closeflow dry-run` and `closeflow send`: the same plans, read-only or applied.
 
 use crate::plan_view::{self, Style};
+use crate::resume::{self, Done};
 use anyhow::{Context, Result, bail};
 use closeflow_close::client::{ClientConfig, DEFAULT_BASE_URL, Reader, Writer};
 use closeflow_close::run::{self, EventReport, Summary};
@@ -180,43 +181,19 @@ pub struct Send<'a> {
     pub color: bool,
 }
 
-/// Message ids already applied, one per line; appended and flushed to disk after each event.
-struct Done {
-    file: std::fs::File,
-    ids: std::collections::HashSet<String>,
-}
-
-impl Done {
-    fn open(path: &Path) -> Result<Done> {
-        let ids = std::fs::read_to_string(path)
-            .map(|s| s.lines().map(str::to_string).collect())
-            .unwrap_or_default();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(Done { file, ids })
-    }
-    fn record(&mut self, id: &str) -> Result<()> {
-        writeln!(self.file, "{id}")?;
-        self.file.sync_data()?;
-        self.ids.insert(id.to_string());
-        Ok(())
-    }
-}
-
 pub fn send(a: Send<'_>) -> Result<ExitCode> {
     let inst = crate::input::require_instance(a.instance, a.color)?;
     let entries = read_events(a.events)?;
-    let writer = Writer::new(client_config(&inst, a.close_url)?)?;
+    let cfg = client_config(&inst, a.close_url)?;
+    let endpoint = cfg.base_url.clone();
+    let writer = Writer::new(cfg)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(writer.reader().check_credentials())?;
     let resume_path = a
         .resume_file
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!(".closeflow-send-{}.done", inst.name)));
-    let mut done = Done::open(&resume_path)?;
+        .unwrap_or_else(|| resume::default_file(&inst.name, &endpoint));
+    let mut done = Done::open(&resume_path, &inst.name, &endpoint)?;
     let mut out = Output {
         format: a.format,
         style: Style { color: a.color },
@@ -225,11 +202,29 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
     };
     let pb = progress(entries.len(), "sent");
     let mut failed: Vec<String> = Vec::new();
-    let mut skipped = 0usize;
+    let mut skipped: Vec<String> = Vec::new();
+    let mut unkeyed = 0usize;
     for (i, e) in entries.iter().enumerate() {
-        if a.resume && e.message_id().is_some_and(|m| done.ids.contains(m)) {
-            skipped += 1;
-            continue;
+        if a.resume {
+            match e.message_id() {
+                Some(m) if done.ids.contains(m) => {
+                    if a.format == PlanFormat::Human {
+                        let mut out = std::io::stdout().lock();
+                        writeln!(
+                            out,
+                            "event {}  = skipped by --resume: messageId {m} was already applied",
+                            i + 1
+                        )?;
+                    }
+                    skipped.push(m.to_string());
+                    if let Some(p) = &pb {
+                        p.inc(1);
+                    }
+                    continue;
+                }
+                Some(_) => {}
+                None => unkeyed += 1,
+            }
         }
         let (r, err) = rt.block_on(run::send(&inst, &writer, i, e));
         let bad = r
@@ -258,12 +253,37 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
         p.finish_and_clear();
     }
     out.finish()?;
+    let place = format!("instance {} at {endpoint}", inst.name);
     if a.resume {
-        eprintln!(
-            "{skipped} event(s) already applied were skipped (resume file {})",
-            resume_path.display()
-        );
+        if skipped.is_empty() {
+            eprintln!(
+                "--resume: nothing skipped; {} records no event of this stream as applied by {place}",
+                done.path.display()
+            );
+        } else {
+            let shown: Vec<&str> = skipped.iter().take(10).map(String::as_str).collect();
+            let more = if skipped.len() > shown.len() {
+                format!(", … ({} in all)", skipped.len())
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "--resume: {} event(s) skipped because {} records them as already applied by {place} (messageIds {}{more})",
+                skipped.len(),
+                done.path.display(),
+                shown.join(", ")
+            );
+        }
+        if unkeyed > 0 {
+            eprintln!(
+                "--resume: {unkeyed} event(s) without a messageId cannot be recognised and were planned again (an applied one writes nothing)"
+            );
+        }
     }
+    eprintln!(
+        "applied messageIds are recorded in {} ({place}); `--resume` skips them next time",
+        done.path.display()
+    );
     if failed.is_empty() {
         eprintln!("all events applied");
         Ok(ExitCode::SUCCESS)

@@ -4,6 +4,23 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
+/// Shown by `closeflow sim --help`; the README says the same.
+pub const HELP: &str = "\
+Fault injection at run time: POST /_sim/faults with a JSON object (every key optional; the
+body replaces the faults in force, so {} switches them all off):
+  error_rate       share of requests answered 503, 0.0-1.0
+  storm            the next this-many requests are answered 429
+  latency_ms       milliseconds added to every reply
+  drop_rate        share of requests whose connection is cut before it is processed
+  lost_reply_rate  share of requests processed whose reply is then lost
+  e.g. curl -X POST localhost:9000/_sim/faults -d '{\"error_rate\": 0.2, \"latency_ms\": 50}'
+
+Rate limits, per key and endpoint group, from the snapshot's `limits` (any subset; the rest
+keep the recorded profile, and a non-default profile is saved back by --save):
+  \"limits\": {\"search\": 16, \"other\": 240, \"delete_lead\": 80, \"window_secs\": 8.0}
+
+GET /_sim/state returns the state in the snapshot format.";
+
 pub fn run(state: Option<&Path>, port: u16, save: Option<&Path>) -> Result<ExitCode> {
     let snapshot = match state {
         Some(p) => Some(
@@ -21,6 +38,8 @@ pub fn run(state: Option<&Path>, port: u16, save: Option<&Path>) -> Result<ExitC
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+        // With --port 0 the system picks a free port; say which one it picked.
+        let port = listener.local_addr()?.port();
         eprintln!(
             "Close simulator on http://127.0.0.1:{port}/api/v1/ (keys: {}); state at /_sim/state",
             sim.key_hint()
@@ -29,6 +48,7 @@ pub fn run(state: Option<&Path>, port: u16, save: Option<&Path>) -> Result<ExitC
         tokio::select! {
             r = server => r?,
             _ = tokio::signal::ctrl_c() => {}
+            _ = terminated() => {}
         }
         if let Some(path) = save {
             std::fs::write(path, serde_json::to_string_pretty(&sim.snapshot())?)
@@ -38,4 +58,22 @@ pub fn run(state: Option<&Path>, port: u16, save: Option<&Path>) -> Result<ExitC
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (how service managers and `kill` stop a process) ends the simulator as Ctrl-C does,
+/// so that `--save` still saves.
+#[cfg(unix)]
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminated() {
+    std::future::pending().await
 }

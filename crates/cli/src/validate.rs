@@ -3,22 +3,45 @@
 use crate::Format;
 use crate::input::{Loaded, instance_files, load_instance};
 use anyhow::Result;
+use closeflow_mapping::diag::{Diagnostic, Severity, code};
 use closeflow_mapping::instance::cross_check;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub fn run(
-    paths: &[PathBuf],
-    format: Format,
-    deny_warnings: bool,
-    color: bool,
-) -> Result<ExitCode> {
-    let files = instance_files(paths)?;
-    let tests = crate::tests_cmd::test_files(paths)
-        .unwrap_or_default()
-        .len();
+pub struct Validate<'a> {
+    pub paths: &'a [PathBuf],
+    pub format: Format,
+    pub deny_warnings: bool,
+    /// Also check against a Close organisation: `sim:STATE.json` or `close` (live, read-only).
+    pub against: Option<&'a str>,
+    pub close_url: Option<&'a str>,
+    pub color: bool,
+}
+
+pub fn run(a: Validate<'_>) -> Result<ExitCode> {
+    let files = instance_files(a.paths)?;
+    let test_files = crate::tests_cmd::test_files(a.paths)?;
     let mut loaded: Vec<Loaded> = Vec::new();
+    // A directory without a single instance file is a mistake worth saying: "0 errors" would
+    // read as "all is well".
+    for p in a.paths.iter().filter(|p| p.is_dir()) {
+        if instance_files(std::slice::from_ref(p))?.is_empty() {
+            let mut d = Diagnostic::error(
+                code::MISSING_FILE,
+                "no instance file (*.yaml, *.yml) in this directory",
+            )
+            .hint("name an instance file or a directory holding one; mapping tests (*.test.yaml) are checked with their instance");
+            d.file = p.display().to_string();
+            loaded.push(Loaded {
+                file: d.file.clone(),
+                source: String::new(),
+                raw: String::new(),
+                instance: None,
+                diagnostics: vec![d],
+            });
+        }
+    }
     for f in &files {
         loaded.push(load_instance(f)?);
     }
@@ -32,30 +55,25 @@ pub fn run(
             l.diagnostics.push(d);
         }
     }
-    // Mapping tests beside the instances are checked too.
-    for t in crate::tests_cmd::test_files(paths).unwrap_or_default() {
-        let source = std::fs::read_to_string(&t).unwrap_or_default();
-        let file = t.display().to_string();
-        let problem = match crate::tests_cmd::read_test_file(&t) {
-            Err(e) => Some(e.to_string()),
-            Ok(doc) => closeflow_close::testing::parse(&doc).err().or_else(|| {
-                let inst = crate::tests_cmd::instance_of(&t, &doc);
-                (!inst.exists()).then(|| format!("its instance {} does not exist", inst.display()))
-            }),
-        };
-        let mut diagnostics = Vec::new();
-        if let Some(p) = problem {
-            let mut d = closeflow_mapping::Diagnostic::error("bad_test_file", p)
-                .hint("see the *.test.yaml files in mappings/ for the format");
-            d.file.clone_from(&file);
-            diagnostics.push(d);
-        }
+    if let Some(against) = a.against {
+        crate::against::check(&mut loaded, against, a.close_url)?;
+    }
+    // Mapping tests beside the instances are checked too, as thoroughly as `test` would.
+    for t in &test_files {
+        let c = crate::tests_cmd::check(t)?;
         loaded.push(Loaded {
-            file,
-            source,
+            file: c.file,
+            raw: c.source.clone(),
+            source: c.source,
             instance: None,
-            diagnostics,
+            diagnostics: c.diagnostics,
         });
+    }
+    if a.deny_warnings {
+        // Denied warnings are errors everywhere: in the count, the exit code and the rendering.
+        for d in loaded.iter_mut().flat_map(|l| l.diagnostics.iter_mut()) {
+            d.severity = Severity::Error;
+        }
     }
     let errors: usize = loaded
         .iter()
@@ -65,7 +83,8 @@ pub fn run(
         .iter()
         .map(|l| l.diagnostics.iter().filter(|d| !d.is_error()).count())
         .sum();
-    match format {
+    let tests = test_files.len();
+    match a.format {
         Format::Json => {
             let all: Vec<_> = loaded.iter().flat_map(|l| l.diagnostics.iter()).collect();
             outln!(
@@ -79,18 +98,22 @@ pub fn run(
             for l in &loaded {
                 out!(
                     "{}",
-                    crate::render::diagnostics(&l.file, &l.source, &l.diagnostics, color)
+                    crate::render::diagnostics(&l.file, &l.source, &l.diagnostics, a.color)
                 );
             }
+            let denied = if a.deny_warnings {
+                " (warnings denied: counted as errors)"
+            } else {
+                ""
+            };
             outln!(
-                "{} file(s), {} mapping(s), {tests} test file(s): {errors} error(s), {warnings} warning(s)",
+                "{} file(s), {} mapping(s), {tests} test file(s): {errors} error(s), {warnings} warning(s){denied}",
                 files.len(),
                 mappings
             );
         }
     }
-    let failed = errors > 0 || (deny_warnings && warnings > 0);
-    Ok(if failed {
+    Ok(if errors > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -350,6 +350,23 @@ impl Reader {
         Ok(out)
     }
 
+    /// `GET` every page of a list endpoint (`status/lead/`, `custom_field/lead/`).
+    pub async fn list(&self, path: &str) -> Result<Vec<Value>, CloseError> {
+        let mut out: Vec<Value> = Vec::new();
+        loop {
+            let page = format!("{path}?_skip={}&_limit=100", out.len());
+            let reply = self.call(reqwest::Method::GET, &page, None).await?;
+            let Some(Value::Array(items)) = reply.get("data") else {
+                return Err(bad(path, "a list reply without `data`"));
+            };
+            let more = !items.is_empty() && reply.get("has_more") == Some(&Value::Bool(true));
+            out.extend(items.iter().cloned());
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Runs an event's lookups: leads by Company ID, contacts by User ID and by email, then the
     /// leads of the contacts found.
     pub async fn find(

@@ -11,6 +11,7 @@ pub mod client;
 pub mod diff;
 pub mod exec;
 pub mod lookup;
+pub mod metadata;
 pub mod model;
 pub mod payload;
 pub mod plan;

@@ -22,13 +22,18 @@
 use crate::plan::Step;
 use crate::run;
 use crate::state::State;
-use closeflow_mapping::Instance;
+use closeflow_mapping::diag::{Diagnostic, Span, code};
 use closeflow_mapping::events::Entry;
+use closeflow_mapping::yaml::{self, Kind, Node};
+use closeflow_mapping::{Instance, suggest};
 use serde_json::{Map, Value, json};
 
 #[derive(Debug, Clone)]
 pub struct TestFile {
-    pub state: Option<String>,
+    /// `instance:`, when the test file names its instance (else it is `<name>.yaml` beside it).
+    pub instance: Option<(String, Span)>,
+    /// `state:`, the snapshot plans are made against, relative to the test file.
+    pub state: Option<(String, Span)>,
     pub cases: Vec<Case>,
 }
 
@@ -37,6 +42,8 @@ pub struct Case {
     pub name: String,
     pub event: Value,
     pub mapping: Option<String>,
+    /// Where `mapping:` is, to point at an unknown mapping name.
+    pub mapping_span: Option<Span>,
     pub not_triggered: bool,
     pub payload: Option<Value>,
     pub plan: Option<Vec<Value>>,
@@ -56,81 +63,385 @@ pub struct Failure {
     pub actual: Value,
 }
 
-fn err<T>(m: impl Into<String>) -> Result<T, String> {
-    Err(m.into())
-}
+const TOP_KEYS: &[&str] = &["instance", "state", "tests"];
+const CASE_KEYS: &[&str] = &["name", "event", "mapping", "expect"];
+const EXPECT_KEYS: &[&str] = &["payload", "plan", "not_triggered"];
+/// Step kinds as a test names them (the plan's `kind`s).
+pub const STEP_KINDS: &[&str] = &[
+    "create_lead",
+    "create_contact",
+    "update_lead",
+    "update_contact",
+    "unchanged",
+    "skipped",
+];
 
-/// Reads a test file (already parsed from YAML to JSON).
-pub fn parse(v: &Value) -> Result<TestFile, String> {
-    let Some(m) = v.as_object() else {
-        return err("a test file is a mapping with `tests:`");
+/// Reads a test file, reporting every problem the way instance files are reported: located,
+/// coded, with a hint (and a did-you-mean for misspelt keys and step kinds). The tests come back
+/// whenever the file is a mapping at all, so that later checks (`check_against`, the `state:`
+/// file) can report their problems too; run them only when there is no error.
+pub fn load(file: &str, source: &str) -> (Option<TestFile>, Vec<Diagnostic>) {
+    let mut r = Reader {
+        source,
+        diags: Vec::new(),
     };
-    for k in m.keys() {
-        if !["state", "tests", "instance"].contains(&k.as_str()) {
-            return err(format!("unknown key `{k}` (keys: instance, state, tests)"));
+    let tf = match yaml::parse(source) {
+        Ok(root) => r.file(&root),
+        Err(d) => {
+            r.diags.push(d);
+            None
+        }
+    };
+    for d in &mut r.diags {
+        d.file = file.to_string();
+        if d.hint.is_none() {
+            d.hint = Some(closeflow_mapping::diag::default_hint(d.code).to_string());
         }
     }
-    let state = m.get("state").and_then(Value::as_str).map(str::to_string);
-    let Some(Value::Array(tests)) = m.get("tests") else {
-        return err("`tests` must be a list");
-    };
-    let mut cases = Vec::new();
-    for (i, t) in tests.iter().enumerate() {
-        let Some(t) = t.as_object() else {
-            return err(format!("tests[{i}] must be a mapping"));
-        };
-        for k in t.keys() {
-            if !["name", "event", "mapping", "expect"].contains(&k.as_str()) {
-                return err(format!(
-                    "tests[{i}]: unknown key `{k}` (keys: name, event, mapping, expect)"
-                ));
+    (tf, r.diags)
+}
+
+/// Problems only the instance can reveal: a test naming a mapping the instance does not have.
+pub fn check_against(file: &str, tf: &TestFile, inst: &Instance) -> Vec<Diagnostic> {
+    let names: Vec<&str> = inst.mappings.iter().map(|m| m.name.as_str()).collect();
+    let mut out = Vec::new();
+    for c in &tf.cases {
+        let Some(m) = &c.mapping else { continue };
+        if names.contains(&m.as_str()) {
+            continue;
+        }
+        let hint = suggest::hint(m, &names).unwrap_or_else(|| {
+            format!(
+                "the mappings of {} are: {}",
+                inst.file,
+                names
+                    .iter()
+                    .map(|n| format!("\"{n}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+        let mut d = Diagnostic::error(
+            code::UNKNOWN_MAPPING,
+            format!(
+                "test \"{}\": {} has no mapping named \"{m}\"",
+                c.name, inst.file
+            ),
+        )
+        .at_opt(c.mapping_span)
+        .hint(hint);
+        d.file = file.to_string();
+        out.push(d);
+    }
+    out
+}
+
+struct Reader<'s> {
+    source: &'s str,
+    diags: Vec<Diagnostic>,
+}
+
+impl Reader<'_> {
+    fn error(&mut self, code: &'static str, message: String, span: Span, hint: Option<String>) {
+        self.diags
+            .push(Diagnostic::error(code, message).at(span).maybe_hint(hint));
+    }
+
+    fn keys(&mut self, entries: &[(Node, Node)], allowed: &[&str], what: &str) {
+        for (k, _) in entries {
+            let key = k.key_text();
+            if !allowed.contains(&key.as_str()) {
+                let hint = suggest::hint(&key, allowed)
+                    .unwrap_or_else(|| format!("{what} keys are: {}", allowed.join(", ")));
+                self.error(
+                    code::UNKNOWN_KEY,
+                    format!("unknown key `{key}` in {what}"),
+                    k.span,
+                    Some(hint),
+                );
             }
         }
-        let name = t
-            .get("name")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("test {}", i + 1), str::to_string);
-        let Some(event) = t.get("event").cloned() else {
-            return err(format!("{name}: no `event`"));
+    }
+
+    fn text(&mut self, node: &Node, what: &str) -> Option<String> {
+        match &node.kind {
+            Kind::Str(s) => Some(s.clone()),
+            _ => {
+                self.error(
+                    code::WRONG_TYPE,
+                    format!("{what} must be text, but it is {}", node.type_name()),
+                    node.span,
+                    Some("write it as text, in quotes if YAML would read it otherwise".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn file(&mut self, root: &Node) -> Option<TestFile> {
+        let Kind::Map(entries) = &root.kind else {
+            self.error(
+                code::WRONG_TYPE,
+                format!(
+                    "a test file is a mapping with `tests:`, but this is {}",
+                    root.type_name()
+                ),
+                root.span,
+                Some("start the file with `tests:` and a list of tests below it".into()),
+            );
+            return None;
+        };
+        self.keys(entries, TOP_KEYS, "a test file");
+        let located = |r: &mut Self, key: &str| {
+            let n = root.get(key)?;
+            let what = format!("`{key}`");
+            r.text(n, &what).map(|t| (t, n.span))
+        };
+        let instance = located(self, "instance");
+        let state = located(self, "state");
+        let cases = match root.get("tests") {
+            None => {
+                self.error(
+                    code::MISSING_KEY,
+                    "the test file has no `tests`".into(),
+                    Span::from_offset(self.source, root.span.offset, 0),
+                    Some("add `tests:` with a list of tests, each with a name, an event and what to expect".into()),
+                );
+                Vec::new()
+            }
+            Some(n) => match &n.kind {
+                Kind::Seq(items) => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| self.case(i, t))
+                    .collect(),
+                _ => {
+                    self.error(
+                        code::WRONG_TYPE,
+                        format!("`tests` must be a list, but it is {}", n.type_name()),
+                        n.span,
+                        Some(
+                            "start each test with `- name: …` on its own line under `tests:`"
+                                .into(),
+                        ),
+                    );
+                    Vec::new()
+                }
+            },
+        };
+        Some(TestFile {
+            instance,
+            state,
+            cases,
+        })
+    }
+
+    fn case(&mut self, i: usize, node: &Node) -> Option<Case> {
+        let Kind::Map(entries) = &node.kind else {
+            self.error(
+                code::WRONG_TYPE,
+                format!(
+                    "test {} must be a mapping, but it is {}",
+                    i + 1,
+                    node.type_name()
+                ),
+                node.span,
+                Some("a test has `name:`, `event:` and `expect:`".into()),
+            );
+            return None;
+        };
+        let name = match node.get("name") {
+            Some(n) => self.text(n, "a test's `name`"),
+            None => None,
+        }
+        .unwrap_or_else(|| format!("test {}", i + 1));
+        let what = format!("test \"{name}\"");
+        self.keys(entries, CASE_KEYS, &what);
+        let start = Span::from_offset(self.source, node.span.offset, 0);
+        let event = match node.get("event") {
+            None => {
+                self.error(
+                    code::MISSING_KEY,
+                    format!("{what} has no `event`"),
+                    start,
+                    Some("add `event: {type: identify, userId: u_1, traits: {…}}`".into()),
+                );
+                None
+            }
+            Some(e) => {
+                let v = e.to_json();
+                match closeflow_mapping::events::check(v.clone()) {
+                    Entry::Event(_) => Some(v),
+                    Entry::Invalid { message, .. } => {
+                        self.error(
+                            code::BAD_EVENT,
+                            format!("{what}: {message}"),
+                            e.span,
+                            Some("an event is a mapping with a `type` (identify, track, group, page, screen, alias)".into()),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let (mapping, mapping_span) = match node.get("mapping") {
+            Some(m) => (self.text(m, "`mapping`"), Some(m.span)),
+            None => (None, None),
         };
         let mut case = Case {
             name: name.clone(),
-            event,
-            mapping: t.get("mapping").and_then(Value::as_str).map(str::to_string),
+            event: event.unwrap_or(Value::Null),
+            mapping,
+            mapping_span,
             not_triggered: false,
             payload: None,
             plan: None,
         };
-        match t.get("expect") {
-            Some(Value::String(s)) if s == "not_triggered" => case.not_triggered = true,
-            Some(Value::Object(e)) => {
-                for k in e.keys() {
-                    if !["payload", "plan", "not_triggered"].contains(&k.as_str()) {
-                        return err(format!(
-                            "{name}: unknown expectation `{k}` (payload, plan, not_triggered)"
-                        ));
+        let expect_hint =
+            "write `expect: not_triggered`, or a mapping with `payload:` and/or `plan:`";
+        match node.get("expect") {
+            None => self.error(
+                code::MISSING_KEY,
+                format!("{what} has no `expect`"),
+                start,
+                Some(expect_hint.into()),
+            ),
+            Some(e) => match &e.kind {
+                Kind::Str(s) if s == "not_triggered" => case.not_triggered = true,
+                Kind::Map(es) => {
+                    self.keys(es, EXPECT_KEYS, "`expect`");
+                    if let Some(n) = e.get("not_triggered") {
+                        match n.kind {
+                            Kind::Bool(b) => case.not_triggered = b,
+                            _ => self.error(
+                                code::WRONG_TYPE,
+                                format!(
+                                    "`not_triggered` must be true or false, but it is {}",
+                                    n.type_name()
+                                ),
+                                n.span,
+                                Some("write `not_triggered: true`".into()),
+                            ),
+                        }
+                    }
+                    if let Some(p) = e.get("payload") {
+                        match p.kind {
+                            Kind::Map(_) => case.payload = Some(p.to_json()),
+                            _ => self.error(
+                                code::WRONG_TYPE,
+                                format!("`payload` must be a mapping, but it is {}", p.type_name()),
+                                p.span,
+                                Some("write the expected payload's fields, e.g. `payload: {contact_email: ada@acme.com}`".into()),
+                            ),
+                        }
+                    }
+                    if let Some(p) = e.get("plan") {
+                        case.plan = self.plan(p);
                     }
                 }
-                case.not_triggered = e
-                    .get("not_triggered")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                case.payload = e.get("payload").cloned();
-                case.plan = match e.get("plan") {
-                    None => None,
-                    Some(Value::Array(a)) => Some(a.clone()),
-                    Some(_) => return err(format!("{name}: `plan` must be a list of steps")),
-                };
-            }
-            _ => {
-                return err(format!(
-                    "{name}: `expect` must be `not_triggered` or a mapping with payload/plan"
-                ));
+                _ => {
+                    let hint = match &e.kind {
+                        Kind::Str(s) => suggest::hint(s, &["not_triggered"]),
+                        _ => None,
+                    };
+                    self.error(
+                        code::WRONG_TYPE,
+                        format!(
+                            "`expect` must be `not_triggered` or a mapping, but it is {}",
+                            describe(e)
+                        ),
+                        e.span,
+                        Some(hint.unwrap_or_else(|| expect_hint.into())),
+                    );
+                }
+            },
+        }
+        Some(case)
+    }
+
+    fn plan(&mut self, node: &Node) -> Option<Vec<Value>> {
+        let Kind::Seq(items) = &node.kind else {
+            self.error(
+                code::WRONG_TYPE,
+                format!("`plan` must be a list of steps, but it is {}", node.type_name()),
+                node.span,
+                Some("write one step per line: `- unchanged lead_1`, `- create_contact`, `- update_lead: lead_1`".into()),
+            );
+            return None;
+        };
+        for step in items {
+            match &step.kind {
+                Kind::Str(text) => {
+                    let kind = text.split_whitespace().next().unwrap_or_default();
+                    let at = Span::from_offset(
+                        self.source,
+                        yaml::scalar_span(self.source, step.span, text, 0, kind.len()).offset,
+                        kind.len(),
+                    );
+                    self.step_kind(kind, at);
+                }
+                Kind::Map(entries) => {
+                    let kinds: Vec<&(Node, Node)> = entries
+                        .iter()
+                        .filter(|(k, _)| k.key_text() != "changes")
+                        .collect();
+                    match kinds.as_slice() {
+                        [(k, _)] => self.step_kind(&k.key_text(), k.span),
+                        _ => self.error(
+                            code::UNKNOWN_STEP,
+                            format!("a step is one kind (with its id) and optional `changes`, but this has {} other keys", kinds.len()),
+                            step.span,
+                            Some("e.g. `- update_contact: cont_1` with `changes: {title: CTO}` below it".into()),
+                        ),
+                    }
+                    if let Some(c) = step.get("changes")
+                        && !matches!(c.kind, Kind::Map(_))
+                    {
+                        self.error(
+                            code::WRONG_TYPE,
+                            format!(
+                                "`changes` must be a mapping of fields to new values, but it is {}",
+                                c.type_name()
+                            ),
+                            c.span,
+                            Some("e.g. `changes: {title: CTO}`".into()),
+                        );
+                    }
+                }
+                _ => self.error(
+                    code::WRONG_TYPE,
+                    format!(
+                        "a step is text or a mapping, but this is {}",
+                        step.type_name()
+                    ),
+                    step.span,
+                    Some("e.g. `- unchanged lead_1` or `- update_lead: lead_1`".into()),
+                ),
             }
         }
-        cases.push(case);
+        Some(items.iter().map(Node::to_json).collect())
     }
-    Ok(TestFile { state, cases })
+
+    fn step_kind(&mut self, kind: &str, span: Span) {
+        if STEP_KINDS.contains(&kind) {
+            return;
+        }
+        let hint = suggest::hint(kind, STEP_KINDS)
+            .unwrap_or_else(|| format!("step kinds are: {}", STEP_KINDS.join(", ")));
+        self.error(
+            code::UNKNOWN_STEP,
+            format!("unknown step kind `{kind}`"),
+            span,
+            Some(hint),
+        );
+    }
+}
+
+fn describe(n: &Node) -> String {
+    match &n.kind {
+        Kind::Str(s) => format!("\"{s}\""),
+        _ => n.type_name().to_string(),
+    }
 }
 
 /// A step as a test states it: `kind`, `kind id`, `{kind: id, changes: {...}}`, `{skipped: reason}`.
@@ -294,10 +605,21 @@ pub async fn run_case(inst: &Instance, state: &State, case: &Case) -> Outcome {
         let ok = want.len() == m.steps.len()
             && want.iter().zip(&m.steps).all(|(w, s)| step_matches(w, s));
         if !ok {
+            // A step that meets its expectation is shown as the test wrote it, so that the diff
+            // marks only the steps that differ.
+            let actual = m
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match want.get(i) {
+                    Some(w) if step_matches(w, s) => w.clone(),
+                    _ => step_text(s),
+                })
+                .collect();
             failures.push(Failure {
                 what: "plan".into(),
                 expected: Value::Array(want.clone()),
-                actual: Value::Array(m.steps.iter().map(step_text).collect()),
+                actual: Value::Array(actual),
             });
         }
     }

@@ -7,7 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Requests per window, per endpoint group and key. The default is the recorded profile.
-#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize)]
+///
+/// In a snapshot: `"limits": {"search": 16, "other": 240, "delete_lead": 80, "window_secs": 8.0}`,
+/// any subset of the four (the others keep the recorded values); saved back when not the default.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub search: u32,
     pub other: u32,
@@ -149,16 +153,25 @@ impl Sim {
             Some(Value::Array(a)) if !a.is_empty() => a.clone(),
             _ => vec![json!({"id": "stat_potential", "label": "Potential"})],
         };
+        let limits = match s.get("limits") {
+            None | Some(Value::Null) => Limits::default(),
+            Some(l) => {
+                let limits: Limits = serde_json::from_value(l.clone()).map_err(|e| {
+                    format!("`limits`: {e} (keys: search, other, delete_lead, window_secs)")
+                })?;
+                if !(limits.window_secs > 0.0 && limits.window_secs.is_finite()) {
+                    return Err("`limits.window_secs` must be a positive number of seconds".into());
+                }
+                limits
+            }
+        };
         let mut inner = Inner {
             api_keys,
             custom_fields,
             lead_statuses,
             leads: vec![],
             contacts: vec![],
-            limits: s
-                .get("limits")
-                .and_then(|l| serde_json::from_value(l.clone()).ok())
-                .unwrap_or_default(),
+            limits,
             faults: s
                 .get("faults")
                 .and_then(|f| serde_json::from_value(f.clone()).ok())
@@ -240,12 +253,18 @@ impl Sim {
                 Value::Object(l)
             })
             .collect();
-        json!({
+        let mut snap = json!({
             "api_keys": st.api_keys,
             "custom_fields": st.custom_fields,
             "lead_statuses": st.lead_statuses,
             "leads": leads,
-        })
+        });
+        // Configured limits are part of the state a run depends on; the recorded profile is
+        // the default and is left out, so that hand-written snapshots stay short.
+        if st.limits != Limits::default() {
+            snap["limits"] = json!(st.limits);
+        }
+        snap
     }
 
     pub fn set_faults(&self, f: Faults) {
@@ -270,6 +289,39 @@ impl Sim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn limits_may_be_partial_and_are_saved() {
+        let sim = Sim::from_snapshot(Some(&json!({"limits": {"search": 2}}))).unwrap();
+        let limits = sim.lock().limits;
+        assert_eq!(
+            limits,
+            Limits {
+                search: 2,
+                ..Limits::default()
+            }
+        );
+        let saved = sim.snapshot();
+        assert_eq!(saved["limits"]["search"], 2);
+        assert_eq!(saved["limits"]["other"], 240);
+        let again = Sim::from_snapshot(Some(&saved)).unwrap();
+        assert_eq!(again.lock().limits, limits);
+        assert!(
+            Sim::from_snapshot(None)
+                .unwrap()
+                .snapshot()
+                .get("limits")
+                .is_none()
+        );
+        for bad in [
+            json!({"serch": 2}),
+            json!({"search": -1}),
+            json!({"window_secs": 0}),
+        ] {
+            let e = Sim::from_snapshot(Some(&json!({"limits": bad}))).unwrap_err();
+            assert!(e.contains("limits"), "{e}");
+        }
+    }
+
     #[test]
     fn dates_are_rfc3339() {
         assert_eq!(format_rfc3339(0, 5), "1970-01-01T00:00:00.000005+00:00");
