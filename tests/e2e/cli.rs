@@ -79,6 +79,35 @@ golden!(
     ]
 );
 golden!(
+    hints,
+    [
+        "validate",
+        "--no-color",
+        "tests/e2e/fixtures/invalid/hints.yaml"
+    ]
+);
+golden!(
+    secrets,
+    [
+        "validate",
+        "--no-color",
+        "tests/e2e/fixtures/invalid/secrets.yaml",
+        "tests/e2e/fixtures/invalid/secrets_broken.yaml"
+    ]
+);
+golden!(
+    test_file_checked_with_its_instance,
+    [
+        "validate",
+        "--no-color",
+        "tests/e2e/fixtures/tests/inst.yml"
+    ]
+);
+golden!(
+    test_file_diagnostics_and_diff,
+    ["test", "--no-color", "tests/e2e/fixtures/tests/"]
+);
+golden!(
     json_format,
     [
         "validate",
@@ -105,6 +134,9 @@ fn all_files_reported_at_once() {
         .map(|d| d["code"].as_str().unwrap())
         .collect();
     for c in [
+        "literal_secret",
+        "bad_template",
+        "wrong_type",
         "yaml_syntax",
         "unknown_key",
         "too_many_mappings",
@@ -122,25 +154,66 @@ fn all_files_reported_at_once() {
     ] {
         assert!(codes.contains(c), "{c} missing from {codes:?}");
     }
-    assert_eq!(v["files"], 7);
+    assert_eq!(v["files"], 10);
+    for d in v["diagnostics"].as_array().unwrap() {
+        assert!(
+            d["hint"].as_str().is_some_and(|h| !h.is_empty()),
+            "every diagnostic comes with a hint: {d}"
+        );
+    }
 }
 
 #[test]
-fn secrets_never_echoed() {
+fn denied_warnings_are_counted_as_errors() {
     let out = closeflow(&[
         "validate",
         "--format",
         "json",
+        "--deny-warnings",
         "tests/e2e/fixtures/invalid/warnings.yaml",
     ]);
-    let all = text(&out);
-    assert!(!all.contains("literal-key-in-file"), "{all}");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["errors"].as_u64(), v["warnings"].as_u64()),
+        (Some(4), Some(0)),
+        "{v}"
+    );
+    assert!(
+        v["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["severity"] == "error")
+    );
+}
+
+#[test]
+fn secrets_never_echoed() {
+    for format in ["json", "human"] {
+        let out = closeflow(&[
+            "validate",
+            "--no-color",
+            "--format",
+            format,
+            "tests/e2e/fixtures/invalid/",
+        ]);
+        let all = text(&out);
+        // Source excerpts show the lines around a problem: a literal key must not be among them.
+        for secret in ["literal-key-in-file", "S3CRET", "api_live_fallback_key"] {
+            assert!(!all.contains(secret), "{secret} shown ({format}):\n{all}");
+        }
+        assert!(all.contains("literal_secret"), "{all}");
+    }
+    // Commands that need a valid instance print its diagnostics too.
     let out = closeflow(&[
-        "validate",
-        "--no-color",
-        "tests/e2e/fixtures/invalid/warnings.yaml",
+        "explain",
+        "--instance",
+        "tests/e2e/fixtures/invalid/secrets.yaml",
+        r#"{"type": "identify"}"#,
     ]);
-    assert!(text(&out).contains("literal_secret"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!text(&out).contains("S3CRET"), "{}", text(&out));
 }
 
 #[test]

@@ -1,10 +1,13 @@
 //! One end-to-end test binary (ripgrep-style): the real `closeflow` binary, the real simulator
 //! and real HTTP on loopback.
 
+mod against;
 mod cli;
 mod close;
 mod diff;
 mod fidelity;
 mod plans;
 mod readme;
+mod robust;
 mod serve;
+mod sim_cmd;

@@ -101,8 +101,8 @@ fn mapping_tests_pass_and_a_failure_shows_a_diff() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("✗ wrong on purpose"), "{t}");
-    assert!(t.contains("-   \"create_lead\""), "{t}");
-    assert!(t.contains("+   \"unchanged lead_19aKq2\""), "{t}");
+    assert!(t.contains("      - - \"create_lead\""), "{t}");
+    assert!(t.contains("      + - \"unchanged lead_19aKq2\""), "{t}");
     assert!(t.contains("0 passed, 1 failed"), "{t}");
 }
 
@@ -205,15 +205,85 @@ mod live {
         let ada = leads.iter().find(|l| l["id"] == "lead_acme").unwrap()["contacts"][0].clone();
         assert_eq!(ada["title"], "CTO");
         let applied = std::fs::read_to_string(&resume).unwrap();
-        assert_eq!(applied.lines().count(), 10, "{applied}");
+        assert_eq!(
+            applied.lines().next(),
+            Some(format!("# closeflow send: instance plans, endpoint {url}").as_str())
+        );
+        assert_eq!(applied.lines().skip(1).count(), 10, "{applied}");
 
         let after_first = sim.snapshot();
         let out = run(send(&["--resume"])).await;
         let t = text(&out);
         assert!(
-            t.contains("10 event(s) already applied were skipped"),
+            t.contains(&format!("--resume: 10 event(s) skipped because {resume} records them as already applied by instance plans at {url}")),
+            "{t}"
+        );
+        assert!(
+            t.contains("event 1  = skipped by --resume: messageId e1 was already applied"),
             "{t}"
         );
         assert_eq!(sim.snapshot(), after_first, "nothing applied twice");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_default_resume_file_belongs_to_one_instance_and_one_close() {
+        let dir = closeflow_e2e::scratch("resume");
+        let instance = closeflow_e2e::workspace_root().join(INSTANCE);
+        let events = closeflow_e2e::workspace_root().join(EVENTS);
+        let send = |url: String, extra: &'static [&'static str]| {
+            let (dir, instance, events) = (dir.clone(), instance.clone(), events.clone());
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(closeflow_e2e::closeflow_bin())
+                    .arg("send")
+                    .args(extra)
+                    .arg("--instance")
+                    .arg(&instance)
+                    .args(["--close-url", &url])
+                    .arg(&events)
+                    .current_dir(&dir)
+                    .env("NO_COLOR", "1")
+                    .output()
+                    .unwrap()
+            })
+        };
+        let (first, url1) = sim().await;
+        let out = send(url1.clone(), &[]).await.unwrap();
+        let t = text(&out);
+        let port1 = url1.split(':').nth(2).unwrap().split('/').next().unwrap();
+        let file = format!(".closeflow-send-plans-127.0.0.1_{port1}_api_v1.done");
+        assert!(dir.join(&file).is_file(), "{t}");
+        assert!(
+            t.contains(&format!(
+                "applied messageIds are recorded in {file} (instance plans at {url1})"
+            )),
+            "{t}"
+        );
+        // Another Close (a fresh simulator) has none of it: --resume skips nothing there.
+        let (second, url2) = sim().await;
+        let out = send(url2.clone(), &["--resume"]).await.unwrap();
+        let t = text(&out);
+        assert!(t.contains("--resume: nothing skipped"), "{t}");
+        assert_eq!(
+            second.snapshot()["leads"].as_array().unwrap().len(),
+            first.snapshot()["leads"].as_array().unwrap().len(),
+            "the second Close got every event"
+        );
+        // A resume file recorded for one Close is refused for another.
+        let recorded = dir.join(&file).display().to_string();
+        let out = run(args(&[
+            "send",
+            "--resume",
+            "--resume-file",
+            &recorded,
+            "--instance",
+            INSTANCE,
+            "--close-url",
+            &url2,
+            EVENTS,
+        ]))
+        .await;
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(t.contains("records events applied elsewhere"), "{t}");
     }
 }
