@@ -60,13 +60,7 @@ impl Loader<'_> {
             else {
                 continue;
             };
-            // A Close API key always starts with `api_`; a simulator's `test_key` is no secret.
-            let secret = if key == "write_key" {
-                !d.trim().is_empty()
-            } else {
-                d.trim_start().starts_with("api_")
-            };
-            if secret {
+            if looks_like_a_key(d) {
                 let span = locate_in(self.source, node.span, &format!(":-{d}"));
                 self.push(
                     Diagnostic::warning(
@@ -137,4 +131,13 @@ impl Loader<'_> {
         }
         out
     }
+}
+
+/// Whether a `${VAR:-default}`'s default has the shape of a real credential: a Close API key
+/// (`api_…`) or a generated key (20 characters or more, no spaces: Segment's write keys have 32).
+/// Short placeholders for local trials, the simulator's `test_key` or a demo's `wk_default`, are
+/// not secrets, and the shipped examples use them.
+fn looks_like_a_key(default: &str) -> bool {
+    let d = default.trim();
+    d.starts_with("api_") || (d.chars().count() >= 20 && !d.contains(char::is_whitespace))
 }
