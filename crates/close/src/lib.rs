@@ -20,6 +20,7 @@ pub mod retry;
 pub mod run;
 pub mod schema;
 pub mod state;
+pub mod stored;
 pub mod testing;
 
 pub use model::{Contact, KeyConfig, Lead};

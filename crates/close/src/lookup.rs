@@ -107,6 +107,8 @@ pub struct Found {
     pub contacts: Vec<Contact>,
     /// The leads those contacts belong to.
     pub leads: Vec<Lead>,
+    /// The organisation's custom field types, to compare values as Close stores them.
+    pub types: crate::stored::FieldTypes,
 }
 
 impl Found {

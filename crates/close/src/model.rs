@@ -43,19 +43,12 @@ fn text(m: &Map<String, Value>, k: &str) -> String {
         .to_string()
 }
 
+/// The flat `custom.cf_…` keys. Replies also carry a `custom` object keyed by field *name* (a
+/// legacy form): it says nothing the flat keys do not, and names are not ids, so it is ignored.
 fn customs(m: &Map<String, Value>) -> BTreeMap<String, Value> {
-    let mut out = BTreeMap::new();
-    if let Some(Value::Object(nested)) = m.get("custom") {
-        for (k, v) in nested {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    for (k, v) in m {
-        if let Some(id) = k.strip_prefix("custom.") {
-            out.insert(id.to_string(), v.clone());
-        }
-    }
-    out
+    m.iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("custom.")?.to_string(), v.clone())))
+        .collect()
 }
 
 fn list(m: &Map<String, Value>, k: &str) -> Vec<Value> {
@@ -165,7 +158,12 @@ pub fn norm_url(s: &str) -> String {
     s.trim().to_string()
 }
 
-/// Oldest first; the id breaks ties so that the order never depends on how results arrived.
+/// Oldest first, comparing `date_created` as instants (`…+05:00` and `…Z` are ordered by time,
+/// not text; a missing or unreadable date sorts first); the id breaks ties so that the order
+/// never depends on how results arrived.
 pub fn by_age<T>(items: &mut [T], key: impl Fn(&T) -> (&str, &str)) {
-    items.sort_by(|a, b| key(a).cmp(&key(b)));
+    items.sort_by_cached_key(|x| {
+        let (date, id) = key(x);
+        (crate::stored::instant(date), id.to_string())
+    });
 }

@@ -91,11 +91,13 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// A top-level text field: `null`, `""` and whitespace-only text are "not provided" (a template
+/// over an event without the values renders `" "`); other text is trimmed.
 fn text(field: &str, label: &str, v: &Value) -> Result<Option<String>, PayloadError> {
     match v {
         Value::Null => Ok(None),
-        Value::String(s) if s.is_empty() => Ok(None),
-        Value::String(s) => Ok(Some(s.clone())),
+        Value::String(s) if s.trim().is_empty() => Ok(None),
+        Value::String(s) => Ok(Some(s.trim().to_string())),
         Value::Number(n) => Ok(Some(closeflow_mapping::js::to_js_string(&Value::Number(
             n.clone(),
         )))),
@@ -110,7 +112,72 @@ fn text(field: &str, label: &str, v: &Value) -> Result<Option<String>, PayloadEr
     }
 }
 
+/// How a `*_custom_fields` key writes its field: `cf_x` sets it, `cf_x.add` / `cf_x.remove` add
+/// a value to / remove one from a multi-value field (Close's own suffixes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomOp {
+    Set,
+    Add,
+    Remove,
+}
+
+/// Splits a custom-field key into the field id and what it does. A key with whitespace (a
+/// field's name, not its id) or another dotted suffix is refused.
+pub fn custom_key(k: &str) -> Result<(&str, CustomOp), String> {
+    if k.chars().any(char::is_whitespace) {
+        return Err("a custom field id has no spaces (is this the field's name?)".into());
+    }
+    let (id, op) = match k.split_once('.') {
+        None => (k, CustomOp::Set),
+        Some((id, "add")) => (id, CustomOp::Add),
+        Some((id, "remove")) => (id, CustomOp::Remove),
+        Some((_, other)) => {
+            return Err(format!(
+                "`.{other}` is not a custom field suffix (only `.add` and `.remove` are)"
+            ));
+        }
+    };
+    if id.is_empty() {
+        return Err("the custom field id is empty".into());
+    }
+    Ok((id, op))
+}
+
+/// An address Close's word search can find again: one `@`, with a letter or digit on each side.
+fn looks_like_email(e: &str) -> bool {
+    let mut parts = e.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let wordy = |s: &str| s.chars().any(char::is_alphanumeric);
+    wordy(local) && wordy(domain)
+}
+
 impl Payload {
+    /// Refuses custom-field keys that set a lookup-key field (the settings' ids): those fields
+    /// are owned by `lead_external_id` / `contact_external_id`, and writing them another way
+    /// would move the record out of its own lookup.
+    pub fn check_keys(&self, cfg: &crate::model::KeyConfig) -> Result<(), PayloadError> {
+        let reserved = [&cfg.company_field, &cfg.user_field];
+        for (field, map) in [
+            ("lead_custom_fields", &self.lead_custom_fields),
+            ("contact_custom_fields", &self.contact_custom_fields),
+        ] {
+            for k in map.keys() {
+                let id = custom_key(k).map_or(k.as_str(), |(id, _)| id);
+                if reserved.iter().any(|r| r.as_deref() == Some(id)) {
+                    return Err(PayloadError {
+                        field: field.to_string(),
+                        message: format!(
+                            "{field} may not set {id}: it holds the lookup key (set it with lead_external_id or contact_external_id)"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A text field's label (as error messages name it) and where its value goes.
     fn text_slot(&mut self, name: &str) -> Option<(&'static str, &mut Option<String>)> {
         Some(match name {
@@ -153,6 +220,12 @@ impl Payload {
                         });
                     }
                 };
+                for key in m.keys() {
+                    custom_key(key).map_err(|why| PayloadError {
+                        field: k.clone(),
+                        message: format!("{label} key \"{key}\": {why}"),
+                    })?;
+                }
                 if k == "lead_custom_fields" {
                     p.lead_custom_fields = m;
                 } else {
@@ -178,6 +251,17 @@ impl Payload {
                     message: format!("{k} is not a field of this action."),
                 });
             }
+        }
+        if let Some(e) = &p.contact_email
+            && !looks_like_email(e)
+        {
+            let shown: String = e.chars().take(80).collect();
+            return Err(PayloadError {
+                field: "contact_email".into(),
+                message: format!(
+                    "Contact Email must be an email address (one @ with text on both sides), but it was \"{shown}\"."
+                ),
+            });
         }
         Ok(p)
     }
@@ -226,5 +310,65 @@ mod tests {
         assert!(norm(json!({"contact_email": ["a", "b"]})).is_err());
         assert!(norm(json!({"allow_creating_new_leads": "yes"})).is_err());
         assert!(norm(json!({"nope": 1})).is_err());
+    }
+
+    #[test]
+    fn whitespace_text_is_not_provided_and_text_is_trimmed() {
+        let p = norm(json!({"contact_name": " ", "contact_title": "  CTO \n", "lead_name": "\t",
+                            "contact_email": "  ada@acme.com "}))
+        .unwrap();
+        assert_eq!(p.contact_name, None);
+        assert_eq!(p.lead_name, None);
+        assert_eq!(p.contact_title.as_deref(), Some("CTO"));
+        assert_eq!(p.contact_email.as_deref(), Some("ada@acme.com"));
+        // Custom field values are not top-level text: kept as given.
+        let p = norm(json!({"lead_custom_fields": {"cf_a": " "}})).unwrap();
+        assert_eq!(p.lead_custom_fields["cf_a"], " ");
+    }
+
+    #[test]
+    fn contact_email_must_look_like_an_address() {
+        for bad in ["-", "ada", "@acme.com", "ada@", "a@b@c", "-@-", "ada acme.com"] {
+            let e = norm(json!({"contact_email": bad})).unwrap_err();
+            assert_eq!(e.field, "contact_email", "{bad}");
+            assert!(e.message.starts_with("Contact Email must be an email address"), "{}", e.message);
+        }
+        for good in ["ada@acme.com", "x@y", "ADA+tag@acme.co.uk"] {
+            assert!(norm(json!({"contact_email": good})).is_ok(), "{good}");
+        }
+        // Whitespace only is not provided, not an error.
+        assert_eq!(norm(json!({"contact_email": "  "})).unwrap().contact_email, None);
+    }
+
+    #[test]
+    fn custom_field_keys_are_ids_with_optional_add_or_remove() {
+        assert_eq!(custom_key("cf_a"), Ok(("cf_a", CustomOp::Set)));
+        assert_eq!(custom_key("lf_size.add"), Ok(("lf_size", CustomOp::Add)));
+        assert_eq!(custom_key("cf_a.remove"), Ok(("cf_a", CustomOp::Remove)));
+        for bad in ["cf_a.set", "Company Size", "cf_a .add", ".add", "cf_a.add.remove"] {
+            assert!(custom_key(bad).is_err(), "{bad}");
+        }
+        let e = norm(json!({"contact_custom_fields": {"Plan Name": "x"}})).unwrap_err();
+        assert_eq!(e.field, "contact_custom_fields");
+        assert!(e.message.contains("Plan Name"), "{}", e.message);
+    }
+
+    #[test]
+    fn lookup_key_fields_may_not_be_set_through_custom_fields() {
+        let cfg = crate::model::KeyConfig {
+            company_field: Some("cf_company".into()),
+            user_field: Some("cf_user".into()),
+        };
+        for (field, key) in [
+            ("lead_custom_fields", "cf_company"),
+            ("contact_custom_fields", "cf_user"),
+            ("contact_custom_fields", "cf_user.add"),
+        ] {
+            let p = norm(json!({ field: { key: "x" } })).unwrap();
+            let e = p.check_keys(&cfg).unwrap_err();
+            assert_eq!(e.field, field);
+        }
+        let p = norm(json!({"lead_custom_fields": {"cf_plan": "x"}})).unwrap();
+        assert!(p.check_keys(&cfg).is_ok());
     }
 }

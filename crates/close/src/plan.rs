@@ -3,7 +3,8 @@
 
 use crate::lookup::{self, Found, Keys, Warning};
 use crate::model::{Contact, KeyConfig, Lead, by_age, norm_email, norm_phone, norm_url};
-use crate::payload::Payload;
+use crate::payload::{CustomOp, Payload, custom_key};
+use crate::stored::{self, FieldTypes};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -148,7 +149,7 @@ pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
                 });
             }
             out.steps
-                .push(update_lead(lead, p, f.allow_updating_existing_leads));
+                .push(update_lead(lead, p, &found.types, f.allow_updating_existing_leads));
             if !has_contact_key {
                 out.steps.push(Step::skipped(
                     Object::Contact,
@@ -195,6 +196,7 @@ pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
                         &keys,
                         c,
                         p,
+                        &found.types,
                         f.allow_updating_existing_contacts,
                     ));
                 }
@@ -244,6 +246,7 @@ pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
                     &keys,
                     c,
                     p,
+                    &found.types,
                     f.allow_updating_existing_contacts,
                 ));
             }
@@ -260,7 +263,7 @@ pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
         match found.leads.iter().find(|l| l.id == id) {
             Some(lead) => out
                 .steps
-                .push(update_lead(lead, p, f.allow_updating_existing_leads)),
+                .push(update_lead(lead, p, &found.types, f.allow_updating_existing_leads)),
             None => {
                 // The lead could not be read; update it blind with what the payload gives.
                 let unknown = Lead {
@@ -272,7 +275,7 @@ pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
                     custom: Default::default(),
                 };
                 out.steps
-                    .push(update_lead(&unknown, p, f.allow_updating_existing_leads));
+                    .push(update_lead(&unknown, p, &found.types, f.allow_updating_existing_leads));
             }
         }
     }
@@ -282,6 +285,7 @@ pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
             &keys,
             c,
             p,
+            &found.types,
             f.allow_updating_existing_contacts,
         ));
     }
@@ -358,19 +362,83 @@ fn text_or_null(s: &str) -> Value {
     Value::String(s.to_string())
 }
 
+/// The payload's custom fields against a record's: `cf_x` sets a value, `cf_x.add` /
+/// `cf_x.remove` edit a multi-value field's list (sent as the whole resulting list, as lists
+/// are). Values compare in Close's stored form, so a value Close stores differently but means
+/// the same is unchanged.
 fn customs(
     changes: &mut Vec<Change>,
     body: &mut Map<String, Value>,
     current: &std::collections::BTreeMap<String, Value>,
     given: &Map<String, Value>,
+    types: &FieldTypes,
 ) {
+    // Field id → (value after every key of the payload, whether any key changed it).
+    let mut edits: Vec<(&str, Value, bool)> = Vec::new();
     for (k, v) in given {
-        let before = current.get(k).cloned().unwrap_or(Value::Null);
-        set(changes, body, &format!("custom.{k}"), before, v.clone());
+        // Normalisation refused any other key.
+        let Ok((id, op)) = custom_key(k) else {
+            continue;
+        };
+        let t = types.get(id);
+        let slot = match edits.iter().position(|(x, ..)| *x == id) {
+            Some(i) => i,
+            None => {
+                let now = current.get(id).cloned().unwrap_or(Value::Null);
+                edits.push((id, now, false));
+                edits.len() - 1
+            }
+        };
+        let (_, now, changed) = &mut edits[slot];
+        match op {
+            CustomOp::Set => {
+                if !stored::same(t, now, v) {
+                    *now = v.clone();
+                    *changed = true;
+                }
+            }
+            CustomOp::Add => {
+                let mut list = stored::as_list(now);
+                for x in stored::as_list(v) {
+                    if !list.iter().any(|y| stored::same(t, y, &x)) {
+                        list.push(x);
+                        *changed = true;
+                    }
+                }
+                if *changed {
+                    *now = Value::Array(list);
+                }
+            }
+            CustomOp::Remove => {
+                let gone = stored::as_list(v);
+                let list = stored::as_list(now);
+                let kept: Vec<Value> = list
+                    .iter()
+                    .filter(|y| !gone.iter().any(|x| stored::same(t, y, x)))
+                    .cloned()
+                    .collect();
+                if kept.len() != list.len() {
+                    *now = Value::Array(kept);
+                    *changed = true;
+                }
+            }
+        }
+    }
+    for (id, after, changed) in edits {
+        if changed {
+            let before = current.get(id).cloned().unwrap_or(Value::Null);
+            let field = format!("custom.{id}");
+            body.insert(field.clone(), after.clone());
+            changes.push(Change {
+                field,
+                before,
+                after,
+            });
+        }
     }
 }
 
-fn update_lead(lead: &Lead, p: &Payload, allowed: bool) -> Step {
+fn update_lead(lead: &Lead, p: &Payload, types: &FieldTypes, allowed: bool) -> Step {
     let mut changes = Vec::new();
     let mut body = Map::new();
     if let Some(n) = &p.lead_name {
@@ -400,7 +468,13 @@ fn update_lead(lead: &Lead, p: &Payload, allowed: bool) -> Step {
             json!(s),
         );
     }
-    customs(&mut changes, &mut body, &lead.custom, &p.lead_custom_fields);
+    customs(
+        &mut changes,
+        &mut body,
+        &lead.custom,
+        &p.lead_custom_fields,
+        types,
+    );
     let label = Some(lead.name.clone()).filter(|n| !n.is_empty());
     finish(
         Object::Lead,
@@ -506,7 +580,14 @@ fn append(
     });
 }
 
-fn update_contact(cfg: &KeyConfig, keys: &Keys, c: &Contact, p: &Payload, allowed: bool) -> Step {
+fn update_contact(
+    cfg: &KeyConfig,
+    keys: &Keys,
+    c: &Contact,
+    p: &Payload,
+    types: &FieldTypes,
+    allowed: bool,
+) -> Step {
     let mut changes = Vec::new();
     let mut body = Map::new();
     if let Some(n) = &p.contact_name {
@@ -536,7 +617,13 @@ fn update_contact(cfg: &KeyConfig, keys: &Keys, c: &Contact, p: &Payload, allowe
     if let Some(u) = &p.contact_url {
         append(&mut changes, &mut body, &URLS, &c.urls, u.trim());
     }
-    customs(&mut changes, &mut body, &c.custom, &p.contact_custom_fields);
+    customs(
+        &mut changes,
+        &mut body,
+        &c.custom,
+        &p.contact_custom_fields,
+        types,
+    );
     if let (Some(u), Some(f)) = (&keys.user, &cfg.user_field)
         && c.custom_text(f).is_none()
     {
@@ -594,12 +681,34 @@ impl Created {
             );
         }
     }
-    /// Custom fields (null ones are simply not set), then the lookup key's field: the key wins
-    /// over a custom field of the same id.
+    /// Custom fields (null ones are simply not set; `.add` sets the list of its values,
+    /// `.remove` has nothing to remove), then the lookup key's field: the key wins over a custom
+    /// field of the same id.
     fn customs(&mut self, given: &Map<String, Value>, key: Option<(&String, &String)>) {
+        let mut lists: Vec<(&str, Vec<Value>)> = Vec::new();
         for (k, v) in given {
-            if !v.is_null() && key.is_none_or(|(_, field)| field != k) {
-                self.put(&format!("custom.{k}"), v.clone(), v.clone());
+            let Ok((id, op)) = custom_key(k) else {
+                continue;
+            };
+            if key.is_some_and(|(_, field)| field == id) {
+                continue;
+            }
+            match op {
+                CustomOp::Set if !v.is_null() => {
+                    self.put(&format!("custom.{id}"), v.clone(), v.clone());
+                }
+                CustomOp::Add => match lists.iter_mut().find(|(x, _)| *x == id) {
+                    Some((_, l)) => l.extend(stored::as_list(v)),
+                    None => lists.push((id, stored::as_list(v))),
+                },
+                _ => {}
+            }
+        }
+        for (id, mut list) in lists {
+            list.dedup();
+            if !list.is_empty() {
+                let v = Value::Array(list);
+                self.put(&format!("custom.{id}"), v.clone(), v);
             }
         }
         if let Some((value, field)) = key {

@@ -150,6 +150,7 @@ pub fn prepare(
         }
     };
     (report.kind, report.about) = describe(event);
+    let cfg = key_config(inst);
     let mut todo = Vec::new();
     for o in inst.evaluate(event) {
         let mut m = MappingReport {
@@ -166,7 +167,7 @@ pub fn prepare(
             None => {}
             Some(Err(e)) => m.error = Some(e.message),
             Some(Ok(out)) => {
-                match Payload::normalise(&out) {
+                match Payload::normalise(&out).and_then(|p| p.check_keys(&cfg).map(|()| p)) {
                     Ok(p) => todo.push((report.mappings.len(), p)),
                     Err(e) => m.error = Some(e.message),
                 }

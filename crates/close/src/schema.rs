@@ -10,6 +10,11 @@ pub const ACTION: &str = "create_or_update_contact_and_lead";
 pub const COMPANY_SETTING: &str = "lead_custom_field_id_for_company_id";
 pub const USER_SETTING: &str = "contact_custom_field_id_for_user_id";
 const CF_PREFIXES: &[&str] = &["cf_", "lcf_", "ccf_"];
+/// The lookup-key fields are owned by `lead_external_id` and `contact_external_id`.
+const RESERVED_KEYS: &[(&str, &str)] = &[
+    (COMPANY_SETTING, "lead_external_id"),
+    (USER_SETTING, "contact_external_id"),
+];
 
 fn field(
     name: &'static str,
@@ -27,6 +32,13 @@ fn field(
         requires_setting: None,
         key_prefixes: if kind == FieldKind::Object {
             CF_PREFIXES
+        } else {
+            &[]
+        },
+        key_check: (kind == FieldKind::Object)
+            .then_some(|k: &str| crate::payload::custom_key(k).map(|_| ())),
+        reserved_keys: if kind == FieldKind::Object {
+            RESERVED_KEYS
         } else {
             &[]
         },

@@ -79,6 +79,9 @@ pub mod code {
     pub const UNKNOWN_STATUS: &str = "unknown_status";
     pub const UNKNOWN_CUSTOM_FIELD: &str = "unknown_custom_field";
     pub const CUSTOM_FIELD_VALUE: &str = "custom_field_value";
+    pub const BAD_FIELD_KEY: &str = "bad_field_key";
+    pub const RESERVED_FIELD_KEY: &str = "reserved_field_key";
+    pub const BAD_URL: &str = "bad_url";
     // Warnings.
     pub const KEY_WITHOUT_SETTING: &str = "key_without_setting";
     pub const CUSTOM_FIELD_ID: &str = "custom_field_id";

@@ -538,6 +538,31 @@ impl Loader<'_> {
                 let directive = entries.iter().any(|(k, _)| k.key_text().starts_with('@'));
                 for (ck, _) in entries.iter().filter(|_| !directive) {
                     let t = ck.key_text();
+                    if let Some(Err(why)) = spec.key_check.map(|check| check(&t)) {
+                        ok = false;
+                        self.push(
+                            Diagnostic::error(code::BAD_FIELD_KEY, format!("`{key}` key `{t}`: {why}"))
+                                .at(ck.span)
+                                .hint("keys are custom field ids (cf_…), optionally with `.add` or `.remove` for multi-value fields"),
+                        );
+                        continue;
+                    }
+                    let base = t.split('.').next().unwrap_or_default();
+                    let reserved = spec.reserved_keys.iter().find(|(setting, _)| {
+                        matches!(settings.get(*setting), Some(Setting::Plain(s)) if s == base)
+                    });
+                    if let Some((setting, owner)) = reserved {
+                        ok = false;
+                        self.push(
+                            Diagnostic::error(
+                                code::RESERVED_FIELD_KEY,
+                                format!("`{key}` may not set `{base}`: it is the lookup key field (`settings.{setting}`)"),
+                            )
+                            .at(ck.span)
+                            .hint(format!("map the key with `{owner}`; writing it another way would move the record out of its own lookup")),
+                        );
+                        continue;
+                    }
                     if !spec.key_prefixes.iter().any(|p| t.starts_with(p)) {
                         self.push(
                             Diagnostic::warning(

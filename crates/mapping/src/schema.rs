@@ -47,6 +47,12 @@ pub struct FieldSpec {
     pub requires_setting: Option<&'static str>,
     /// For object fields: the prefixes their keys should carry (warned about otherwise).
     pub key_prefixes: &'static [&'static str],
+    /// For object fields: a check of each key written literally in a mapping; `Err` (why) is a
+    /// config error. The destination applies the same check to keys computed at run time.
+    pub key_check: Option<fn(&str) -> Result<(), String>>,
+    /// For object fields: settings whose values may not be used as keys (the field they name is
+    /// owned by another field of the action), each with the field that owns it.
+    pub reserved_keys: &'static [(&'static str, &'static str)],
 }
 
 impl DestinationSchema {

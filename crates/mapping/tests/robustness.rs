@@ -28,6 +28,8 @@ fn schema() -> DestinationSchema {
                 default: None,
                 requires_setting: None,
                 key_prefixes: &[],
+                key_check: None,
+                reserved_keys: &[],
             }],
         }],
     }

@@ -112,8 +112,19 @@ impl Inner {
     }
 }
 
+/// Days since 1970-01-01 of a civil date (days-from-civil).
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` from Unix seconds (civil-from-days, no time crate needed).
-fn format_rfc3339(secs: i64, micros: i64) -> String {
+pub(crate) fn format_rfc3339(secs: i64, micros: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
@@ -180,48 +191,24 @@ impl Sim {
             clock_us: 0,
             cursors: HashMap::new(),
         };
-        if let Some(Value::Array(leads)) = s.get("leads") {
-            for (i, l) in leads.iter().enumerate() {
-                let Value::Object(l) = l else {
-                    return Err(format!("leads[{i}] must be an object"));
-                };
-                let mut lead = l.clone();
-                let contacts = lead.remove("contacts");
-                let id = lead
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| new_id("lead"), str::to_string);
-                lead.insert("id".into(), json!(id));
-                let created = match lead.get("date_created") {
-                    Some(Value::String(d)) => d.clone(),
-                    _ => inner.now(),
-                };
-                lead.insert("date_created".into(), json!(created));
-                lead.entry("date_updated").or_insert(json!(created));
-                lead.entry("name").or_insert(json!(""));
-                lead.entry("description").or_insert(json!(""));
-                let st = inner.default_status();
-                lead.entry("status_id").or_insert(st);
-                if let Some(Value::Array(cs)) = contacts {
-                    for (j, c) in cs.iter().enumerate() {
-                        let Value::Object(c) = c else {
-                            return Err(format!("leads[{i}].contacts[{j}] must be an object"));
-                        };
-                        let mut c = c.clone();
-                        c.insert("lead_id".into(), json!(id));
-                        c.entry("id").or_insert_with(|| json!(new_id("cont")));
-                        let cd = match c.get("date_created") {
-                            Some(Value::String(d)) => d.clone(),
-                            _ => inner.now(),
-                        };
-                        c.insert("date_created".into(), json!(cd));
-                        c.entry("date_updated").or_insert(json!(cd));
-                        crate::api::normalise_contact(&mut c);
-                        inner.contacts.push(c);
-                    }
-                }
-                inner.leads.push(lead);
+        // The one reading of a snapshot, shared with `dry-run --against sim:`; only the
+        // server's cosmetic defaults are added here.
+        for lead in closeflow_snapshot::Reader::leads(s)? {
+            let Value::Object(mut lead) = lead else {
+                continue;
+            };
+            let contacts = lead.remove("contacts");
+            let created = lead.get("date_created").cloned().unwrap_or(Value::Null);
+            lead.entry("date_updated").or_insert(created);
+            for c in contacts.as_ref().and_then(Value::as_array).into_iter().flatten() {
+                let Value::Object(c) = c else { continue };
+                let mut c = c.clone();
+                let cd = c.get("date_created").cloned().unwrap_or(Value::Null);
+                c.entry("date_updated").or_insert(cd);
+                crate::api::normalise_contact(&mut c);
+                inner.contacts.push(c);
             }
+            inner.leads.push(lead);
         }
         Ok(Sim {
             inner: Arc::new(Mutex::new(inner)),
@@ -319,6 +306,19 @@ mod tests {
         ] {
             let e = Sim::from_snapshot(Some(&json!({"limits": bad}))).unwrap_err();
             assert!(e.contains("limits"), "{e}");
+        }
+    }
+
+    #[test]
+    fn civil_days_round_trip() {
+        for days in [-1000, 0, 1, 59, 365, 20_000, 2_932_896] {
+            let text = format_rfc3339(days * 86_400, 0);
+            let (y, m, d) = (
+                text[0..4].parse().unwrap(),
+                text[5..7].parse().unwrap(),
+                text[8..10].parse().unwrap(),
+            );
+            assert_eq!(days_from_civil(y, m, d), days, "{text}");
         }
     }
 
