@@ -272,3 +272,60 @@ async fn dropped_connections_never_duplicate_a_create() {
         "connections were dropped and retried"
     );
 }
+
+#[tokio::test]
+async fn a_create_whose_reply_was_lost_is_reported_as_the_create_it_was() {
+    let r = start(base()).await;
+    let w = writer(&r.url, "test_key");
+    // The lead (with its contact) is created, but the reply never arrives.
+    r.sim.set_faults(Faults {
+        lose_reply_to: vec!["POST lead/".into()],
+        ..Faults::default()
+    });
+    let p = payload(
+        json!({"lead_name": "Globex", "lead_external_id": "c_2", "contact_email": "grace@globex.com"}),
+    );
+    let applied = exec::apply(&w, &keys(), &p).await.unwrap();
+    let kinds: Vec<StepKind> = applied.plan.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![StepKind::CreateLead, StepKind::CreateContact],
+        "{:?}",
+        applied.plan.steps
+    );
+    assert_eq!(leads(&r.sim).len(), 2, "created once, not twice");
+    let globex = leads(&r.sim)
+        .into_iter()
+        .find(|l| l["name"] == "Globex")
+        .unwrap();
+    assert_eq!(applied.plan.steps[0].id.as_deref(), globex["id"].as_str());
+    assert_eq!(
+        applied.plan.steps[1].id.as_deref(),
+        globex["contacts"][0]["id"].as_str()
+    );
+
+    // The lead update goes through, then the contact create's reply is lost: both are
+    // reported, neither as `unchanged`.
+    r.sim.set_faults(Faults {
+        lose_reply_to: vec!["POST contact/".into()],
+        ..Faults::default()
+    });
+    let p = payload(
+        json!({"lead_name": "Acme Inc", "lead_external_id": "c_1", "contact_email": "new@acme.com",
+               "contact_external_id": "u_new"}),
+    );
+    let applied = exec::apply(&w, &keys(), &p).await.unwrap();
+    let kinds: Vec<StepKind> = applied.plan.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![StepKind::UpdateLead, StepKind::CreateContact],
+        "{:?}",
+        applied.plan.steps
+    );
+    let acme = leads(&r.sim)
+        .into_iter()
+        .find(|l| l["id"] == "lead_1")
+        .unwrap();
+    assert_eq!(acme["contacts"].as_array().unwrap().len(), 2);
+    assert!(applied.plan.steps[1].id.as_deref().is_some_and(|id| id.starts_with("cont_")));
+}

@@ -7,6 +7,7 @@ use crate::model::{Contact, KeyConfig, Lead};
 use crate::payload::Payload;
 use crate::ratelimit::{self, Pacer};
 use crate::retry::{Backoff, RetryAction, classify};
+use crate::stored::FieldTypes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use std::fmt;
@@ -118,6 +119,8 @@ pub struct Reader {
     pacer: Arc<Pacer>,
     pub stats: Arc<Stats>,
     observer: Option<CallObserver>,
+    /// The organisation's custom field types, read once per client.
+    types: Arc<tokio::sync::OnceCell<FieldTypes>>,
 }
 
 impl fmt::Debug for Reader {
@@ -149,6 +152,7 @@ impl Reader {
             pacer: Arc::new(Pacer::default()),
             stats: Arc::new(Stats::default()),
             observer: None,
+            types: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -367,6 +371,28 @@ impl Reader {
         }
     }
 
+    /// The organisation's custom field types (`GET /custom_field/lead/` and `/contact/`, every
+    /// page), read on first use and kept: values are compared in the form Close stores them.
+    pub async fn field_types(&self) -> Result<FieldTypes, CloseError> {
+        self.types
+            .get_or_try_init(|| async {
+                let mut lists = Vec::new();
+                for kind in ["lead", "contact"] {
+                    for page in 0..50 {
+                        let path = format!("custom_field/{kind}/?_skip={}&_limit=100", page * 100);
+                        let reply = self.call(reqwest::Method::GET, &path, None).await?;
+                        lists.push(reply.get("data").cloned().unwrap_or(Value::Null));
+                        if reply.get("has_more").and_then(Value::as_bool) != Some(true) {
+                            break;
+                        }
+                    }
+                }
+                Ok(FieldTypes::from_definitions(lists.iter()))
+            })
+            .await
+            .cloned()
+    }
+
     /// Runs an event's lookups: leads by Company ID, contacts by User ID and by email, then the
     /// leads of the contacts found.
     pub async fn find(
@@ -375,7 +401,10 @@ impl Reader {
         p: &Payload,
         reqs: &[LookupRequest],
     ) -> Result<Found, CloseError> {
-        let mut f = Found::default();
+        let mut f = Found {
+            types: self.field_types().await?,
+            ..Found::default()
+        };
         let mut contact_fields: Vec<String> = [
             "id",
             "lead_id",
@@ -389,17 +418,22 @@ impl Reader {
         .map(String::from)
         .to_vec();
         contact_fields.extend(cfg.user_field.iter().map(|u| format!("custom.{u}")));
+        let id_of = |k: &String| crate::payload::custom_key(k).map_or(k.clone(), |(id, _)| id.into());
         contact_fields.extend(
             p.contact_custom_fields
                 .keys()
-                .map(|k| format!("custom.{k}")),
+                .map(|k| format!("custom.{}", id_of(k))),
         );
         let mut lead_fields: Vec<String> =
             ["id", "name", "description", "status_id", "date_created"]
                 .map(String::from)
                 .to_vec();
         lead_fields.extend(cfg.company_field.iter().map(|c| format!("custom.{c}")));
-        lead_fields.extend(p.lead_custom_fields.keys().map(|k| format!("custom.{k}")));
+        lead_fields.extend(
+            p.lead_custom_fields
+                .keys()
+                .map(|k| format!("custom.{}", id_of(k))),
+        );
         for r in reqs {
             match r {
                 LookupRequest::LeadsByCompany { field, value } => {

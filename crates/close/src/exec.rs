@@ -5,7 +5,7 @@ use crate::client::{CloseError, Reader, Writer};
 use crate::lookup::{self, Found};
 use crate::model::KeyConfig;
 use crate::payload::Payload;
-use crate::plan::{self, Object, Plan, StepKind};
+use crate::plan::{self, Object, Plan, Step, StepKind};
 use crate::state::State;
 
 /// Something Close records can be read from: the live API, or a snapshot.
@@ -30,6 +30,17 @@ impl Source for Reader {
 }
 
 impl Source for State {
+    async fn find(
+        &self,
+        _: &KeyConfig,
+        _: &Payload,
+        reqs: &[lookup::LookupRequest],
+    ) -> Result<Found, CloseError> {
+        Ok(self.lookup(reqs))
+    }
+}
+
+impl Source for crate::snapshot::Snapshot {
     async fn find(
         &self,
         _: &KeyConfig,
@@ -72,6 +83,8 @@ pub async fn dry_run<S: Source>(
 /// What a live run did.
 #[derive(Debug, Clone)]
 pub struct Applied {
+    /// The plan as it was carried out: after a re-plan, the writes an earlier attempt made
+    /// stand in for the `unchanged` steps they caused.
     pub plan: Plan,
     /// Ids Close gave to created records, in plan order.
     pub created: Vec<String>,
@@ -80,53 +93,172 @@ pub struct Applied {
 /// Event-level attempts after an interrupted create: each one looks up and plans afresh.
 const REPLANS: u32 = 3;
 
+/// How far an attempt got before it failed.
+#[derive(Default)]
+struct Progress {
+    /// Writes that Close confirmed (creates carry the id Close gave).
+    done: Vec<Step>,
+    created: Vec<String>,
+    /// A create whose reply was lost (with the contact nested in it): it may or may not have
+    /// happened; the next plan tells.
+    unknown: Vec<Step>,
+}
+
 /// Plans one event against live Close and applies the plan's writes in order. A create whose
 /// reply was lost is never re-sent blindly: the event is looked up and planned again, which
-/// converges whether or not the create happened.
+/// converges whether or not the create happened; the result reports what was written.
 pub async fn apply(writer: &Writer, cfg: &KeyConfig, p: &Payload) -> Result<Applied, CloseError> {
+    let mut so_far = Progress::default();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match apply_once(writer, cfg, p).await {
-            Err(CloseError::Interrupted { .. }) if attempt < REPLANS => {}
-            other => return other,
+        let found = gather(writer.reader(), cfg, p).await?;
+        let plan = plan::plan(cfg, p, &found);
+        resolve_unknown(&mut so_far, &plan);
+        let mut this = Progress::default();
+        let result = execute(writer, &plan, &mut this).await;
+        so_far.created.append(&mut this.created);
+        match result {
+            Ok(()) => {
+                // This plan's own steps say what it did; earlier attempts' writes replace
+                // the `unchanged` steps they caused.
+                return Ok(Applied {
+                    plan: carried_out(so_far.done, plan),
+                    created: so_far.created,
+                });
+            }
+            Err(CloseError::Interrupted { .. }) if attempt < REPLANS => {
+                so_far.done.append(&mut this.done);
+                so_far.unknown = this.unknown;
+            }
+            Err(e) => return Err(e),
         }
     }
 }
 
-async fn apply_once(writer: &Writer, cfg: &KeyConfig, p: &Payload) -> Result<Applied, CloseError> {
-    let found = gather(writer.reader(), cfg, p).await?;
-    let plan = plan::plan(cfg, p, &found);
-    let mut created = Vec::new();
-    for s in plan.writes() {
-        match (s.kind, s.object) {
-            (StepKind::CreateLead, _) => {
-                let lead = writer.create_lead(&s.body).await?;
-                created.extend(lead.get("id").and_then(|v| v.as_str()).map(str::to_string));
-                if let Some(cs) = lead.get("contacts").and_then(|c| c.as_array()) {
-                    created.extend(
-                        cs.iter()
-                            .filter_map(|c| c.get("id")?.as_str().map(str::to_string)),
-                    );
-                }
+/// Decides, from a fresh plan, whether an interrupted create happened: if the plan creates
+/// that kind of record again, it did not; otherwise the record it now finds (one no earlier
+/// step knew) is the one created.
+fn resolve_unknown(so_far: &mut Progress, plan: &Plan) {
+    let known: Vec<&str> = so_far.done.iter().filter_map(|s| s.id.as_deref()).collect();
+    let mut resolved = Vec::new();
+    for mut s in std::mem::take(&mut so_far.unknown) {
+        let again = plan
+            .steps
+            .iter()
+            .any(|x| x.object == s.object && matches!(x.kind, StepKind::CreateLead | StepKind::CreateContact));
+        if again {
+            continue;
+        }
+        let appeared = plan.steps.iter().find(|x| {
+            x.object == s.object
+                && x.kind == StepKind::Unchanged
+                && x.id.as_deref().is_some_and(|id| !known.contains(&id))
+        });
+        if let Some(x) = appeared {
+            s.id.clone_from(&x.id);
+            if s.object == Object::Contact {
+                s.lead_id.clone_from(&x.lead_id);
             }
-            (StepKind::CreateContact, _) if s.nested => {}
-            (StepKind::CreateContact, _) => {
-                let c = writer.create_contact(&s.body).await?;
-                created.extend(c.get("id").and_then(|v| v.as_str()).map(str::to_string));
-            }
-            (StepKind::UpdateLead, _) => {
-                writer
-                    .update_lead(s.id.as_deref().unwrap_or_default(), &s.body)
-                    .await?;
-            }
-            (StepKind::UpdateContact, Object::Contact) => {
-                writer
-                    .update_contact(s.id.as_deref().unwrap_or_default(), &s.body)
-                    .await?;
-            }
-            _ => {}
+            resolved.push(s);
         }
     }
-    Ok(Applied { plan, created })
+    so_far.done.extend(resolved);
+}
+
+/// The final plan with each `unchanged` step replaced by the earlier writes to that record,
+/// and earlier writes to records the final plan does not mention put first.
+fn carried_out(done: Vec<Step>, mut plan: Plan) -> Plan {
+    if done.is_empty() {
+        return plan;
+    }
+    let in_plan = |id: &Option<String>| plan.steps.iter().any(|x| x.id.is_some() && &x.id == id);
+    let (mut steps, mut by_id): (Vec<Step>, Vec<Step>) =
+        done.into_iter().partition(|s| !in_plan(&s.id));
+    for s in std::mem::take(&mut plan.steps) {
+        let earlier: Vec<Step> = if s.kind == StepKind::Unchanged {
+            let (mine, rest) = by_id.into_iter().partition(|x| x.id == s.id);
+            by_id = rest;
+            mine
+        } else {
+            vec![]
+        };
+        if earlier.is_empty() {
+            steps.push(s);
+        } else {
+            steps.extend(earlier);
+        }
+    }
+    steps.extend(by_id);
+    plan.steps = steps;
+    plan
+}
+
+fn id_of(v: &serde_json::Value) -> Option<String> {
+    v.get("id")?.as_str().map(str::to_string)
+}
+
+async fn execute(writer: &Writer, plan: &Plan, out: &mut Progress) -> Result<(), CloseError> {
+    let writes: Vec<&Step> = plan.writes().collect();
+    let mut nested_ids: Vec<String> = Vec::new();
+    for (n, s) in writes.iter().enumerate() {
+        let mut s = (*s).clone();
+        let result = match (s.kind, s.object) {
+            (StepKind::CreateLead, _) => writer.create_lead(&s.body).await.map(|lead| {
+                s.id = id_of(&lead);
+                nested_ids = lead
+                    .get("contacts")
+                    .and_then(|c| c.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(id_of)
+                    .collect();
+                out.created.extend(s.id.clone());
+                out.created.extend(nested_ids.iter().cloned());
+                nested_ids.reverse();
+            }),
+            (StepKind::CreateContact, _) if s.nested => {
+                s.id = nested_ids.pop();
+                s.lead_id = out
+                    .done
+                    .iter()
+                    .rev()
+                    .find(|x| x.kind == StepKind::CreateLead)
+                    .and_then(|x| x.id.clone());
+                Ok(())
+            }
+            (StepKind::CreateContact, _) => writer.create_contact(&s.body).await.map(|c| {
+                s.id = id_of(&c);
+                out.created.extend(s.id.clone());
+            }),
+            (StepKind::UpdateLead, _) => writer
+                .update_lead(s.id.as_deref().unwrap_or_default(), &s.body)
+                .await
+                .map(drop),
+            (StepKind::UpdateContact, Object::Contact) => writer
+                .update_contact(s.id.as_deref().unwrap_or_default(), &s.body)
+                .await
+                .map(drop),
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => out.done.push(s),
+            Err(e) => {
+                if matches!(e, CloseError::Interrupted { .. }) {
+                    out.unknown.push(s.clone());
+                    // The contact created inside this lead's request shares its fate.
+                    if s.kind == StepKind::CreateLead {
+                        out.unknown.extend(
+                            writes[n + 1..]
+                                .iter()
+                                .take_while(|x| x.nested)
+                                .map(|x| (*x).clone()),
+                        );
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }

@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod run;
 pub mod schema;
+pub mod snapshot;
 pub mod state;
 pub mod stored;
 pub mod testing;

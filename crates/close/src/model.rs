@@ -118,6 +118,10 @@ impl Contact {
 }
 
 /// A custom field's value as text (a number stored by Close compares by its text); empty is none.
+pub fn custom_text_of(custom: &BTreeMap<String, Value>, field: &str) -> Option<String> {
+    custom_text(custom, field)
+}
+
 fn custom_text(custom: &BTreeMap<String, Value>, field: &str) -> Option<String> {
     match custom.get(field)? {
         Value::String(s) if s.is_empty() => None,

@@ -1,11 +1,17 @@
-//! Close records held in memory: a snapshot to plan against (`dry-run --against sim:…`, mapping
-//! tests), the overlay a dry-run accumulates, and the model the property tests apply plans to.
-//! Plans are applied through the very request bodies the executor would send.
+//! Close records held in memory: the overlay a dry-run accumulates over its source, the model
+//! the property tests apply plans to, and small snapshots (mapping tests). Plans are applied
+//! through the very request bodies the executor would send.
+//!
+//! Records are indexed by id, by every custom field's text (the lookup keys are custom
+//! fields) and by normalised email, so a lookup costs the records it finds, not the records
+//! held: a dry-run of many events stays linear however much its overlay holds.
 
 use crate::lookup::{Found, LookupRequest};
-use crate::model::{Contact, Lead};
+use crate::model::{Contact, Lead, norm_email};
 use crate::plan::{Object, Plan, StepKind};
+use crate::stored::FieldTypes;
 use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
 
 /// Marks the ids this state gives to records a plan creates (Close has not given them one).
 const PLANNED: &str = "_planned";
@@ -15,44 +21,153 @@ pub fn is_planned_id(id: &str) -> bool {
     id.contains(PLANNED)
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Positions of records by a custom field's text: field id → text → positions.
+type ByCustom = HashMap<String, HashMap<String, Vec<usize>>>;
+
+#[derive(Debug, Clone, Default)]
 pub struct State {
-    pub leads: Vec<Lead>,
-    pub contacts: Vec<Contact>,
+    leads: Vec<Lead>,
+    contacts: Vec<Contact>,
+    lead_at: HashMap<String, usize>,
+    contact_at: HashMap<String, usize>,
+    lead_custom: ByCustom,
+    contact_custom: ByCustom,
+    by_email: HashMap<String, Vec<usize>>,
+    by_lead: HashMap<String, Vec<usize>>,
+    types: FieldTypes,
     seq: u64,
+}
+
+/// Two states are equal when they hold the same records (indexes follow from them).
+impl PartialEq for State {
+    fn eq(&self, other: &State) -> bool {
+        self.leads == other.leads && self.contacts == other.contacts
+    }
+}
+
+fn add_at(m: &mut HashMap<String, Vec<usize>>, key: String, i: usize) {
+    let v = m.entry(key).or_default();
+    if !v.contains(&i) {
+        v.push(i);
+    }
+}
+
+fn remove_at(m: &mut HashMap<String, Vec<usize>>, key: &str, i: usize) {
+    if let Some(v) = m.get_mut(key) {
+        v.retain(|x| *x != i);
+        if v.is_empty() {
+            m.remove(key);
+        }
+    }
+}
+
+fn custom_keys(custom: &BTreeMap<String, Value>) -> Vec<(String, String)> {
+    custom
+        .keys()
+        .filter_map(|f| Some((f.clone(), crate::model::custom_text_of(custom, f)?)))
+        .collect()
 }
 
 impl State {
     pub fn new(leads: Vec<Lead>, contacts: Vec<Contact>) -> State {
-        State {
-            leads,
-            contacts,
-            seq: 0,
+        let mut s = State::default();
+        for l in leads {
+            s.push_lead(l);
+        }
+        for c in contacts {
+            s.push_contact(c);
+        }
+        s
+    }
+
+    pub fn leads(&self) -> &[Lead] {
+        &self.leads
+    }
+    pub fn contacts(&self) -> &[Contact] {
+        &self.contacts
+    }
+    pub fn types(&self) -> &FieldTypes {
+        &self.types
+    }
+    pub fn set_types(&mut self, t: FieldTypes) {
+        self.types = t;
+    }
+    pub fn lead(&self, id: &str) -> Option<&Lead> {
+        self.lead_at.get(id).map(|i| &self.leads[*i])
+    }
+    pub fn contact(&self, id: &str) -> Option<&Contact> {
+        self.contact_at.get(id).map(|i| &self.contacts[*i])
+    }
+    /// The contacts under a lead, in the order they were added.
+    pub fn contacts_of(&self, lead_id: &str) -> impl Iterator<Item = &Contact> {
+        self.by_lead
+            .get(lead_id)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.contacts[*i])
+    }
+
+    fn push_lead(&mut self, l: Lead) {
+        if self.lead_at.contains_key(&l.id) {
+            return;
+        }
+        let i = self.leads.len();
+        self.lead_at.insert(l.id.clone(), i);
+        for (f, t) in custom_keys(&l.custom) {
+            add_at(self.lead_custom.entry(f).or_default(), t, i);
+        }
+        self.leads.push(l);
+    }
+
+    fn push_contact(&mut self, c: Contact) {
+        if self.contact_at.contains_key(&c.id) {
+            return;
+        }
+        let i = self.contacts.len();
+        self.contact_at.insert(c.id.clone(), i);
+        add_at(&mut self.by_lead, c.lead_id.clone(), i);
+        self.contacts.push(c);
+        self.index_contact(i);
+    }
+
+    fn index_contact(&mut self, i: usize) {
+        let c = &self.contacts[i];
+        for (f, t) in custom_keys(&c.custom) {
+            add_at(self.contact_custom.entry(f).or_default(), t, i);
+        }
+        for e in c.email_texts() {
+            add_at(&mut self.by_email, norm_email(&e), i);
         }
     }
 
-    /// Reads a simulator snapshot (`{"leads": [{…, "contacts": [...]}]}`); short hand-written
-    /// snapshots are fine, missing keys take the API's defaults.
-    pub fn from_snapshot(v: &Value) -> Result<State, String> {
-        let mut s = State::default();
-        let leads = match v.get("leads") {
-            None | Some(Value::Null) => return Ok(s),
-            Some(Value::Array(l)) => l,
-            Some(_) => return Err("`leads` must be a list".into()),
-        };
-        for (i, l) in leads.iter().enumerate() {
-            let lead = Lead::from_api(l).ok_or_else(|| format!("leads[{i}] needs an `id`"))?;
-            if let Some(Value::Array(cs)) = l.get("contacts") {
-                for (j, c) in cs.iter().enumerate() {
-                    let mut c = Contact::from_api(c)
-                        .ok_or_else(|| format!("leads[{i}].contacts[{j}] needs an `id`"))?;
-                    if c.lead_id.is_empty() {
-                        c.lead_id.clone_from(&lead.id);
-                    }
-                    s.contacts.push(c);
-                }
+    fn unindex_contact(&mut self, i: usize) {
+        let c = &self.contacts[i];
+        for (f, t) in custom_keys(&c.custom) {
+            if let Some(m) = self.contact_custom.get_mut(&f) {
+                remove_at(m, &t, i);
             }
-            s.leads.push(lead);
+        }
+        for e in c.email_texts() {
+            remove_at(&mut self.by_email, &norm_email(&e), i);
+        }
+    }
+
+    /// Reads a simulator snapshot (`{"leads": [{…, "contacts": [...]}]}`) by the one reading
+    /// the simulator uses too (`closeflow_snapshot`); short hand-written snapshots are fine.
+    pub fn from_snapshot(v: &Value) -> Result<State, String> {
+        let leads = closeflow_snapshot::Reader::leads(v)?;
+        let mut s = State {
+            types: FieldTypes::from_snapshot_fields(
+                v.get("custom_fields").and_then(Value::as_object),
+            ),
+            ..State::default()
+        };
+        for l in &leads {
+            let (lead, contacts) = records_of(l).ok_or("a lead could not be read")?;
+            s.push_lead(lead);
+            for c in contacts {
+                s.push_contact(c);
+            }
         }
         Ok(s)
     }
@@ -62,25 +177,7 @@ impl State {
         let leads: Vec<Value> = self
             .leads
             .iter()
-            .map(|l| {
-                let mut m = Map::new();
-                m.insert("id".into(), json!(l.id));
-                m.insert("name".into(), json!(l.name));
-                m.insert("description".into(), json!(l.description));
-                m.insert("status_id".into(), json!(l.status_id));
-                m.insert("date_created".into(), json!(l.date_created));
-                for (k, v) in &l.custom {
-                    m.insert(format!("custom.{k}"), v.clone());
-                }
-                let contacts: Vec<Value> = self
-                    .contacts
-                    .iter()
-                    .filter(|c| c.lead_id == l.id)
-                    .map(contact_json)
-                    .collect();
-                m.insert("contacts".into(), Value::Array(contacts));
-                Value::Object(m)
-            })
+            .map(|l| lead_json(l, self.contacts_of(&l.id)))
             .collect();
         json!({ "leads": leads })
     }
@@ -88,38 +185,40 @@ impl State {
     /// What Close's searches would return for these requests (exactly matching records, plus
     /// the leads of the contacts found).
     pub fn lookup(&self, reqs: &[LookupRequest]) -> Found {
-        let mut f = Found::default();
+        let mut f = Found {
+            types: self.types.clone(),
+            ..Found::default()
+        };
+        let at = |m: &ByCustom, field: &str, value: &str| -> Vec<usize> {
+            m.get(field)
+                .and_then(|by| by.get(value))
+                .cloned()
+                .unwrap_or_default()
+        };
         for r in reqs {
             match r {
                 LookupRequest::LeadsByCompany { field, value } => {
-                    for l in self
-                        .leads
-                        .iter()
-                        .filter(|l| l.custom_text(field).as_deref() == Some(value.as_str()))
-                    {
+                    for i in at(&self.lead_custom, field, value) {
+                        let l = &self.leads[i];
                         if !f.leads_by_company.iter().any(|x| x.id == l.id) {
                             f.leads_by_company.push(l.clone());
                         }
                     }
                 }
                 LookupRequest::ContactsByUser { field, value } => {
-                    for c in self
-                        .contacts
-                        .iter()
-                        .filter(|c| c.custom_text(field).as_deref() == Some(value.as_str()))
-                    {
-                        f.add_contact(c.clone());
+                    for i in at(&self.contact_custom, field, value) {
+                        f.add_contact(self.contacts[i].clone());
                     }
                 }
                 LookupRequest::ContactsByEmail { email } => {
-                    for c in self.contacts.iter().filter(|c| c.has_email(email)) {
-                        f.add_contact(c.clone());
+                    for i in self.by_email.get(&norm_email(email)).into_iter().flatten() {
+                        f.add_contact(self.contacts[*i].clone());
                     }
                 }
             }
         }
         for id in f.missing_lead_ids() {
-            if let Some(l) = self.leads.iter().find(|l| l.id == id) {
+            if let Some(l) = self.lead(&id) {
                 f.add_lead(l.clone());
             }
         }
@@ -129,14 +228,17 @@ impl State {
     /// Adds records read elsewhere that this state does not know yet (known ones may already
     /// carry this run's changes, so they win).
     pub fn absorb(&mut self, found: &Found) {
+        if self.types.is_empty() && !found.types.is_empty() {
+            self.types = found.types.clone();
+        }
         for l in found.leads_by_company.iter().chain(&found.leads) {
-            if !self.leads.iter().any(|x| x.id == l.id) {
-                self.leads.push(l.clone());
+            if !self.lead_at.contains_key(&l.id) {
+                self.push_lead(l.clone());
             }
         }
         for c in &found.contacts {
-            if !self.contacts.iter().any(|x| x.id == c.id) {
-                self.contacts.push(c.clone());
+            if !self.contact_at.contains_key(&c.id) {
+                self.push_contact(c.clone());
             }
         }
     }
@@ -166,7 +268,7 @@ impl State {
                         custom: Default::default(),
                     };
                     apply_lead(&mut lead, &s.body);
-                    self.leads.push(lead);
+                    self.push_lead(lead);
                     created.push(id.clone());
                     if let Some(Value::Array(cs)) = s.body.get("contacts") {
                         for c in cs.iter().filter_map(Value::as_object) {
@@ -180,17 +282,23 @@ impl State {
                     created.push(self.create_contact(&lead_id, &s.body));
                 }
                 (StepKind::UpdateLead, _) => {
-                    if let Some(l) = self.leads.iter_mut().find(|l| Some(&l.id) == s.id.as_ref()) {
-                        apply_lead(l, &s.body);
+                    if let Some(&i) = s.id.as_ref().and_then(|id| self.lead_at.get(id)) {
+                        for (f, t) in custom_keys(&self.leads[i].custom) {
+                            if let Some(m) = self.lead_custom.get_mut(&f) {
+                                remove_at(m, &t, i);
+                            }
+                        }
+                        apply_lead(&mut self.leads[i], &s.body);
+                        for (f, t) in custom_keys(&self.leads[i].custom) {
+                            add_at(self.lead_custom.entry(f).or_default(), t, i);
+                        }
                     }
                 }
                 (StepKind::UpdateContact, Object::Contact) => {
-                    if let Some(c) = self
-                        .contacts
-                        .iter_mut()
-                        .find(|c| Some(&c.id) == s.id.as_ref())
-                    {
-                        apply_contact(c, &s.body);
+                    if let Some(&i) = s.id.as_ref().and_then(|id| self.contact_at.get(id)) {
+                        self.unindex_contact(i);
+                        apply_contact(&mut self.contacts[i], &s.body);
+                        self.index_contact(i);
                     }
                 }
                 _ => {}
@@ -213,16 +321,25 @@ impl State {
             custom: Default::default(),
         };
         apply_contact(&mut c, body);
-        self.contacts.push(c);
+        self.push_contact(c);
         id
     }
 }
 
-fn apply_custom(
-    custom: &mut std::collections::BTreeMap<String, Value>,
-    k: &str,
-    v: &Value,
-) -> bool {
+/// A canonical snapshot lead (its contacts nested) as records.
+pub(crate) fn records_of(lead: &Value) -> Option<(Lead, Vec<Contact>)> {
+    let l = Lead::from_api(lead)?;
+    let contacts = lead
+        .get("contacts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Contact::from_api)
+        .collect();
+    Some((l, contacts))
+}
+
+fn apply_custom(custom: &mut BTreeMap<String, Value>, k: &str, v: &Value) -> bool {
     let Some(id) = k.strip_prefix("custom.") else {
         return false;
     };
@@ -263,6 +380,22 @@ fn apply_contact(c: &mut Contact, body: &Map<String, Value>) {
             _ => {}
         }
     }
+}
+
+/// A lead and its contacts in the snapshot's shape (only what the planner reads).
+pub(crate) fn lead_json<'a>(l: &Lead, contacts: impl Iterator<Item = &'a Contact>) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(l.id));
+    m.insert("name".into(), json!(l.name));
+    m.insert("description".into(), json!(l.description));
+    m.insert("status_id".into(), json!(l.status_id));
+    m.insert("date_created".into(), json!(l.date_created));
+    for (k, v) in &l.custom {
+        m.insert(format!("custom.{k}"), v.clone());
+    }
+    let contacts: Vec<Value> = contacts.map(contact_json).collect();
+    m.insert("contacts".into(), Value::Array(contacts));
+    Value::Object(m)
 }
 
 fn contact_json(c: &Contact) -> Value {

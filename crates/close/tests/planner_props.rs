@@ -179,7 +179,7 @@ fn company_lead<'a>(state: &'a State, cfg: &KeyConfig, p: &Payload) -> Option<&'
     let (keys, _) = lookup::keys(cfg, p);
     let company = keys.company?;
     state
-        .leads
+        .leads()
         .iter()
         .filter(|l| l.custom_text("cf_company").as_deref() == Some(company.as_str()))
         .min_by(|a, b| (&a.date_created, &a.id).cmp(&(&b.date_created, &b.id)))
@@ -200,7 +200,7 @@ proptest! {
                 StepKind::CreateContact => {
                     prop_assert!(f.allow_creating_new_contacts);
                     let target = s.lead_id.clone();
-                    let dup = state.contacts.iter().any(|c| Some(&c.lead_id) != target.as_ref()
+                    let dup = state.contacts().iter().any(|c| Some(&c.lead_id) != target.as_ref()
                         && matches_in(std::iter::once(c), &cfg, &p).len() == 1);
                     if dup && (keys.user.is_some() || keys.email.is_some()) {
                         prop_assert!(f.allow_creating_duplicate_contacts, "duplicate created: {:?}", s);
@@ -222,10 +222,10 @@ proptest! {
         prop_assert!(touched.len() <= 10);
         if touched.is_empty() { return Ok(()); }
         let pool: Vec<&Contact> = match company_lead(&state, &cfg, &p) {
-            Some(l) => matches_in(state.contacts.iter().filter(|c| c.lead_id == l.id), &cfg, &p),
-            None => matches_in(state.contacts.iter(), &cfg, &p),
+            Some(l) => matches_in(state.contacts().iter().filter(|c| c.lead_id == l.id), &cfg, &p),
+            None => matches_in(state.contacts().iter(), &cfg, &p),
         };
-        let age = |id: &str| state.contacts.iter().find(|c| c.id == id).map(|c| (c.date_created.clone(), c.id.clone())).unwrap();
+        let age = |id: &str| state.contacts().iter().find(|c| c.id == id).map(|c| (c.date_created.clone(), c.id.clone())).unwrap();
         let youngest_touched = touched.iter().map(|id| age(id)).max().unwrap();
         for c in &pool {
             prop_assert!(touched.contains(&c.id.as_str()) || (c.date_created.clone(), c.id.clone()) > youngest_touched,
@@ -247,8 +247,8 @@ proptest! {
         let plan = plan_on(&state, &cfg, &p);
         let mut after = state.clone();
         after.apply(&plan);
-        for before in &state.contacts {
-            let now = after.contacts.iter().find(|c| c.id == before.id).unwrap();
+        for before in state.contacts() {
+            let now = after.contacts().iter().find(|c| c.id == before.id).unwrap();
             for e in before.email_texts() { prop_assert!(now.email_texts().contains(&e)); }
             for ph in before.phone_texts() { prop_assert!(now.phone_texts().contains(&ph)); }
             for u in before.url_texts() { prop_assert!(now.url_texts().contains(&u)); }
@@ -274,7 +274,7 @@ proptest! {
         let plan = plan_on(&state, &cfg, &p);
         let (keys, _) = lookup::keys(&cfg, &p);
         // A contact's keys match when its User ID or (absent a different User ID) its email does.
-        let matched: Vec<&Contact> = state.contacts.iter()
+        let matched: Vec<&Contact> = state.contacts().iter()
             .filter(|c| !matches_in(std::iter::once(*c), &cfg, &p).is_empty()
                 || keys.user.as_ref().is_some_and(|u| c.custom_text("cf_user").as_ref() == Some(u)))
             .collect();
@@ -283,7 +283,7 @@ proptest! {
             match s.object {
                 Object::Contact => prop_assert!(matched.iter().any(|c| c.id == id), "contact {} does not match the event", id),
                 Object::Lead => {
-                    let by_company = keys.company.is_some() && state.leads.iter().any(|l| l.id == id
+                    let by_company = keys.company.is_some() && state.leads().iter().any(|l| l.id == id
                         && l.custom_text("cf_company") == keys.company);
                     let of_match = matched.iter().any(|c| c.lead_id == id);
                     prop_assert!(by_company || of_match, "lead {} is unrelated to the event", id);

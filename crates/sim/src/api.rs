@@ -167,6 +167,17 @@ async fn api(
         if sim.roll(sim.lock().faults.lost_reply_rate) {
             return dropped();
         }
+        {
+            let mut st = sim.lock();
+            let hit = st.faults.lose_reply_to.iter().position(|spec| {
+                spec.split_once(' ')
+                    .is_some_and(|(m, prefix)| m == method.as_str() && path.starts_with(prefix))
+            });
+            if let Some(i) = hit {
+                st.faults.lose_reply_to.remove(i);
+                return dropped();
+            }
+        }
         r
     };
     let h = resp.headers_mut();

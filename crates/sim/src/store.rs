@@ -44,6 +44,9 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Share of requests processed whose reply is then lost (the write happened).
     pub lost_reply_rate: f64,
+    /// Requests, as `"METHOD path-prefix"` (e.g. `"POST contact/"`), whose next occurrence is
+    /// processed and its reply lost, each once: a deterministic "it happened but nobody heard".
+    pub lose_reply_to: Vec<String>,
 }
 
 pub(crate) struct Window {
