@@ -6,6 +6,7 @@ mod cli;
 mod close;
 mod diff;
 mod fidelity;
+mod hardening;
 mod plans;
 mod readme;
 mod robust;

@@ -27,6 +27,7 @@ mod runs;
 mod serve;
 mod sim;
 mod test_diff;
+mod stream;
 mod tests_cmd;
 mod validate;
 
@@ -103,7 +104,7 @@ enum Cmd {
         #[arg(long)]
         against: Option<String>,
         /// The Close API base URL, for every instance (overrides the instance's endpoint).
-        #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
+        #[arg(long, env = "CLOSEFLOW_CLOSE_URL", value_parser = close_url)]
         close_url: Option<String>,
         #[arg(long, value_enum, default_value = "human")]
         format: runs::PlanFormat,
@@ -148,7 +149,8 @@ enum Cmd {
         instance: PathBuf,
         #[arg(default_value = "-")]
         events: String,
-        #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
+        /// The Close API base URL (overrides the instance's endpoint).
+        #[arg(long, env = "CLOSEFLOW_CLOSE_URL", value_parser = close_url)]
         close_url: Option<String>,
         /// Skip events already applied (by messageId) by this instance to this Close, as
         /// recorded in the resume file; what was skipped, and why, is reported at the end.
@@ -181,6 +183,13 @@ enum Cmd {
         #[arg(long)]
         save: Option<PathBuf>,
     },
+}
+
+/// `--close-url` must be an http(s) URL with a host.
+fn close_url(s: &str) -> Result<String, String> {
+    closeflow_mapping::instance::check_url(s)
+        .map(|()| s.to_string())
+        .map_err(|why| format!("not a usable URL: {why}"))
 }
 
 pub fn emit(args: std::fmt::Arguments<'_>, newline: bool) {

@@ -3,7 +3,8 @@
 use crate::plan_view::{self, Style};
 use crate::resume::{self, Done};
 use anyhow::{Context, Result, bail};
-use closeflow_close::client::{ClientConfig, DEFAULT_BASE_URL, Reader, Writer};
+use closeflow_close::client::{ClientConfig, CloseError, DEFAULT_BASE_URL, Reader, Writer};
+use closeflow_close::snapshot::Snapshot;
 use closeflow_close::run::{self, EventReport, Summary};
 use closeflow_close::state::State;
 use closeflow_mapping::Instance;
@@ -39,6 +40,7 @@ pub fn client_config(inst: &Instance, close_url: Option<&str>) -> Result<ClientC
         .map(str::to_string)
         .or_else(|| inst.endpoint.clone())
         .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    closeflow_close::client::check_base_url(&url)?;
     let key = match inst.setting("api_key") {
         Some(Setting::Secret(k)) => k.clone(),
         Some(Setting::Plain(k)) => k.clone().into(),
@@ -59,6 +61,30 @@ pub fn progress(total: usize, what: &str) -> Option<indicatif::ProgressBar> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     Some(pb)
+}
+
+/// A counter on standard error, for streamed events (their number is not known ahead).
+fn counter(what: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {{pos}} events {what} ({{per_sec}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    Some(pb)
+}
+
+/// Nothing answers at Close's URL: every later event would fail the same way after its
+/// retries, so the run stops with one error.
+fn stop_if_unreachable(err: &Option<CloseError>, index: usize) -> Result<()> {
+    if let Some(e @ CloseError::Unreachable { .. }) = err {
+        bail!("{e}; stopped at event {} (nothing after it was attempted)", index + 1);
+    }
+    Ok(())
 }
 
 struct Output {
@@ -116,7 +142,6 @@ pub struct DryRun<'a> {
 
 pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
     let inst = crate::input::require_instance(a.instance, a.color)?;
-    let entries = read_events(a.events)?;
     let mut out = Output {
         format: a.format,
         style: Style { color: a.color },
@@ -124,22 +149,23 @@ pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
         summary: Summary::default(),
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let pb = progress(entries.len(), "planned");
     let mut overlay = State::default();
+    let pb;
     match a.against {
         Some(spec) => {
             let path = spec
                 .strip_prefix("sim:")
                 .with_context(|| format!("--against takes sim:STATE.json, got {spec}"))?;
-            let snap: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
-            )
-            .with_context(|| format!("{path} is not valid JSON"))?;
-            let source = State::from_snapshot(&snap)
+            // Read lead by lead and indexed; the file's bytes are dropped once read.
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+            let source = Snapshot::load(&bytes, &run::key_config(&inst))
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("{path} is not a simulator snapshot"))?;
-            for (i, e) in entries.iter().enumerate() {
-                let r = rt.block_on(run::dry_run(&inst, &source, &mut overlay, i, e));
+            drop(bytes);
+            let entries = crate::stream::open(a.events)?;
+            pb = counter("planned");
+            for (i, e) in entries.enumerate() {
+                let (r, _) = rt.block_on(run::dry_run_checked(&inst, &source, &mut overlay, i, &e?));
                 out.event(r)?;
                 if let Some(p) = &pb {
                     p.inc(1);
@@ -149,9 +175,13 @@ pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
         None => {
             // The live API, read-only: only a Reader exists on this path.
             let reader = Reader::new(client_config(&inst, a.close_url)?)?;
-            for (i, e) in entries.iter().enumerate() {
-                let r = rt.block_on(run::dry_run(&inst, &reader, &mut overlay, i, e));
+            rt.block_on(reader.check_credentials())?;
+            let entries = crate::stream::open(a.events)?;
+            pb = counter("planned");
+            for (i, e) in entries.enumerate() {
+                let (r, err) = rt.block_on(run::dry_run_checked(&inst, &reader, &mut overlay, i, &e?));
                 out.event(r)?;
+                stop_if_unreachable(&err, i)?;
                 if let Some(p) = &pb {
                     p.inc(1);
                 }
@@ -183,7 +213,6 @@ pub struct Send<'a> {
 
 pub fn send(a: Send<'_>) -> Result<ExitCode> {
     let inst = crate::input::require_instance(a.instance, a.color)?;
-    let entries = read_events(a.events)?;
     let cfg = client_config(&inst, a.close_url)?;
     let endpoint = cfg.base_url.clone();
     let writer = Writer::new(cfg)?;
@@ -200,11 +229,13 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
         reports: vec![],
         summary: Summary::default(),
     };
-    let pb = progress(entries.len(), "sent");
+    let entries = crate::stream::open(a.events)?;
+    let pb = counter("sent");
     let mut failed: Vec<String> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     let mut unkeyed = 0usize;
-    for (i, e) in entries.iter().enumerate() {
+    for (i, e) in entries.enumerate() {
+        let e = e?;
         if a.resume {
             match e.message_id() {
                 Some(m) if done.ids.contains(m) => {
@@ -226,7 +257,11 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
                 None => unkeyed += 1,
             }
         }
-        let (r, err) = rt.block_on(run::send(&inst, &writer, i, e));
+        let (r, err) = rt.block_on(run::send(&inst, &writer, i, &e));
+        if matches!(err, Some(CloseError::Unreachable { .. })) {
+            out.event(r)?;
+            return stop_if_unreachable(&err, i).map(|()| ExitCode::from(1));
+        }
         let bad = r
             .error
             .clone()

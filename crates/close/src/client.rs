@@ -44,6 +44,68 @@ pub enum CloseError {
     },
     #[error("unexpected reply from Close for {path}: {message}")]
     BadReply { path: String, message: String },
+    #[error("the Close URL `{url}` is not usable: {message}")]
+    BadUrl { url: String, message: String },
+    /// Nothing answers at the URL (connection refused, no such host): there is no point in
+    /// trying the next event either.
+    #[error("cannot connect to Close at {url}: {message}")]
+    Unreachable { url: String, message: String },
+}
+
+/// A URL fit for messages: credentials in it (`https://user:pass@…`) are removed.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+            }
+            u.to_string()
+        }
+        Err(_) => url.split('@').next_back().unwrap_or_default().to_string(),
+    }
+}
+
+/// Checks a Close base URL: `http` or `https`, with a host.
+pub fn check_base_url(url: &str) -> Result<(), CloseError> {
+    let bad = |message: String| CloseError::BadUrl {
+        url: shown_url(url),
+        message,
+    };
+    let u = reqwest::Url::parse(url.trim()).map_err(|e| bad(e.to_string()))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad(format!("the scheme is `{}`, not http or https", u.scheme())));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host".into()));
+    }
+    Ok(())
+}
+
+/// What went wrong on the wire, in words: the innermost cause (e.g. "Connection refused (os
+/// error 111)"); reqwest's own message names the URL, which the caller says itself.
+fn cause(e: &reqwest::Error) -> String {
+    let mut last = e.without_url_ref();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        last = s.to_string();
+        src = s.source();
+    }
+    last
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut t = self.to_string();
+        if let Some(u) = self.url() {
+            t = t.replace(&format!(" for url ({u})"), "");
+        }
+        t
+    }
 }
 
 #[derive(Clone)]
@@ -137,6 +199,7 @@ pub struct Writer {
 
 impl Reader {
     pub fn new(cfg: ClientConfig) -> Result<Reader, CloseError> {
+        check_base_url(&cfg.base_url)?;
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -172,9 +235,11 @@ impl Reader {
         }
     }
 
-    /// `GET /me/`: fails fast with [`CloseError::Unauthorized`] on a wrong key.
+    /// `GET /me/`: fails fast with [`CloseError::Unauthorized`] on a wrong key, and with
+    /// [`CloseError::Unreachable`] at once when nothing listens at the URL (no retries: a run
+    /// should stop with one clear error, not try every event).
     pub async fn check_credentials(&self) -> Result<(), CloseError> {
-        self.call(reqwest::Method::GET, "me/?_fields=id", None)
+        self.call_with(reqwest::Method::GET, "me/?_fields=id", None, true)
             .await
             .map(|_| ())
     }
@@ -184,6 +249,16 @@ impl Reader {
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
+    ) -> Result<Value, CloseError> {
+        self.call_with(method, path, body, false).await
+    }
+
+    async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        fail_fast: bool,
     ) -> Result<Value, CloseError> {
         use std::sync::atomic::Ordering::Relaxed;
         let url = format!("{}{}", self.cfg.base_url, path);
@@ -220,8 +295,9 @@ impl Reader {
                         Err(e) => {
                             self.observe(&group, None, sent);
                             let m = format!(
-                                "connection lost while reading the reply: {}",
-                                e.without_url()
+                                "connection lost while reading the reply from {}: {}",
+                                shown_url(&url),
+                                cause(&e)
                             );
                             self.retry_or_fail(attempt, started, &method, path, Failed::Unknown(m))
                                 .await?;
@@ -231,7 +307,25 @@ impl Reader {
                 }
                 Err(e) => {
                     self.observe(&group, None, sent);
-                    let m = format!("network error: {}", e.without_url());
+                    let shown = shown_url(&url);
+                    if e.is_connect() {
+                        let message = cause(&e);
+                        if fail_fast {
+                            return Err(CloseError::Unreachable { url: shown, message });
+                        }
+                        // Nothing listened: the request never reached Close, so even a
+                        // create can be retried; after the last attempt the run stops.
+                        if attempt >= self.cfg.max_attempts
+                            || started.elapsed() >= self.cfg.max_age
+                        {
+                            return Err(CloseError::Unreachable { url: shown, message });
+                        }
+                        self.stats.retries.fetch_add(1, Relaxed);
+                        tokio::time::sleep(self.cfg.backoff.delay(attempt, None)).await;
+                        continue;
+                    }
+                    let what = if e.is_timeout() { "timed out" } else { "network error" };
+                    let m = format!("{what} talking to {shown}: {}", cause(&e));
                     self.retry_or_fail(attempt, started, &method, path, Failed::Unknown(m))
                         .await?;
                     continue;

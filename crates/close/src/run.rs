@@ -187,15 +187,31 @@ pub async fn dry_run<S: Source>(
     index: usize,
     entry: &Entry,
 ) -> EventReport {
+    dry_run_checked(inst, source, overlay, index, entry).await.0
+}
+
+/// [`dry_run`], also returning the first error reading Close (an unreachable Close should end
+/// the run).
+pub async fn dry_run_checked<S: Source>(
+    inst: &Instance,
+    source: &S,
+    overlay: &mut State,
+    index: usize,
+    entry: &Entry,
+) -> (EventReport, Option<CloseError>) {
     let cfg = key_config(inst);
     let (mut report, todo) = prepare(inst, index, entry);
+    let mut first_error = None;
     for (i, p) in todo {
         match exec::dry_run(source, overlay, &cfg, &p).await {
             Ok(plan) => report.mappings[i].set_plan(plan),
-            Err(e) => report.mappings[i].error = Some(e.to_string()),
+            Err(e) => {
+                report.mappings[i].error = Some(e.to_string());
+                first_error.get_or_insert(e);
+            }
         }
     }
-    report
+    (report, first_error)
 }
 
 /// Plans and applies an event against live Close. Returns the report and the first error.

@@ -129,18 +129,38 @@ pub fn parse_stream(text: &str) -> Vec<Entry> {
         return out;
     }
     for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Value>(line) {
-            Ok(v) => expand(v, &mut out),
-            Err(e) => out.push(Entry::Invalid {
-                message: format!("line {}: invalid JSON: {e}", n + 1),
-                message_id: None,
-            }),
-        }
+        parse_line(n + 1, line.as_bytes(), &mut out);
     }
     out
+}
+
+/// One line of a JSON-lines stream (line numbers count from 1): its events, or why it has
+/// none. A blank line has none; a line that is not UTF-8 or not JSON is one invalid entry, and
+/// the stream goes on.
+pub fn parse_line(number: usize, line: &[u8], out: &mut Vec<Entry>) {
+    let line = match std::str::from_utf8(line) {
+        Ok(l) => l,
+        Err(e) => {
+            out.push(Entry::Invalid {
+                message: format!(
+                    "line {number}: not valid UTF-8 (at byte {} of the line)",
+                    e.valid_up_to() + 1
+                ),
+                message_id: None,
+            });
+            return;
+        }
+    };
+    if line.trim().is_empty() {
+        return;
+    }
+    match serde_json::from_str::<Value>(line) {
+        Ok(v) => expand(v, out),
+        Err(e) => out.push(Entry::Invalid {
+            message: format!("line {number}: invalid JSON: {e}"),
+            message_id: None,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +180,20 @@ mod tests {
         assert!(
             matches!(&parse_stream("{\"type\":\"nope\",\"messageId\":\"m\"}")[0], Entry::Invalid { message_id: Some(m), .. } if m == "m")
         );
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_reported_like_a_bad_json_line() {
+        let mut out = Vec::new();
+        parse_line(7, b"{\"type\": \"identify\", \"userId\": \"a\xff\"}", &mut out);
+        parse_line(8, b"{\"type\": \"track\"}", &mut out);
+        parse_line(9, b"   ", &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(
+            matches!(&out[0], Entry::Invalid { message, .. } if message == "line 7: not valid UTF-8 (at byte 32 of the line)"),
+            "{out:?}"
+        );
+        assert!(matches!(out[1], Entry::Event(_)));
     }
 
     #[test]

@@ -304,9 +304,20 @@ impl Loader<'_> {
             .get("write_key")
             .map(|n| self.write_keys(n))
             .unwrap_or_default();
-        let endpoint = root
-            .get("endpoint")
-            .and_then(|n| self.expand(n, "`endpoint`"));
+        let endpoint = root.get("endpoint").and_then(|n| {
+            let url = self.expand(n, "`endpoint`")?;
+            match check_url(&url) {
+                Ok(()) => Some(url),
+                Err(why) => {
+                    self.push(
+                        Diagnostic::error(code::BAD_URL, format!("`endpoint` is not a usable URL: {why}"))
+                            .at(n.span)
+                            .hint("the Close API base URL, e.g. https://api.close.com/api/v1/ or a simulator's http://127.0.0.1:9000/api/v1/"),
+                    );
+                    None
+                }
+            }
+        });
         let settings = self.settings(root.get("settings"), root);
         let mappings = match root.get("mappings") {
             Some(n) => self.mappings(n, &settings),
@@ -660,6 +671,18 @@ fn literal_kind_problem(kind: FieldKind, v: &Node) -> Option<(String, &'static s
         }
         _ => None,
     }
+}
+
+/// An `http`/`https` URL with a host (the reason when it is not). Never echoes credentials.
+pub fn check_url(text: &str) -> Result<(), String> {
+    let u = url::Url::parse(text.trim()).map_err(|e| e.to_string())?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("the scheme is `{}`, not http or https", u.scheme()));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("it has no host".into());
+    }
+    Ok(())
 }
 
 /// The span of `needle` inside a node's source text, or the node's span.

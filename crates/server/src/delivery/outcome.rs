@@ -82,6 +82,17 @@ fn failure_of(e: &CloseError) -> Failure {
             reason: "bad_reply",
             error: e.to_string(),
         },
+        // The instance's endpoint is not a usable URL: no retry can fix it.
+        CloseError::BadUrl { .. } => Failure::Permanent {
+            reason: "bad_url",
+            error: e.to_string(),
+            reply: None,
+        },
+        // Nothing listened (after the client's own retries): Close may come back.
+        CloseError::Unreachable { .. } => Failure::Transient {
+            reason: "close_unreachable",
+            error: e.to_string(),
+        },
     }
 }
 
