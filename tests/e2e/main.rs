@@ -5,6 +5,7 @@ mod against;
 mod cli;
 mod close;
 mod diff;
+mod differential;
 mod fidelity;
 mod hardening;
 mod plans;

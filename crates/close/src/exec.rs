@@ -120,8 +120,15 @@ pub async fn apply(writer: &Writer, cfg: &KeyConfig, p: &Payload) -> Result<Appl
         so_far.created.append(&mut this.created);
         match result {
             Ok(()) => {
-                // This plan's own steps say what it did; earlier attempts' writes replace
-                // the `unchanged` steps they caused.
+                // This plan's steps as carried out (creates now carry their ids); earlier
+                // attempts' writes replace the `unchanged` steps they caused.
+                let mut plan = plan;
+                let mut executed = this.done.into_iter();
+                for s in plan.steps.iter_mut().filter(|s| s.is_write()) {
+                    if let Some(x) = executed.next() {
+                        *s = x;
+                    }
+                }
                 return Ok(Applied {
                     plan: carried_out(so_far.done, plan),
                     created: so_far.created,

@@ -248,7 +248,7 @@ impl State {
         (
             format!("{prefix}{PLANNED}{}", self.seq),
             // Later than every real record, in creation order.
-            format!("9999-12-31T00:00:00.{:06}+00:00", self.seq),
+            format!("9999-01-01T00:00:00.{:06}+00:00", self.seq),
         )
     }
 

@@ -1,0 +1,472 @@
+//! dry-run = send, by a generated differential test: random snapshots (with the gaps a
+//! hand-written one has: no dates, no status, nested `custom` by name, plain-string emails) and
+//! random event streams are planned by a snapshot dry-run (the `--against sim:` path) and
+//! applied by `send` to a simulator started from the same snapshot. The plans must be the
+//! same, the simulator's final state must be what the dry-run's overlay says, and a second
+//! send must write nothing, except fields the stream itself sets to different values.
+
+use closeflow_close::run::{self, EventReport, key_config};
+use closeflow_close::snapshot::Snapshot;
+use closeflow_close::StepKind;
+use closeflow_close::state::State;
+use closeflow_mapping::events::{Entry, check};
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+const INSTANCE: &str = r#"
+name: diff
+settings:
+  api_key: test_key
+  lead_custom_field_id_for_company_id: cf_company
+  contact_custom_field_id_for_user_id: cf_user
+mappings:
+  - name: people
+    trigger: type = "identify"
+    action: create_or_update_contact_and_lead
+    fields:
+      contact_name: "{{traits.first_name}} {{traits.last_name}}"
+      allow_creating_duplicate_contacts: $.traits.dup
+      lead_custom_fields:
+        cf_plan: $.traits.plan
+        cf_seen: $.traits.seen
+        cf_tags.add: $.traits.tag
+      contact_custom_fields:
+        cf_day: $.traits.day
+        cf_score: $.traits.score
+  - name: accounts
+    trigger: type = "group"
+    action: create_or_update_contact_and_lead
+    fields:
+      lead_external_id: $.groupId
+      lead_name: $.traits.name
+      contact_name: null
+      contact_email: null
+      contact_phone: null
+      contact_url: null
+      contact_title: null
+      contact_external_id: null
+"#;
+
+fn types() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("cf_company", "text"),
+        ("cf_plan", "text"),
+        ("cf_seen", "datetime"),
+        ("cf_tags", "text"),
+        ("cf_user", "text"),
+        ("cf_day", "date"),
+        ("cf_score", "number"),
+    ])
+}
+
+fn pick<T: Clone + std::fmt::Debug + 'static>(xs: &'static [T]) -> impl Strategy<Value = Option<T>> {
+    prop_oneof![Just(None), proptest::sample::select(xs).prop_map(Some)]
+}
+
+const DATES: &[&str] = &[
+    "2026-01-01T05:00:00+00:00",
+    "2026-01-01T09:00:00+05:00",
+    "2026-01-01T04:30:00Z",
+    "2025-06-01T00:00:00.5+00:00",
+];
+const SEEN: &[&str] = &[
+    "2026-02-01T10:00:00Z",
+    "2026-02-01T10:00:00+00:00",
+    "2026-02-01T12:00:00+02:00",
+    "2026-02-02T10:00:00.250Z",
+];
+const DAYS: &[&str] = &["2026-03-04", "2026-03-04T22:00:00Z", "2026-03-05"];
+const EMAILS: &[&str] = &["a@x.com", "A@X.com", "b@x.com", "c@y.org"];
+
+fn contact_strategy() -> impl Strategy<Value = (Option<&'static str>, Option<&'static str>, bool, Option<&'static str>, Option<&'static str>, Option<i64>)> {
+    (pick(EMAILS), pick(&["u1", "u2", "u3"]), any::<bool>(), pick(DATES), pick(DAYS), pick(&[3i64, 7]))
+}
+
+fn lead_strategy() -> impl Strategy<Value = Value> {
+    (
+        pick(&["c1", "c2", "c3"]),
+        pick(DATES),
+        pick(&["stat_a", "stat_b"]),
+        pick(&["free", "pro"]),
+        any::<bool>(),
+        pick(SEEN),
+        proptest::collection::vec(contact_strategy(), 0..3),
+    )
+        .prop_map(|(company, date, status, plan, nested, seen, contacts)| {
+            let mut l = Map::new();
+            if let Some(c) = company {
+                l.insert("custom.cf_company".into(), json!(c));
+            }
+            if let Some(d) = date {
+                l.insert("date_created".into(), json!(d));
+            }
+            if let Some(s) = status {
+                l.insert("status_id".into(), json!(s));
+            }
+            let mut custom = Map::new();
+            if let Some(p) = plan {
+                custom.insert("Plan".into(), json!(p));
+            }
+            if let Some(s) = seen {
+                custom.insert("Seen".into(), json!(s));
+            }
+            if nested {
+                l.insert("custom".into(), Value::Object(custom));
+            } else {
+                for (k, v) in custom {
+                    let id = if k == "Plan" { "cf_plan" } else { "cf_seen" };
+                    l.insert(format!("custom.{id}"), v);
+                }
+            }
+            let cs: Vec<Value> = contacts
+                .into_iter()
+                .map(|(email, user, plain, date, day, score)| {
+                    let mut c = Map::new();
+                    if let Some(e) = email {
+                        c.insert(
+                            "emails".into(),
+                            if plain { json!([e]) } else { json!([{"email": e, "type": "office"}]) },
+                        );
+                    }
+                    if let Some(u) = user {
+                        c.insert("custom.cf_user".into(), json!(u));
+                    }
+                    if let Some(d) = date {
+                        c.insert("date_created".into(), json!(d));
+                    }
+                    if let Some(d) = day {
+                        c.insert("custom.cf_day".into(), json!(d));
+                    }
+                    if let Some(s) = score {
+                        c.insert("custom.cf_score".into(), json!(s));
+                    }
+                    Value::Object(c)
+                })
+                .collect();
+            l.insert("contacts".into(), Value::Array(cs));
+            Value::Object(l)
+        })
+}
+
+fn snapshot_strategy() -> impl Strategy<Value = Value> {
+    proptest::collection::vec(lead_strategy(), 0..4).prop_map(|leads| {
+        let leads: Vec<Value> = leads
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut l)| {
+                l["id"] = json!(format!("lead_{i}"));
+                if let Some(cs) = l["contacts"].as_array_mut() {
+                    for (j, c) in cs.iter_mut().enumerate() {
+                        c["id"] = json!(format!("cont_{i}_{j}"));
+                    }
+                }
+                l
+            })
+            .collect();
+        json!({
+            "api_keys": ["test_key"],
+            "limits": {"search": 100000, "other": 100000, "delete_lead": 100000, "window_secs": 8.0},
+            "custom_fields": {
+                "lead": [{"id": "cf_company", "name": "Company ID", "type": "text"},
+                         {"id": "cf_plan", "name": "Plan", "type": "text"},
+                         {"id": "cf_seen", "name": "Seen", "type": "datetime"},
+                         {"id": "cf_tags", "name": "Tags", "type": "text", "accepts_multiple_values": true}],
+                "contact": [{"id": "cf_user", "name": "User ID", "type": "text"},
+                            {"id": "cf_day", "name": "Day", "type": "date"},
+                            {"id": "cf_score", "name": "Score", "type": "number"}]},
+            "lead_statuses": [{"id": "stat_a", "label": "A"}, {"id": "stat_b", "label": "B"}],
+            "leads": leads,
+        })
+    })
+}
+
+fn event_strategy() -> impl Strategy<Value = Value> {
+    let identify = (
+        pick(&["u1", "u2", "u4"]),
+        pick(EMAILS),
+        pick(&["Ada", "Bob"]),
+        pick(&["Lovelace"]),
+        pick(&["c1", "c2", "c4"]),
+        (pick(&["free", "pro"]), pick(SEEN), pick(&["vip", "beta"]), pick(DAYS), pick(&["3", "\"7\"", "7.0"])),
+        pick(&[false, true]),
+    )
+        .prop_map(|(user, email, first, last, company, (plan, seen, tag, day, score), dup)| {
+            let mut t = Map::new();
+            let mut put = |k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    t.insert(k.into(), v);
+                }
+            };
+            put("email", email.map(|e| json!(e)));
+            put("first_name", first.map(|e| json!(e)));
+            put("last_name", last.map(|e| json!(e)));
+            put("company", company.map(|c| json!({"id": c, "name": format!("Co {c}")})));
+            put("plan", plan.map(|e| json!(e)));
+            put("seen", seen.map(|e| json!(e)));
+            put("tag", tag.map(|e| json!(e)));
+            put("day", day.map(|e| json!(e)));
+            put("score", score.map(|s| serde_json::from_str(s).unwrap()));
+            put("dup", dup.map(|e| json!(e)));
+            let mut e = json!({"type": "identify", "traits": t});
+            if let Some(u) = user {
+                e["userId"] = json!(u);
+            }
+            e
+        });
+    let group = (proptest::sample::select(&["c1", "c2", "c4"][..]), pick(&["Acme", "Beta"]))
+        .prop_map(|(g, name)| {
+            let mut e = json!({"type": "group", "groupId": g, "traits": {}});
+            if let Some(n) = name {
+                e["traits"]["name"] = json!(n);
+            }
+            e
+        });
+    prop_oneof![3 => identify, 1 => group]
+}
+
+/// A value as Close stores it, for comparing (the test's own reading, not the planner's).
+fn stored(t: &str, v: &Value) -> String {
+    match (t, v) {
+        (_, Value::Array(a)) => format!("[{}]", a.iter().map(|x| stored(t, x)).collect::<Vec<_>>().join(",")),
+        ("datetime", Value::String(s)) => s
+            .parse::<jiff::Timestamp>()
+            .map_or_else(|_| s.clone(), |ts| ts.as_microsecond().to_string()),
+        ("date", Value::String(s)) => s.get(..10).unwrap_or(s).to_string(),
+        ("number", v) => v
+            .as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .map_or_else(|| v.to_string(), |n| n.to_string()),
+        (_, Value::String(s)) => s.clone(),
+        (_, other) => other.to_string(),
+    }
+}
+
+fn customs(c: &BTreeMap<String, Value>) -> String {
+    let t = types();
+    c.iter()
+        .map(|(k, v)| format!("{k}={}", stored(t.get(k.as_str()).unwrap_or(&"text"), v)))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Records by (mapped) id, as comparable text.
+fn view(s: &State, ids: &BTreeMap<String, String>, out: &mut BTreeMap<String, String>) {
+    let id = |x: &str| ids.get(x).cloned().unwrap_or_else(|| x.to_string());
+    for l in s.leads() {
+        out.insert(
+            id(&l.id),
+            format!("lead {}|{}|{}", l.name, l.description, customs(&l.custom)),
+        );
+    }
+    for c in s.contacts() {
+        let emails: Vec<String> = c.email_texts();
+        out.insert(
+            id(&c.id),
+            format!(
+                "contact in {}|{}|{}|{emails:?}|{:?}|{:?}|{}",
+                id(&c.lead_id),
+                c.name,
+                c.title,
+                c.phone_texts(),
+                c.url_texts(),
+                customs(&c.custom)
+            ),
+        );
+    }
+}
+
+/// The real ids of the records the dry-run planned to create: the overlay numbers them in
+/// creation order, and send's creates come in the same order.
+fn learn_ids(sent: &[EventReport]) -> BTreeMap<String, String> {
+    let creates = sent
+        .iter()
+        .flat_map(|r| &r.mappings)
+        .flat_map(|m| &m.steps)
+        .filter(|s| matches!(s.kind, StepKind::CreateLead | StepKind::CreateContact));
+    creates
+        .enumerate()
+        .filter_map(|(k, s)| {
+            let prefix = if s.kind == StepKind::CreateLead { "lead" } else { "cont" };
+            Some((format!("{prefix}_planned{}", k + 1), s.id.clone()?))
+        })
+        .collect()
+}
+
+/// A plan as comparable text: created records are "new", planned ids are the real ones.
+fn steps(r: &EventReport, ids: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in &r.mappings {
+        out.push(format!("{} matched={} error={:?}", m.name, m.matched, m.error));
+        for s in &m.steps {
+            let map = |x: &Option<String>| {
+                x.as_ref()
+                    .map(|i| ids.get(i).cloned().unwrap_or_else(|| i.clone()))
+            };
+            let id = match s.kind {
+                StepKind::CreateLead | StepKind::CreateContact => None,
+                _ => map(&s.id),
+            };
+            let lead_id = match (s.kind, s.nested) {
+                (StepKind::CreateContact, true) => None,
+                _ => map(&s.lead_id),
+            };
+            let changes: Vec<String> = s
+                .changes
+                .iter()
+                .map(|c| format!("{}→{}", c.field, c.after))
+                .collect();
+            out.push(format!(
+                "  {:?} {:?} {id:?} in {lead_id:?} {:?} {changes:?}",
+                s.kind, s.object, s.reason
+            ));
+        }
+    }
+    out
+}
+
+/// (object, field) pairs the stream sets to more than one value: replaying it rewrites them.
+fn contested(reports: &[EventReport]) -> BTreeSet<String> {
+    let t = types();
+    let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in reports {
+        for m in r.mappings.iter().filter(|m| m.matched) {
+            let Some(p) = &m.payload else { continue };
+            for (k, v) in p {
+                let (obj, fields): (&str, Vec<(String, &Value)>) = match k.as_str() {
+                    "lead_name" => ("lead", vec![("name".into(), v)]),
+                    "contact_name" => ("contact", vec![("name".into(), v)]),
+                    "lead_custom_fields" | "contact_custom_fields" => (
+                        if k.starts_with("lead") { "lead" } else { "contact" },
+                        v.as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(|(f, x)| (format!("custom.{f}"), x))
+                            .collect(),
+                    ),
+                    _ => continue,
+                };
+                for (f, x) in fields {
+                    let ty = t.get(f.trim_start_matches("custom.")).unwrap_or(&"text");
+                    let shown = match x {
+                        Value::String(s) => Value::String(s.trim().to_string()),
+                        other => other.clone(),
+                    };
+                    values.entry(format!("{obj} {f}")).or_default().insert(stored(ty, &shown));
+                }
+            }
+        }
+    }
+    values.into_iter().filter(|(_, v)| v.len() > 1).map(|(k, _)| k).collect()
+}
+
+/// The lookup keys an event's payloads carry.
+fn event_keys(r: &EventReport) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for p in r.mappings.iter().filter_map(|m| m.payload.as_ref()) {
+        for (k, what) in [
+            ("lead_external_id", "company"),
+            ("contact_external_id", "user"),
+            ("contact_email", "email"),
+        ] {
+            if let Some(v) = p.get(k).and_then(Value::as_str) {
+                out.insert(format!("{what} {}", v.trim().to_lowercase()));
+            }
+        }
+    }
+    out
+}
+
+async fn differential(snapshot: Value, events: Vec<Value>) -> Result<(), TestCaseError> {
+    let env = |_: &str| None;
+    let (inst, diags) = closeflow_mapping::instance::load(
+        "diff.yaml",
+        INSTANCE,
+        &closeflow_close::schema::destination(),
+        &env,
+    );
+    let inst = inst.unwrap_or_else(|| panic!("{diags:?}"));
+    let entries: Vec<Entry> = events.into_iter().map(check).collect();
+
+    // The dry-run, as `dry-run --against sim:` runs it.
+    let source = Snapshot::load(snapshot.to_string().as_bytes(), &key_config(&inst)).unwrap();
+    let mut overlay = State::default();
+    let mut planned = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        planned.push(run::dry_run(&inst, &source, &mut overlay, i, e).await.0);
+    }
+
+    // The same events sent to a simulator started from the same snapshot.
+    let sim = closeflow_sim::Sim::from_snapshot(Some(&snapshot)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1/", listener.local_addr().unwrap());
+    tokio::spawn(closeflow_sim::serve(listener, sim.clone()));
+    let writer = closeflow_close::client::Writer::new(closeflow_close::client::ClientConfig::new(
+        url,
+        "test_key".to_string().into(),
+    ))
+    .unwrap();
+    let mut sent = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let (r, err) = run::send(&inst, &writer, i, e).await;
+        prop_assert!(err.is_none(), "send failed: {err:?}");
+        sent.push(r);
+    }
+
+    let ids = learn_ids(&sent);
+    for (i, (a, b)) in planned.iter().zip(&sent).enumerate() {
+        prop_assert_eq!(steps(a, &ids), steps(b, &ids), "event {} plans differ", i);
+    }
+
+    // The simulator ends where the overlay (over the snapshot) says it would.
+    let mut expected = BTreeMap::new();
+    view(&State::from_snapshot(&snapshot).unwrap(), &BTreeMap::new(), &mut expected);
+    view(&overlay, &ids, &mut expected);
+    let mut actual = BTreeMap::new();
+    view(&State::from_snapshot(&sim.snapshot()).unwrap(), &BTreeMap::new(), &mut actual);
+    prop_assert_eq!(expected, actual, "the final state is not the overlay");
+
+    // A second send creates nothing. An event that shares no lookup key with a later event
+    // finds the very records it found the first time (later events could neither create nor
+    // re-key one it matches), so replaying it writes nothing but what the stream contests
+    // (fields it sets to different values). An event sharing a key with a later one may
+    // legitimately find more the second time (say, the lead a later event created).
+    let contested = contested(&sent);
+    let keys: Vec<BTreeSet<String>> = sent.iter().map(event_keys).collect();
+    for (i, e) in entries.iter().enumerate() {
+        let (r, err) = run::send(&inst, &writer, i, e).await;
+        prop_assert!(err.is_none(), "send failed: {err:?}");
+        let alone = keys[i + 1..].iter().all(|k| k.is_disjoint(&keys[i]));
+        for s in r.mappings.iter().flat_map(|m| &m.steps).filter(|s| s.is_write()) {
+            prop_assert!(
+                !matches!(s.kind, StepKind::CreateLead | StepKind::CreateContact),
+                "event {} creates again: {:?}", i, s
+            );
+            if !alone {
+                continue;
+            }
+            let obj = format!("{:?}", s.object).to_lowercase();
+            for c in &s.changes {
+                prop_assert!(
+                    contested.contains(&format!("{obj} {}", c.field)),
+                    "event {} rewrites {} {} ({} → {}) though the stream never contests it",
+                    i, obj, c.field, c.before, c.after
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn dry_run_against_a_snapshot_is_what_send_does(
+        snapshot in snapshot_strategy(),
+        events in proptest::collection::vec(event_strategy(), 1..7),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(differential(snapshot, events))?;
+    }
+}
