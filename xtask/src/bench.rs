@@ -60,7 +60,8 @@ pub fn run(args: &[&str]) -> Result<()> {
     match args {
         ["engine"] => engine(),
         ["diff"] => crate::bench_diff::run(),
-        _ => bail!("usage: cargo xtask bench engine|diff"),
+        ["dry-run", rest @ ..] => crate::bench_dry_run::run(rest),
+        _ => bail!("usage: cargo xtask bench engine|diff|dry-run [--leads N] [--events M]"),
     }
 }
 

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_diff;
 mod setup;
+mod bench_dry_run;
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ fn main() -> Result<()> {
         ["setup"] => setup::install(&root())?,
         ["test", rest @ ..] => setup::test(&root(), rest)?,
         _ => bail!(
-            "usage: cargo xtask test [ARGS for cargo test] | setup | schema [--check] | bench engine|diff"
+            "usage: cargo xtask test [ARGS for cargo test] | setup | schema [--check] | bench engine|diff|dry-run [--leads N] [--events M]"
         ),
     }
     Ok(())

@@ -156,12 +156,12 @@ pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
             let path = spec
                 .strip_prefix("sim:")
                 .with_context(|| format!("--against takes sim:STATE.json, got {spec}"))?;
-            // Read lead by lead and indexed; the file's bytes are dropped once read.
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
-            let source = Snapshot::load(&bytes, &run::key_config(&inst))
+            // Streamed lead by lead into a compact index: neither the file nor its parsed
+            // form is held whole.
+            let file = std::fs::File::open(path).with_context(|| format!("cannot read {path}"))?;
+            let source = Snapshot::read(file, &run::key_config(&inst))
                 .map_err(anyhow::Error::msg)
-                .with_context(|| format!("{path} is not a simulator snapshot"))?;
-            drop(bytes);
+                .with_context(|| format!("{path} is not a usable simulator snapshot"))?;
             let entries = crate::stream::open(a.events)?;
             pb = counter("planned");
             for (i, e) in entries.enumerate() {

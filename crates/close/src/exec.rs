@@ -73,6 +73,7 @@ pub async fn dry_run<S: Source>(
     p: &Payload,
 ) -> Result<Plan, CloseError> {
     let found = gather(source, cfg, p).await?;
+    overlay.track_keys(cfg);
     overlay.absorb(&found);
     let seen = overlay.lookup(&lookup::requests(cfg, p));
     let plan = plan::plan(cfg, p, &seen);

@@ -21,7 +21,7 @@ pub fn is_planned_id(id: &str) -> bool {
     id.contains(PLANNED)
 }
 
-/// Positions of records by a custom field's text: field id → text → positions.
+/// Positions of records by a tracked custom field's text: field id → text → positions.
 type ByCustom = HashMap<String, HashMap<String, Vec<usize>>>;
 
 #[derive(Debug, Clone, Default)]
@@ -61,8 +61,9 @@ fn remove_at(m: &mut HashMap<String, Vec<usize>>, key: &str, i: usize) {
     }
 }
 
-fn custom_keys(custom: &BTreeMap<String, Value>) -> Vec<(String, String)> {
-    custom
+/// The (field, text) pairs of a record's tracked custom fields.
+fn custom_keys(custom: &BTreeMap<String, Value>, tracked: &ByCustom) -> Vec<(String, String)> {
+    tracked
         .keys()
         .filter_map(|f| Some((f.clone(), crate::model::custom_text_of(custom, f)?)))
         .collect()
@@ -78,6 +79,33 @@ impl State {
             s.push_contact(c);
         }
         s
+    }
+
+    /// Indexes the custom fields that hold the lookup keys (once; later changes keep the
+    /// index current).
+    pub fn track_keys(&mut self, cfg: &crate::model::KeyConfig) {
+        if let Some(f) = &cfg.company_field
+            && !self.lead_custom.contains_key(f)
+        {
+            let mut by: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, l) in self.leads.iter().enumerate() {
+                if let Some(t) = l.custom_text(f) {
+                    by.entry(t).or_default().push(i);
+                }
+            }
+            self.lead_custom.insert(f.clone(), by);
+        }
+        if let Some(f) = &cfg.user_field
+            && !self.contact_custom.contains_key(f)
+        {
+            let mut by: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, c) in self.contacts.iter().enumerate() {
+                if let Some(t) = c.custom_text(f) {
+                    by.entry(t).or_default().push(i);
+                }
+            }
+            self.contact_custom.insert(f.clone(), by);
+        }
     }
 
     pub fn leads(&self) -> &[Lead] {
@@ -113,7 +141,7 @@ impl State {
         }
         let i = self.leads.len();
         self.lead_at.insert(l.id.clone(), i);
-        for (f, t) in custom_keys(&l.custom) {
+        for (f, t) in custom_keys(&l.custom, &self.lead_custom) {
             add_at(self.lead_custom.entry(f).or_default(), t, i);
         }
         self.leads.push(l);
@@ -132,7 +160,7 @@ impl State {
 
     fn index_contact(&mut self, i: usize) {
         let c = &self.contacts[i];
-        for (f, t) in custom_keys(&c.custom) {
+        for (f, t) in custom_keys(&c.custom, &self.contact_custom) {
             add_at(self.contact_custom.entry(f).or_default(), t, i);
         }
         for e in c.email_texts() {
@@ -142,7 +170,7 @@ impl State {
 
     fn unindex_contact(&mut self, i: usize) {
         let c = &self.contacts[i];
-        for (f, t) in custom_keys(&c.custom) {
+        for (f, t) in custom_keys(&c.custom, &self.contact_custom) {
             if let Some(m) = self.contact_custom.get_mut(&f) {
                 remove_at(m, &t, i);
             }
@@ -189,16 +217,22 @@ impl State {
             types: self.types.clone(),
             ..Found::default()
         };
-        let at = |m: &ByCustom, field: &str, value: &str| -> Vec<usize> {
-            m.get(field)
-                .and_then(|by| by.get(value))
-                .cloned()
-                .unwrap_or_default()
+        // A tracked field is looked up in its index, another one scanned.
+        let at = |m: &ByCustom, field: &str, value: &str, scan: &dyn Fn() -> Vec<usize>| match m
+            .get(field)
+        {
+            Some(by) => by.get(value).cloned().unwrap_or_default(),
+            None => scan(),
         };
         for r in reqs {
             match r {
                 LookupRequest::LeadsByCompany { field, value } => {
-                    for i in at(&self.lead_custom, field, value) {
+                    let scan = || {
+                        (0..self.leads.len())
+                            .filter(|i| self.leads[*i].custom_text(field).as_deref() == Some(value))
+                            .collect()
+                    };
+                    for i in at(&self.lead_custom, field, value, &scan) {
                         let l = &self.leads[i];
                         if !f.leads_by_company.iter().any(|x| x.id == l.id) {
                             f.leads_by_company.push(l.clone());
@@ -206,7 +240,14 @@ impl State {
                     }
                 }
                 LookupRequest::ContactsByUser { field, value } => {
-                    for i in at(&self.contact_custom, field, value) {
+                    let scan = || {
+                        (0..self.contacts.len())
+                            .filter(|i| {
+                                self.contacts[*i].custom_text(field).as_deref() == Some(value)
+                            })
+                            .collect()
+                    };
+                    for i in at(&self.contact_custom, field, value, &scan) {
                         f.add_contact(self.contacts[i].clone());
                     }
                 }
@@ -283,13 +324,13 @@ impl State {
                 }
                 (StepKind::UpdateLead, _) => {
                     if let Some(&i) = s.id.as_ref().and_then(|id| self.lead_at.get(id)) {
-                        for (f, t) in custom_keys(&self.leads[i].custom) {
+                        for (f, t) in custom_keys(&self.leads[i].custom, &self.lead_custom) {
                             if let Some(m) = self.lead_custom.get_mut(&f) {
                                 remove_at(m, &t, i);
                             }
                         }
                         apply_lead(&mut self.leads[i], &s.body);
-                        for (f, t) in custom_keys(&self.leads[i].custom) {
+                        for (f, t) in custom_keys(&self.leads[i].custom, &self.lead_custom) {
                             add_at(self.lead_custom.entry(f).or_default(), t, i);
                         }
                     }

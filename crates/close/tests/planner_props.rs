@@ -293,6 +293,32 @@ proptest! {
     }
 
     #[test]
+    fn indexed_lookups_find_what_a_scan_finds(state in state_strategy(), cfg in cfg_strategy(), p in payload_strategy(), q in payload_strategy()) {
+        // The same records, whatever order they come in.
+        let sorted = |mut f: lookup::Found| {
+            f.contacts.sort_by(|a, b| a.id.cmp(&b.id));
+            f.leads.sort_by(|a, b| a.id.cmp(&b.id));
+            f.leads_by_company.sort_by(|a, b| a.id.cmp(&b.id));
+            f
+        };
+        let mut scanned = state.clone();
+        let mut indexed = state.clone();
+        indexed.track_keys(&cfg);
+        // Before and after a plan is applied (the index follows every change).
+        for payload in [&p, &q] {
+            let reqs = lookup::requests(&cfg, payload);
+            prop_assert_eq!(sorted(scanned.lookup(&reqs)), sorted(indexed.lookup(&reqs)));
+            let plan = plan(&cfg, payload, &scanned.lookup(&reqs));
+            scanned.apply(&plan);
+            indexed.apply(&plan);
+        }
+        for payload in [&p, &q] {
+            let reqs = lookup::requests(&cfg, payload);
+            prop_assert_eq!(sorted(scanned.lookup(&reqs)), sorted(indexed.lookup(&reqs)));
+        }
+    }
+
+    #[test]
     fn determinism(state in state_strategy(), cfg in cfg_strategy(), p in payload_strategy()) {
         let reqs = lookup::requests(&cfg, &p);
         let found = state.lookup(&reqs);
