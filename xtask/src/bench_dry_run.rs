@@ -220,7 +220,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         write_events(&evs(m), m, leads)?;
     }
     println!(
-        "dry-run benchmark: release `closeflow dry-run --against sim:` (JSON lines out to /dev/null)"
+        "dry-run benchmark: release `closeflow dry-run --against sim:` (JSON lines out, counted by the bench)"
     );
     let mut table = Vec::new();
     for (n, m) in [(leads, events), (leads, events * 10), (leads * 10, events)] {
