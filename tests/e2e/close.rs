@@ -327,5 +327,10 @@ async fn a_create_whose_reply_was_lost_is_reported_as_the_create_it_was() {
         .find(|l| l["id"] == "lead_1")
         .unwrap();
     assert_eq!(acme["contacts"].as_array().unwrap().len(), 2);
-    assert!(applied.plan.steps[1].id.as_deref().is_some_and(|id| id.starts_with("cont_")));
+    assert!(
+        applied.plan.steps[1]
+            .id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("cont_"))
+    );
 }

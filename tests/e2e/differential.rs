@@ -5,9 +5,9 @@
 //! same, the simulator's final state must be what the dry-run's overlay says, and a second
 //! send must write nothing, except fields the stream itself sets to different values.
 
+use closeflow_close::StepKind;
 use closeflow_close::run::{self, EventReport, key_config};
 use closeflow_close::snapshot::Snapshot;
-use closeflow_close::StepKind;
 use closeflow_close::state::State;
 use closeflow_mapping::events::{Entry, check};
 use proptest::prelude::*;
@@ -60,7 +60,9 @@ fn types() -> BTreeMap<&'static str, &'static str> {
     ])
 }
 
-fn pick<T: Clone + std::fmt::Debug + 'static>(xs: &'static [T]) -> impl Strategy<Value = Option<T>> {
+fn pick<T: Clone + std::fmt::Debug + 'static>(
+    xs: &'static [T],
+) -> impl Strategy<Value = Option<T>> {
     prop_oneof![Just(None), proptest::sample::select(xs).prop_map(Some)]
 }
 
@@ -79,8 +81,19 @@ const SEEN: &[&str] = &[
 const DAYS: &[&str] = &["2026-03-04", "2026-03-04T22:00:00Z", "2026-03-05"];
 const EMAILS: &[&str] = &["a@x.com", "A@X.com", "b@x.com", "c@y.org"];
 
-fn contact_strategy() -> impl Strategy<Value = (Option<&'static str>, Option<&'static str>, bool, Option<&'static str>, Option<&'static str>, Option<i64>)> {
-    (pick(EMAILS), pick(&["u1", "u2", "u3"]), any::<bool>(), pick(DATES), pick(DAYS), pick(&[3i64, 7]))
+type Text = Option<&'static str>;
+/// A contact: email, User ID, email given as a plain string, date created, day, score.
+type ContactParts = (Text, Text, bool, Text, Text, Option<i64>);
+
+fn contact_strategy() -> impl Strategy<Value = ContactParts> {
+    (
+        pick(EMAILS),
+        pick(&["u1", "u2", "u3"]),
+        any::<bool>(),
+        pick(DATES),
+        pick(DAYS),
+        pick(&[3i64, 7]),
+    )
 }
 
 fn lead_strategy() -> impl Strategy<Value = Value> {
@@ -126,7 +139,11 @@ fn lead_strategy() -> impl Strategy<Value = Value> {
                     if let Some(e) = email {
                         c.insert(
                             "emails".into(),
-                            if plain { json!([e]) } else { json!([{"email": e, "type": "office"}]) },
+                            if plain {
+                                json!([e])
+                            } else {
+                                json!([{"email": e, "type": "office"}])
+                            },
                         );
                     }
                     if let Some(u) = user {
@@ -188,33 +205,47 @@ fn event_strategy() -> impl Strategy<Value = Value> {
         pick(&["Ada", "Bob"]),
         pick(&["Lovelace"]),
         pick(&["c1", "c2", "c4"]),
-        (pick(&["free", "pro"]), pick(SEEN), pick(&["vip", "beta"]), pick(DAYS), pick(&["3", "\"7\"", "7.0"])),
+        (
+            pick(&["free", "pro"]),
+            pick(SEEN),
+            pick(&["vip", "beta"]),
+            pick(DAYS),
+            pick(&["3", "\"7\"", "7.0"]),
+        ),
         pick(&[false, true]),
     )
-        .prop_map(|(user, email, first, last, company, (plan, seen, tag, day, score), dup)| {
-            let mut t = Map::new();
-            let mut put = |k: &str, v: Option<Value>| {
-                if let Some(v) = v {
-                    t.insert(k.into(), v);
+        .prop_map(
+            |(user, email, first, last, company, (plan, seen, tag, day, score), dup)| {
+                let mut t = Map::new();
+                let mut put = |k: &str, v: Option<Value>| {
+                    if let Some(v) = v {
+                        t.insert(k.into(), v);
+                    }
+                };
+                put("email", email.map(|e| json!(e)));
+                put("first_name", first.map(|e| json!(e)));
+                put("last_name", last.map(|e| json!(e)));
+                put(
+                    "company",
+                    company.map(|c| json!({"id": c, "name": format!("Co {c}")})),
+                );
+                put("plan", plan.map(|e| json!(e)));
+                put("seen", seen.map(|e| json!(e)));
+                put("tag", tag.map(|e| json!(e)));
+                put("day", day.map(|e| json!(e)));
+                put("score", score.map(|s| serde_json::from_str(s).unwrap()));
+                put("dup", dup.map(|e| json!(e)));
+                let mut e = json!({"type": "identify", "traits": t});
+                if let Some(u) = user {
+                    e["userId"] = json!(u);
                 }
-            };
-            put("email", email.map(|e| json!(e)));
-            put("first_name", first.map(|e| json!(e)));
-            put("last_name", last.map(|e| json!(e)));
-            put("company", company.map(|c| json!({"id": c, "name": format!("Co {c}")})));
-            put("plan", plan.map(|e| json!(e)));
-            put("seen", seen.map(|e| json!(e)));
-            put("tag", tag.map(|e| json!(e)));
-            put("day", day.map(|e| json!(e)));
-            put("score", score.map(|s| serde_json::from_str(s).unwrap()));
-            put("dup", dup.map(|e| json!(e)));
-            let mut e = json!({"type": "identify", "traits": t});
-            if let Some(u) = user {
-                e["userId"] = json!(u);
-            }
-            e
-        });
-    let group = (proptest::sample::select(&["c1", "c2", "c4"][..]), pick(&["Acme", "Beta"]))
+                e
+            },
+        );
+    let group = (
+        proptest::sample::select(&["c1", "c2", "c4"][..]),
+        pick(&["Acme", "Beta"]),
+    )
         .prop_map(|(g, name)| {
             let mut e = json!({"type": "group", "groupId": g, "traits": {}});
             if let Some(n) = name {
@@ -228,7 +259,10 @@ fn event_strategy() -> impl Strategy<Value = Value> {
 /// A value as Close stores it, for comparing (the test's own reading, not the planner's).
 fn stored(t: &str, v: &Value) -> String {
     match (t, v) {
-        (_, Value::Array(a)) => format!("[{}]", a.iter().map(|x| stored(t, x)).collect::<Vec<_>>().join(",")),
+        (_, Value::Array(a)) => format!(
+            "[{}]",
+            a.iter().map(|x| stored(t, x)).collect::<Vec<_>>().join(",")
+        ),
         ("datetime", Value::String(s)) => s
             .parse::<jiff::Timestamp>()
             .map_or_else(|_| s.clone(), |ts| ts.as_microsecond().to_string()),
@@ -287,7 +321,11 @@ fn learn_ids(sent: &[EventReport]) -> BTreeMap<String, String> {
     creates
         .enumerate()
         .filter_map(|(k, s)| {
-            let prefix = if s.kind == StepKind::CreateLead { "lead" } else { "cont" };
+            let prefix = if s.kind == StepKind::CreateLead {
+                "lead"
+            } else {
+                "cont"
+            };
             Some((format!("{prefix}_planned{}", k + 1), s.id.clone()?))
         })
         .collect()
@@ -297,7 +335,10 @@ fn learn_ids(sent: &[EventReport]) -> BTreeMap<String, String> {
 fn steps(r: &EventReport, ids: &BTreeMap<String, String>) -> Vec<String> {
     let mut out = Vec::new();
     for m in &r.mappings {
-        out.push(format!("{} matched={} error={:?}", m.name, m.matched, m.error));
+        out.push(format!(
+            "{} matched={} error={:?}",
+            m.name, m.matched, m.error
+        ));
         for s in &m.steps {
             let map = |x: &Option<String>| {
                 x.as_ref()
@@ -337,7 +378,11 @@ fn contested(reports: &[EventReport]) -> BTreeSet<String> {
                     "lead_name" => ("lead", vec![("name".into(), v)]),
                     "contact_name" => ("contact", vec![("name".into(), v)]),
                     "lead_custom_fields" | "contact_custom_fields" => (
-                        if k.starts_with("lead") { "lead" } else { "contact" },
+                        if k.starts_with("lead") {
+                            "lead"
+                        } else {
+                            "contact"
+                        },
                         v.as_object()
                             .into_iter()
                             .flatten()
@@ -352,12 +397,19 @@ fn contested(reports: &[EventReport]) -> BTreeSet<String> {
                         Value::String(s) => Value::String(s.trim().to_string()),
                         other => other.clone(),
                     };
-                    values.entry(format!("{obj} {f}")).or_default().insert(stored(ty, &shown));
+                    values
+                        .entry(format!("{obj} {f}"))
+                        .or_default()
+                        .insert(stored(ty, &shown));
                 }
             }
         }
     }
-    values.into_iter().filter(|(_, v)| v.len() > 1).map(|(k, _)| k).collect()
+    values
+        .into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// The lookup keys an event's payloads carry.
@@ -393,7 +445,7 @@ async fn differential(snapshot: Value, events: Vec<Value>) -> Result<(), TestCas
     let mut overlay = State::default();
     let mut planned = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        planned.push(run::dry_run(&inst, &source, &mut overlay, i, e).await.0);
+        planned.push(run::dry_run(&inst, &source, &mut overlay, i, e).await);
     }
 
     // The same events sent to a simulator started from the same snapshot.
@@ -420,10 +472,18 @@ async fn differential(snapshot: Value, events: Vec<Value>) -> Result<(), TestCas
 
     // The simulator ends where the overlay (over the snapshot) says it would.
     let mut expected = BTreeMap::new();
-    view(&State::from_snapshot(&snapshot).unwrap(), &BTreeMap::new(), &mut expected);
+    view(
+        &State::from_snapshot(&snapshot).unwrap(),
+        &BTreeMap::new(),
+        &mut expected,
+    );
     view(&overlay, &ids, &mut expected);
     let mut actual = BTreeMap::new();
-    view(&State::from_snapshot(&sim.snapshot()).unwrap(), &BTreeMap::new(), &mut actual);
+    view(
+        &State::from_snapshot(&sim.snapshot()).unwrap(),
+        &BTreeMap::new(),
+        &mut actual,
+    );
     prop_assert_eq!(expected, actual, "the final state is not the overlay");
 
     // A second send creates nothing. An event that shares no lookup key with a later event
@@ -437,10 +497,17 @@ async fn differential(snapshot: Value, events: Vec<Value>) -> Result<(), TestCas
         let (r, err) = run::send(&inst, &writer, i, e).await;
         prop_assert!(err.is_none(), "send failed: {err:?}");
         let alone = keys[i + 1..].iter().all(|k| k.is_disjoint(&keys[i]));
-        for s in r.mappings.iter().flat_map(|m| &m.steps).filter(|s| s.is_write()) {
+        for s in r
+            .mappings
+            .iter()
+            .flat_map(|m| &m.steps)
+            .filter(|s| s.is_write())
+        {
             prop_assert!(
                 !matches!(s.kind, StepKind::CreateLead | StepKind::CreateContact),
-                "event {} creates again: {:?}", i, s
+                "event {} creates again: {:?}",
+                i,
+                s
             );
             if !alone {
                 continue;
@@ -450,7 +517,11 @@ async fn differential(snapshot: Value, events: Vec<Value>) -> Result<(), TestCas
                 prop_assert!(
                     contested.contains(&format!("{obj} {}", c.field)),
                     "event {} rewrites {} {} ({} → {}) though the stream never contests it",
-                    i, obj, c.field, c.before, c.after
+                    i,
+                    obj,
+                    c.field,
+                    c.before,
+                    c.after
                 );
             }
         }

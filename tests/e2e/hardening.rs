@@ -51,8 +51,15 @@ async fn the_examples_converge_a_second_send_writes_nothing() {
         let resume = tmp(&format!("{ex}.done")).display().to_string();
         let send = || {
             [
-                "send", "--format", "jsonl", "--instance", &format!("mappings/{ex}.yaml"),
-                "--close-url", &url, "--resume-file", &resume,
+                "send",
+                "--format",
+                "jsonl",
+                "--instance",
+                &format!("mappings/{ex}.yaml"),
+                "--close-url",
+                &url,
+                "--resume-file",
+                &resume,
                 &format!("mappings/{ex}.events.jsonl"),
             ]
             .map(str::to_string)
@@ -62,8 +69,18 @@ async fn the_examples_converge_a_second_send_writes_nothing() {
         assert_eq!(first.status.code(), Some(0), "{ex}: {}", text(&first));
         let again = run(send()).await;
         let s = summary(&again);
-        for k in ["create_lead", "create_contact", "update_lead", "update_contact"] {
-            assert_eq!(s[k], 0, "{ex}: the second send still writes: {}", text(&again));
+        for k in [
+            "create_lead",
+            "create_contact",
+            "update_lead",
+            "update_contact",
+        ] {
+            assert_eq!(
+                s[k],
+                0,
+                "{ex}: the second send still writes: {}",
+                text(&again)
+            );
         }
     }
 }
@@ -137,42 +154,89 @@ mappings:
 {"type": "identify", "userId": "u3", "traits": {"email": "-", "custom": {}}}
 "#;
     let out = closeflow_stdin(
-        &["dry-run", "--format", "jsonl", "--instance", file.to_str().unwrap(), "--against", "sim:mappings/default.state.json", "-"],
+        &[
+            "dry-run",
+            "--format",
+            "jsonl",
+            "--instance",
+            file.to_str().unwrap(),
+            "--against",
+            "sim:mappings/default.state.json",
+            "-",
+        ],
         events,
     );
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let err = |i: usize| lines[i]["mappings"][0]["error"].as_str().unwrap_or_default().to_string();
+    let err = |i: usize| {
+        lines[i]["mappings"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     assert!(err(0).contains("may not set cf_company"), "{}", text(&out));
     assert!(err(1).contains("\"Plan Name\""), "{}", text(&out));
-    assert!(err(2).starts_with("Contact Email must be an email address"), "{}", text(&out));
+    assert!(
+        err(2).starts_with("Contact Email must be an email address"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(lines[3]["summary"]["errors"], 3);
-    assert!(lines[..3].iter().all(|l| l["mappings"][0]["steps"] == serde_json::json!([])));
+    assert!(
+        lines[..3]
+            .iter()
+            .all(|l| l["mappings"][0]["steps"] == serde_json::json!([]))
+    );
 }
 
 #[test]
 fn urls_are_checked_and_an_unreachable_close_stops_the_run_at_once() {
-    let out = closeflow(&["send", "--instance", "mappings/default.yaml", "--close-url", "127.0.0.1:9/api", "mappings/default.events.jsonl"]);
+    let out = closeflow(&[
+        "send",
+        "--instance",
+        "mappings/default.yaml",
+        "--close-url",
+        "127.0.0.1:9/api",
+        "mappings/default.events.jsonl",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("not a usable URL"), "{}", text(&out));
 
     let file = tmp("endpoint.yaml");
-    std::fs::write(&file, "name: e\nendpoint: ftp://close\nsettings: {api_key: k}\nmappings: []\n").unwrap();
+    std::fs::write(
+        &file,
+        "name: e\nendpoint: ftp://close\nsettings: {api_key: k}\nmappings: []\n",
+    )
+    .unwrap();
     let out = closeflow(&["validate", file.to_str().unwrap()]);
     assert!(text(&out).contains("bad_url"), "{}", text(&out));
 
     // Port 9 (discard) has no listener here: one clear error naming the URL, at once.
     for cmd in ["send", "dry-run"] {
         let started = std::time::Instant::now();
-        let out = closeflow(&[cmd, "--instance", "mappings/default.yaml", "--close-url", "http://someone:s3cr3t@127.0.0.1:9/api/v1/", "mappings/default.events.jsonl"]);
+        let out = closeflow(&[
+            cmd,
+            "--instance",
+            "mappings/default.yaml",
+            "--close-url",
+            "http://someone:s3cr3t@127.0.0.1:9/api/v1/",
+            "mappings/default.events.jsonl",
+        ]);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(1), "{t}");
-        assert!(t.contains("cannot connect to Close at http://127.0.0.1:9/api/v1/"), "{t}");
+        assert!(
+            t.contains("cannot connect to Close at http://127.0.0.1:9/api/v1/"),
+            "{t}"
+        );
         assert_eq!(t.matches("cannot connect").count(), 1, "{t}");
         assert!(!t.contains("s3cr3t") && !t.contains("test_key"), "{t}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(3), "{cmd} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{cmd} took {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -184,14 +248,26 @@ fn a_line_with_invalid_utf8_is_reported_and_the_stream_goes_on() {
     bytes.extend_from_slice(br#"{"type": "track", "event": "x"}"#);
     bytes.push(b'\n');
     std::fs::write(&file, bytes).unwrap();
-    let out = closeflow(&["dry-run", "--format", "jsonl", "--instance", "mappings/default.yaml", "--against", "sim:mappings/default.state.json", file.to_str().unwrap()]);
+    let out = closeflow(&[
+        "dry-run",
+        "--format",
+        "jsonl",
+        "--instance",
+        "mappings/default.yaml",
+        "--against",
+        "sim:mappings/default.state.json",
+        file.to_str().unwrap(),
+    ]);
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 4, "{}", text(&out));
     assert_eq!(lines[0]["mappings"][0]["matched"], true);
-    assert_eq!(lines[1]["error"], "line 2: not valid UTF-8 (at byte 33 of the line)");
+    assert_eq!(
+        lines[1]["error"],
+        "line 2: not valid UTF-8 (at byte 33 of the line)"
+    );
     assert_eq!(lines[2]["mappings"][0]["matched"], false);
     assert_eq!(lines[3]["summary"]["errors"], 1);
 }
@@ -208,7 +284,13 @@ fn eval_answers_every_line_so_input_and_output_stay_paired() {
     assert_eq!(lines[0], serde_json::json!({"match": true}));
     assert_eq!(lines[1], serde_json::json!({"error": "empty line"}));
     assert_eq!(lines[2], serde_json::json!({"error": "empty line"}));
-    assert_eq!(lines[3], serde_json::json!({"error": "each line needs an `event`"}));
+    assert_eq!(
+        lines[3],
+        serde_json::json!({"error": "each line needs an `event`"})
+    );
     assert_eq!(lines[4], serde_json::json!({"output": {"a": 1}}));
-    assert_eq!(lines[5], serde_json::json!({"error": "each line needs an `event`"}));
+    assert_eq!(
+        lines[5],
+        serde_json::json!({"error": "each line needs an `event`"})
+    );
 }

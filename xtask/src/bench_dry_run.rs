@@ -199,13 +199,22 @@ pub fn run(args: &[&str]) -> Result<()> {
     let events = arg(args, "--events", 10_000)?;
     let root = crate::root();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "closeflow-cli", "--bin", "closeflow"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "closeflow-cli",
+            "--bin",
+            "closeflow",
+        ])
         .current_dir(&root)
         .status()?;
     if !status.success() {
         bail!("building closeflow (release) failed");
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
     let bin = target.join("release/closeflow");
     let dir = std::env::temp_dir().join(format!("closeflow-bench-dry-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -3,8 +3,8 @@
 
 mod bench;
 mod bench_diff;
-mod setup;
 mod bench_dry_run;
+mod setup;
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;

@@ -113,9 +113,7 @@ mod tests {
     fn compiled_programs_are_reused_by_their_text() {
         let mut c = Cache::default();
         for i in 0..3 {
-            let line = format!(
-                r#"{{"mapping": {{"a": "$.x"}}, "event": {{"x": {i}}}}}"#
-            );
+            let line = format!(r#"{{"mapping": {{"a": "$.x"}}, "event": {{"x": {i}}}}}"#);
             assert_eq!(c.answer(&line), json!({"output": {"a": i}}));
             let line = format!(r#"{{"trigger": "x = {i}", "event": {{"x": 1}}}}"#);
             c.answer(&line);

@@ -4,8 +4,8 @@ use crate::plan_view::{self, Style};
 use crate::resume::{self, Done};
 use anyhow::{Context, Result, bail};
 use closeflow_close::client::{ClientConfig, CloseError, DEFAULT_BASE_URL, Reader, Writer};
-use closeflow_close::snapshot::Snapshot;
 use closeflow_close::run::{self, EventReport, Summary};
+use closeflow_close::snapshot::Snapshot;
 use closeflow_close::state::State;
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::{self, Entry};
@@ -82,7 +82,10 @@ fn counter(what: &str) -> Option<indicatif::ProgressBar> {
 /// retries, so the run stops with one error.
 fn stop_if_unreachable(err: &Option<CloseError>, index: usize) -> Result<()> {
     if let Some(e @ CloseError::Unreachable { .. }) = err {
-        bail!("{e}; stopped at event {} (nothing after it was attempted)", index + 1);
+        bail!(
+            "{e}; stopped at event {} (nothing after it was attempted)",
+            index + 1
+        );
     }
     Ok(())
 }
@@ -165,7 +168,8 @@ pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
             let entries = crate::stream::open(a.events)?;
             pb = counter("planned");
             for (i, e) in entries.enumerate() {
-                let (r, _) = rt.block_on(run::dry_run_checked(&inst, &source, &mut overlay, i, &e?));
+                let (r, _) =
+                    rt.block_on(run::dry_run_checked(&inst, &source, &mut overlay, i, &e?));
                 out.event(r)?;
                 if let Some(p) = &pb {
                     p.inc(1);
@@ -179,7 +183,8 @@ pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
             let entries = crate::stream::open(a.events)?;
             pb = counter("planned");
             for (i, e) in entries.enumerate() {
-                let (r, err) = rt.block_on(run::dry_run_checked(&inst, &reader, &mut overlay, i, &e?));
+                let (r, err) =
+                    rt.block_on(run::dry_run_checked(&inst, &reader, &mut overlay, i, &e?));
                 out.event(r)?;
                 stop_if_unreachable(&err, i)?;
                 if let Some(p) = &pb {

@@ -20,7 +20,9 @@ pub fn open(arg: &str) -> Result<Events> {
     let input: Box<dyn Read> = if arg == "-" {
         Box::new(std::io::stdin())
     } else {
-        Box::new(std::fs::File::open(arg).with_context(|| format!("cannot read events from {arg}"))?)
+        Box::new(
+            std::fs::File::open(arg).with_context(|| format!("cannot read events from {arg}"))?,
+        )
     };
     let mut input: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 16, input));
     // A JSON array is recognised by its first non-blank byte.
@@ -45,7 +47,9 @@ pub fn open(arg: &str) -> Result<Events> {
     };
     if array {
         let mut all = Vec::new();
-        ev.input.read_to_end(&mut all).context("cannot read events")?;
+        ev.input
+            .read_to_end(&mut all)
+            .context("cannot read events")?;
         let entries = match String::from_utf8(all) {
             Ok(text) => events::parse_stream(&text),
             Err(e) => vec![Entry::Invalid {

@@ -74,7 +74,10 @@ pub fn check_base_url(url: &str) -> Result<(), CloseError> {
     };
     let u = reqwest::Url::parse(url.trim()).map_err(|e| bad(e.to_string()))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(bad(format!("the scheme is `{}`, not http or https", u.scheme())));
+        return Err(bad(format!(
+            "the scheme is `{}`, not http or https",
+            u.scheme()
+        )));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(bad("it has no host".into()));
@@ -311,20 +314,29 @@ impl Reader {
                     if e.is_connect() {
                         let message = cause(&e);
                         if fail_fast {
-                            return Err(CloseError::Unreachable { url: shown, message });
+                            return Err(CloseError::Unreachable {
+                                url: shown,
+                                message,
+                            });
                         }
                         // Nothing listened: the request never reached Close, so even a
                         // create can be retried; after the last attempt the run stops.
-                        if attempt >= self.cfg.max_attempts
-                            || started.elapsed() >= self.cfg.max_age
+                        if attempt >= self.cfg.max_attempts || started.elapsed() >= self.cfg.max_age
                         {
-                            return Err(CloseError::Unreachable { url: shown, message });
+                            return Err(CloseError::Unreachable {
+                                url: shown,
+                                message,
+                            });
                         }
                         self.stats.retries.fetch_add(1, Relaxed);
                         tokio::time::sleep(self.cfg.backoff.delay(attempt, None)).await;
                         continue;
                     }
-                    let what = if e.is_timeout() { "timed out" } else { "network error" };
+                    let what = if e.is_timeout() {
+                        "timed out"
+                    } else {
+                        "network error"
+                    };
                     let m = format!("{what} talking to {shown}: {}", cause(&e));
                     self.retry_or_fail(attempt, started, &method, path, Failed::Unknown(m))
                         .await?;
@@ -512,7 +524,8 @@ impl Reader {
         .map(String::from)
         .to_vec();
         contact_fields.extend(cfg.user_field.iter().map(|u| format!("custom.{u}")));
-        let id_of = |k: &String| crate::payload::custom_key(k).map_or(k.clone(), |(id, _)| id.into());
+        let id_of =
+            |k: &String| crate::payload::custom_key(k).map_or(k.clone(), |(id, _)| id.into());
         contact_fields.extend(
             p.contact_custom_fields
                 .keys()

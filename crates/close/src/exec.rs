@@ -151,10 +151,9 @@ fn resolve_unknown(so_far: &mut Progress, plan: &Plan) {
     let known: Vec<&str> = so_far.done.iter().filter_map(|s| s.id.as_deref()).collect();
     let mut resolved = Vec::new();
     for mut s in std::mem::take(&mut so_far.unknown) {
-        let again = plan
-            .steps
-            .iter()
-            .any(|x| x.object == s.object && matches!(x.kind, StepKind::CreateLead | StepKind::CreateContact));
+        let again = plan.steps.iter().any(|x| {
+            x.object == s.object && matches!(x.kind, StepKind::CreateLead | StepKind::CreateContact)
+        });
         if again {
             continue;
         }

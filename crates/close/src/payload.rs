@@ -314,8 +314,10 @@ mod tests {
 
     #[test]
     fn whitespace_text_is_not_provided_and_text_is_trimmed() {
-        let p = norm(json!({"contact_name": " ", "contact_title": "  CTO \n", "lead_name": "\t",
-                            "contact_email": "  ada@acme.com "}))
+        let p = norm(
+            json!({"contact_name": " ", "contact_title": "  CTO \n", "lead_name": "\t",
+                            "contact_email": "  ada@acme.com "}),
+        )
         .unwrap();
         assert_eq!(p.contact_name, None);
         assert_eq!(p.lead_name, None);
@@ -328,16 +330,32 @@ mod tests {
 
     #[test]
     fn contact_email_must_look_like_an_address() {
-        for bad in ["-", "ada", "@acme.com", "ada@", "a@b@c", "-@-", "ada acme.com"] {
+        for bad in [
+            "-",
+            "ada",
+            "@acme.com",
+            "ada@",
+            "a@b@c",
+            "-@-",
+            "ada acme.com",
+        ] {
             let e = norm(json!({"contact_email": bad})).unwrap_err();
             assert_eq!(e.field, "contact_email", "{bad}");
-            assert!(e.message.starts_with("Contact Email must be an email address"), "{}", e.message);
+            assert!(
+                e.message
+                    .starts_with("Contact Email must be an email address"),
+                "{}",
+                e.message
+            );
         }
         for good in ["ada@acme.com", "x@y", "ADA+tag@acme.co.uk"] {
             assert!(norm(json!({"contact_email": good})).is_ok(), "{good}");
         }
         // Whitespace only is not provided, not an error.
-        assert_eq!(norm(json!({"contact_email": "  "})).unwrap().contact_email, None);
+        assert_eq!(
+            norm(json!({"contact_email": "  "})).unwrap().contact_email,
+            None
+        );
     }
 
     #[test]
@@ -345,7 +363,13 @@ mod tests {
         assert_eq!(custom_key("cf_a"), Ok(("cf_a", CustomOp::Set)));
         assert_eq!(custom_key("lf_size.add"), Ok(("lf_size", CustomOp::Add)));
         assert_eq!(custom_key("cf_a.remove"), Ok(("cf_a", CustomOp::Remove)));
-        for bad in ["cf_a.set", "Company Size", "cf_a .add", ".add", "cf_a.add.remove"] {
+        for bad in [
+            "cf_a.set",
+            "Company Size",
+            "cf_a .add",
+            ".add",
+            "cf_a.add.remove",
+        ] {
             assert!(custom_key(bad).is_err(), "{bad}");
         }
         let e = norm(json!({"contact_custom_fields": {"Plan Name": "x"}})).unwrap_err();

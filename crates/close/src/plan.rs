@@ -148,8 +148,12 @@ pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
                     ),
                 });
             }
-            out.steps
-                .push(update_lead(lead, p, &found.types, f.allow_updating_existing_leads));
+            out.steps.push(update_lead(
+                lead,
+                p,
+                &found.types,
+                f.allow_updating_existing_leads,
+            ));
             if !has_contact_key {
                 out.steps.push(Step::skipped(
                     Object::Contact,
@@ -261,9 +265,12 @@ pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
     }
     for id in lead_ids {
         match found.leads.iter().find(|l| l.id == id) {
-            Some(lead) => out
-                .steps
-                .push(update_lead(lead, p, &found.types, f.allow_updating_existing_leads)),
+            Some(lead) => out.steps.push(update_lead(
+                lead,
+                p,
+                &found.types,
+                f.allow_updating_existing_leads,
+            )),
             None => {
                 // The lead could not be read; update it blind with what the payload gives.
                 let unknown = Lead {
@@ -274,8 +281,12 @@ pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
                     date_created: String::new(),
                     custom: Default::default(),
                 };
-                out.steps
-                    .push(update_lead(&unknown, p, &found.types, f.allow_updating_existing_leads));
+                out.steps.push(update_lead(
+                    &unknown,
+                    p,
+                    &found.types,
+                    f.allow_updating_existing_leads,
+                ));
             }
         }
     }

@@ -43,8 +43,9 @@ impl Slots {
 fn hash(key: &str) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     // A fixed seed: the index lives as long as the process and is never exposed.
-    let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-        .build_hasher();
+    let mut h =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
     h.write(key.as_bytes());
     h.finish()
 }
@@ -109,9 +110,8 @@ impl Snapshot {
             b.lead(i, &v)?;
         }
         let mut s = b.snapshot;
-        s.types = FieldTypes::from_snapshot_fields(
-            b.custom_fields.as_ref().and_then(Value::as_object),
-        );
+        s.types =
+            FieldTypes::from_snapshot_fields(b.custom_fields.as_ref().and_then(Value::as_object));
         s.leads.shrink_to_fit();
         Ok(s)
     }
@@ -169,7 +169,8 @@ impl Snapshot {
     /// lead (a field the snapshot was not indexed by; correct, only slower).
     fn candidates(&self, r: &LookupRequest) -> Vec<u32> {
         let all = || (0..u32::try_from(self.leads.len()).unwrap_or(u32::MAX)).collect();
-        let at = |index: &Index, key: &str| index.get(&hash(key)).map(Slots::to_vec).unwrap_or_default();
+        let at =
+            |index: &Index, key: &str| index.get(&hash(key)).map(Slots::to_vec).unwrap_or_default();
         match r {
             LookupRequest::LeadsByCompany { field, value } => {
                 if self.keys.company_field.as_deref() == Some(field.as_str()) {
@@ -198,13 +199,13 @@ impl Snapshot {
         let mut parsed: HashMap<u32, (Lead, Vec<Contact>)> = HashMap::new();
         for r in reqs {
             for i in self.candidates(r) {
-                if !parsed.contains_key(&i) {
-                    match self.record(i) {
-                        Some(rec) => parsed.insert(i, rec),
+                let (lead, contacts) = match parsed.entry(i) {
+                    std::collections::hash_map::Entry::Occupied(o) => &*o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => match self.record(i) {
+                        Some(rec) => &*v.insert(rec),
                         None => continue,
-                    };
-                }
-                let (lead, contacts) = &parsed[&i];
+                    },
+                };
                 match r {
                     LookupRequest::LeadsByCompany { field, value } => {
                         if lead.custom_text(field).as_deref() == Some(value.as_str())
@@ -354,7 +355,9 @@ fn compact(lead: &mut Value) {
                 || !(matches!(v, Value::Null) || v == "" || v == &Value::Array(vec![]))
         });
     }
-    let Some(l) = lead.as_object_mut() else { return };
+    let Some(l) = lead.as_object_mut() else {
+        return;
+    };
     for c in l
         .get_mut("contacts")
         .and_then(Value::as_array_mut)
@@ -382,7 +385,9 @@ fn compact(lead: &mut Value) {
 }
 
 fn expand(lead: &mut Value) {
-    let Some(l) = lead.as_object_mut() else { return };
+    let Some(l) = lead.as_object_mut() else {
+        return;
+    };
     let id = l.get("id").cloned().unwrap_or(Value::Null);
     for c in l
         .get_mut("contacts")
@@ -428,13 +433,27 @@ mod tests {
         assert_eq!(&lead, &want.leads()[0]);
         assert_eq!(contacts, want.contacts().to_vec());
         for req in [
-            LookupRequest::LeadsByCompany { field: "cf_company".into(), value: "c1".into() },
-            LookupRequest::ContactsByUser { field: "cf_user".into(), value: "u1".into() },
-            LookupRequest::ContactsByEmail { email: " B@X.com".into() },
+            LookupRequest::LeadsByCompany {
+                field: "cf_company".into(),
+                value: "c1".into(),
+            },
+            LookupRequest::ContactsByUser {
+                field: "cf_user".into(),
+                value: "u1".into(),
+            },
+            LookupRequest::ContactsByEmail {
+                email: " B@X.com".into(),
+            },
         ] {
             let found = s.lookup(std::slice::from_ref(&req));
             assert_eq!(found, want.lookup(std::slice::from_ref(&req)), "{req:?}");
         }
-        assert_eq!(s.lookup(&[LookupRequest::ContactsByEmail { email: "z@x.com".into() }]).contacts, vec![]);
+        assert_eq!(
+            s.lookup(&[LookupRequest::ContactsByEmail {
+                email: "z@x.com".into()
+            }])
+            .contacts,
+            vec![]
+        );
     }
 }

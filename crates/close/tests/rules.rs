@@ -4,7 +4,7 @@
 use closeflow_close::lookup;
 use closeflow_close::model::KeyConfig;
 use closeflow_close::payload::Payload;
-use closeflow_close::plan::{Plan, plan};
+use closeflow_close::plan::{Plan, StepKind, plan};
 use closeflow_close::state::State;
 use serde_json::{Value, json};
 
@@ -14,10 +14,12 @@ fn render(p: &Plan) -> String {
         .iter()
         .map(|s| {
             let kind = serde_json::to_value(s.kind).unwrap();
+            // A live run's creates carry the id Close gave; the rule is the same.
+            let created = matches!(s.kind, StepKind::CreateLead | StepKind::CreateContact);
             let mut t = format!(
                 "{} {}",
                 kind.as_str().unwrap(),
-                s.id.as_deref().unwrap_or("new")
+                if created { "new" } else { s.id.as_deref().unwrap_or("new") }
             );
             if !s.changes.is_empty() {
                 let f: Vec<&str> = s.changes.iter().map(|c| c.field.as_str()).collect();
@@ -286,7 +288,10 @@ fn custom_values_compare_as_close_stores_them() {
         json!({"lead_external_id": "c1", "lead_custom_fields": {
             "cf_seen": "2026-01-01T12:00:00+02:00", "cf_day": "2026-01-05T23:00:00Z", "cf_mrr": "99"}}),
     );
-    assert_eq!(render(&same), "unchanged lead_1; skipped new (no_contact_key)");
+    assert_eq!(
+        render(&same),
+        "unchanged lead_1; skipped new (no_contact_key)"
+    );
     let moved = plan_typed(
         &state,
         json!({"lead_external_id": "c1", "lead_custom_fields": {"cf_seen": "2026-01-01T10:00:01Z", "cf_day": "2026-01-06"}}),
@@ -312,7 +317,8 @@ fn the_oldest_lead_is_the_oldest_instant_not_the_smallest_text() {
 
 #[test]
 fn add_and_remove_are_list_edits_that_converge() {
-    let mut state = typed(json!([{"id": "lead_1", "custom.cf_company": "c1", "custom.cf_tags": ["a"]}]));
+    let mut state =
+        typed(json!([{"id": "lead_1", "custom.cf_company": "c1", "custom.cf_tags": ["a"]}]));
     let with = |k: &str, v: Value| json!({"lead_external_id": "c1", "lead_custom_fields": {k: v}});
     assert_eq!(
         render(&plan_typed(&state, with("cf_tags.add", json!("a")))),
@@ -325,11 +331,21 @@ fn add_and_remove_are_list_edits_that_converge() {
     let add = plan_typed(&state, with("cf_tags.add", json!("b")));
     assert_eq!(add.steps[0].body["custom.cf_tags"], json!(["a", "b"]));
     state.apply(&add);
-    assert_eq!(plan_typed(&state, with("cf_tags.add", json!("b"))).writes().count(), 0);
+    assert_eq!(
+        plan_typed(&state, with("cf_tags.add", json!("b")))
+            .writes()
+            .count(),
+        0
+    );
     let remove = plan_typed(&state, with("cf_tags.remove", json!("a")));
     assert_eq!(remove.steps[0].body["custom.cf_tags"], json!(["b"]));
     state.apply(&remove);
-    assert_eq!(plan_typed(&state, with("cf_tags.remove", json!("a"))).writes().count(), 0);
+    assert_eq!(
+        plan_typed(&state, with("cf_tags.remove", json!("a")))
+            .writes()
+            .count(),
+        0
+    );
     // A new lead gets the list of the values added.
     let new = plan_typed(
         &state,

@@ -185,12 +185,16 @@ mod tests {
     #[test]
     fn a_line_that_is_not_utf8_is_reported_like_a_bad_json_line() {
         let mut out = Vec::new();
-        parse_line(7, b"{\"type\": \"identify\", \"userId\": \"a\xff\"}", &mut out);
+        parse_line(
+            7,
+            b"{\"type\": \"identify\", \"userId\": \"a\xff\"}",
+            &mut out,
+        );
         parse_line(8, b"{\"type\": \"track\"}", &mut out);
         parse_line(9, b"   ", &mut out);
         assert_eq!(out.len(), 2);
         assert!(
-            matches!(&out[0], Entry::Invalid { message, .. } if message == "line 7: not valid UTF-8 (at byte 32 of the line)"),
+            matches!(&out[0], Entry::Invalid { message, .. } if message == "line 7: not valid UTF-8 (at byte 34 of the line)"),
             "{out:?}"
         );
         assert!(matches!(out[1], Entry::Event(_)));

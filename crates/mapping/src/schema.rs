@@ -34,6 +34,9 @@ pub enum FieldKind {
     Object,
 }
 
+/// A check of an object field's key: `Err` says why the key is refused.
+pub type KeyCheck = fn(&str) -> Result<(), String>;
+
 #[derive(Debug, Clone)]
 pub struct FieldSpec {
     pub name: &'static str,
@@ -49,7 +52,7 @@ pub struct FieldSpec {
     pub key_prefixes: &'static [&'static str],
     /// For object fields: a check of each key written literally in a mapping; `Err` (why) is a
     /// config error. The destination applies the same check to keys computed at run time.
-    pub key_check: Option<fn(&str) -> Result<(), String>>,
+    pub key_check: Option<KeyCheck>,
     /// For object fields: settings whose values may not be used as keys (the field they name is
     /// owned by another field of the action), each with the field that owns it.
     pub reserved_keys: &'static [(&'static str, &'static str)],

@@ -510,8 +510,7 @@ fn utc(s: &str) -> Option<String> {
         }
         _ => return None,
     };
-    let secs =
-        crate::store::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    let secs = crate::store::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
     let text = crate::store::format_rfc3339(secs, 0);
     Some(format!("{}{frac}+00:00", &text[..19]))
 }
@@ -815,8 +814,14 @@ mod tests {
     fn datetimes_are_stored_as_the_same_instant_in_utc() {
         let dt = |s: &str| stored_form(Some("datetime"), &json!(s));
         assert_eq!(dt("2026-01-01T10:00:00Z"), "2026-01-01T10:00:00+00:00");
-        assert_eq!(dt("2026-01-01T10:00:00.000+00:00"), "2026-01-01T10:00:00+00:00");
-        assert_eq!(dt("2026-01-01T02:30:00.25+05:30"), "2025-12-31T21:00:00.25+00:00");
+        assert_eq!(
+            dt("2026-01-01T10:00:00.000+00:00"),
+            "2026-01-01T10:00:00+00:00"
+        );
+        assert_eq!(
+            dt("2026-01-01T02:30:00.25+05:30"),
+            "2025-12-31T21:00:00.25+00:00"
+        );
         assert_eq!(dt("2026-03-01T01:00:00-02:00"), "2026-03-01T03:00:00+00:00");
         assert_eq!(dt("not a time"), "not a time");
         assert_eq!(

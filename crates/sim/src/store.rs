@@ -203,7 +203,12 @@ impl Sim {
             let contacts = lead.remove("contacts");
             let created = lead.get("date_created").cloned().unwrap_or(Value::Null);
             lead.entry("date_updated").or_insert(created);
-            for c in contacts.as_ref().and_then(Value::as_array).into_iter().flatten() {
+            for c in contacts
+                .as_ref()
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let Value::Object(c) = c else { continue };
                 let mut c = c.clone();
                 let cd = c.get("date_created").cloned().unwrap_or(Value::Null);

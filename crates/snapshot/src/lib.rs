@@ -82,10 +82,7 @@ impl Reader {
         if !snapshot.is_object() {
             return Err("a simulator snapshot is a JSON object".into());
         }
-        let mut r = Reader::new(
-            snapshot.get("custom_fields"),
-            snapshot.get("lead_statuses"),
-        );
+        let mut r = Reader::new(snapshot.get("custom_fields"), snapshot.get("lead_statuses"));
         match snapshot.get("leads") {
             None | Some(Value::Null) => Ok(vec![]),
             Some(Value::Array(leads)) => leads
@@ -282,11 +279,26 @@ mod tests {
     fn refuses_what_it_cannot_read_one_way() {
         for (snap, why) in [
             (json!({"leads": [{"name": "no id"}]}), "has no `id`"),
-            (json!({"leads": [{"id": "l"}, {"id": "l"}]}), "appears twice"),
-            (json!({"leads": [{"id": "l", "contacts": [{"id": "c"}, {"id": "c"}]}]}), "appears twice"),
-            (json!({"leads": [{"id": "l", "custom": {"Nope": 1}}]}), "not the name or id"),
-            (json!({"leads": [{"id": "l", "contacts": [{"id": "c", "emails": [{"type": "x"}]}]}]}), "emails[0]"),
-            (json!({"leads": [{"id": "l", "date_created": 5}]}), "date_created"),
+            (
+                json!({"leads": [{"id": "l"}, {"id": "l"}]}),
+                "appears twice",
+            ),
+            (
+                json!({"leads": [{"id": "l", "contacts": [{"id": "c"}, {"id": "c"}]}]}),
+                "appears twice",
+            ),
+            (
+                json!({"leads": [{"id": "l", "custom": {"Nope": 1}}]}),
+                "not the name or id",
+            ),
+            (
+                json!({"leads": [{"id": "l", "contacts": [{"id": "c", "emails": [{"type": "x"}]}]}]}),
+                "emails[0]",
+            ),
+            (
+                json!({"leads": [{"id": "l", "date_created": 5}]}),
+                "date_created",
+            ),
             (json!({"leads": {}}), "must be a list"),
         ] {
             let e = Reader::leads(&snap).unwrap_err();
