@@ -276,7 +276,7 @@ fn stored(t: &str, v: &Value) -> String {
     }
 }
 
-fn customs(c: &BTreeMap<String, Value>) -> String {
+fn customs(c: &closeflow_close::model::Customs) -> String {
     let t = types();
     c.iter()
         .map(|(k, v)| format!("{k}={}", stored(t.get(k.as_str()).unwrap_or(&"text"), v)))

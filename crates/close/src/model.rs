@@ -2,13 +2,80 @@
 //! (flat `custom.cf_…` keys, `emails: [{email, type}]`).
 
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 
 /// Which custom fields hold the lookup keys (the instance's two optional settings).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyConfig {
     pub company_field: Option<String>,
     pub user_field: Option<String>,
+}
+
+/// A record's custom field values by field id: a small sorted list. Records carry a few custom
+/// fields each, and an ordered map's node would cost about a kilobyte per record, which a
+/// dry-run's overlay holds for every record it touches.
+#[derive(Clone, Default, PartialEq)]
+pub struct Customs(Vec<(String, Value)>);
+
+impl Customs {
+    fn at(&self, k: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(x, _)| x.as_str().cmp(k))
+    }
+    pub fn get(&self, k: &str) -> Option<&Value> {
+        self.at(k).ok().map(|i| &self.0[i].1)
+    }
+    pub fn insert(&mut self, k: String, v: Value) {
+        match self.at(&k) {
+            Ok(i) => self.0[i].1 = v,
+            Err(i) => self.0.insert(i, (k, v)),
+        }
+    }
+    pub fn remove(&mut self, k: &str) -> Option<Value> {
+        self.at(k).ok().map(|i| self.0.remove(i).1)
+    }
+    pub fn contains_key(&self, k: &str) -> bool {
+        self.at(k).is_ok()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(k, _)| k)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Customs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// Later entries win, as map inserts do.
+impl FromIterator<(String, Value)> for Customs {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(items: I) -> Customs {
+        let mut c = Customs::default();
+        for (k, v) in items {
+            c.insert(k, v);
+        }
+        c.0.shrink_to_fit();
+        c
+    }
+}
+
+impl<'a> IntoIterator for &'a Customs {
+    type Item = (&'a String, &'a Value);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, Value)>,
+        fn(&'a (String, Value)) -> (&'a String, &'a Value),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +85,7 @@ pub struct Lead {
     pub description: String,
     pub status_id: Option<String>,
     pub date_created: String,
-    pub custom: BTreeMap<String, Value>,
+    pub custom: Customs,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +100,7 @@ pub struct Contact {
     pub emails: Vec<Value>,
     pub phones: Vec<Value>,
     pub urls: Vec<Value>,
-    pub custom: BTreeMap<String, Value>,
+    pub custom: Customs,
 }
 
 fn text(m: &Map<String, Value>, k: &str) -> String {
@@ -45,7 +112,7 @@ fn text(m: &Map<String, Value>, k: &str) -> String {
 
 /// The flat `custom.cf_…` keys. Replies also carry a `custom` object keyed by field *name* (a
 /// legacy form): it says nothing the flat keys do not, and names are not ids, so it is ignored.
-fn customs(m: &Map<String, Value>) -> BTreeMap<String, Value> {
+fn customs(m: &Map<String, Value>) -> Customs {
     m.iter()
         .filter_map(|(k, v)| Some((k.strip_prefix("custom.")?.to_string(), v.clone())))
         .collect()
@@ -118,11 +185,11 @@ impl Contact {
 }
 
 /// A custom field's value as text (a number stored by Close compares by its text); empty is none.
-pub fn custom_text_of(custom: &BTreeMap<String, Value>, field: &str) -> Option<String> {
+pub fn custom_text_of(custom: &Customs, field: &str) -> Option<String> {
     custom_text(custom, field)
 }
 
-fn custom_text(custom: &BTreeMap<String, Value>, field: &str) -> Option<String> {
+fn custom_text(custom: &Customs, field: &str) -> Option<String> {
     match custom.get(field)? {
         Value::String(s) if s.is_empty() => None,
         Value::String(s) => Some(s.clone()),

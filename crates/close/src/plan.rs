@@ -380,7 +380,7 @@ fn text_or_null(s: &str) -> Value {
 fn customs(
     changes: &mut Vec<Change>,
     body: &mut Map<String, Value>,
-    current: &std::collections::BTreeMap<String, Value>,
+    current: &crate::model::Customs,
     given: &Map<String, Value>,
     types: &FieldTypes,
 ) {

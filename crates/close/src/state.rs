@@ -7,11 +7,11 @@
 //! held: a dry-run of many events stays linear however much its overlay holds.
 
 use crate::lookup::{Found, LookupRequest};
-use crate::model::{Contact, Lead, norm_email};
+use crate::model::{Contact, Customs, Lead, norm_email};
 use crate::plan::{Object, Plan, StepKind};
 use crate::stored::FieldTypes;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// Marks the ids this state gives to records a plan creates (Close has not given them one).
 const PLANNED: &str = "_planned";
@@ -62,7 +62,7 @@ fn remove_at(m: &mut HashMap<String, Vec<usize>>, key: &str, i: usize) {
 }
 
 /// The (field, text) pairs of a record's tracked custom fields.
-fn custom_keys(custom: &BTreeMap<String, Value>, tracked: &ByCustom) -> Vec<(String, String)> {
+fn custom_keys(custom: &Customs, tracked: &ByCustom) -> Vec<(String, String)> {
     tracked
         .keys()
         .filter_map(|f| Some((f.clone(), crate::model::custom_text_of(custom, f)?)))
@@ -380,7 +380,7 @@ pub(crate) fn records_of(lead: &Value) -> Option<(Lead, Vec<Contact>)> {
     Some((l, contacts))
 }
 
-fn apply_custom(custom: &mut BTreeMap<String, Value>, k: &str, v: &Value) -> bool {
+fn apply_custom(custom: &mut Customs, k: &str, v: &Value) -> bool {
     let Some(id) = k.strip_prefix("custom.") else {
         return false;
     };

@@ -46,7 +46,7 @@ fn state_strategy() -> impl Strategy<Value = State> {
             .into_iter()
             .enumerate()
             .map(|(i, (company, d, name))| {
-                let mut custom = std::collections::BTreeMap::new();
+                let mut custom = closeflow_close::model::Customs::default();
                 if let Some(c) = company {
                     custom.insert("cf_company".to_string(), json!(c));
                 }
@@ -67,7 +67,7 @@ fn state_strategy() -> impl Strategy<Value = State> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (l, d, emails, user, name, phone))| {
-                    let mut custom = std::collections::BTreeMap::new();
+                    let mut custom = closeflow_close::model::Customs::default();
                     if let Some(u) = user {
                         custom.insert("cf_user".to_string(), json!(u));
                     }

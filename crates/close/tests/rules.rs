@@ -19,7 +19,11 @@ fn render(p: &Plan) -> String {
             let mut t = format!(
                 "{} {}",
                 kind.as_str().unwrap(),
-                if created { "new" } else { s.id.as_deref().unwrap_or("new") }
+                if created {
+                    "new"
+                } else {
+                    s.id.as_deref().unwrap_or("new")
+                }
             );
             if !s.changes.is_empty() {
                 let f: Vec<&str> = s.changes.iter().map(|c| c.field.as_str()).collect();
