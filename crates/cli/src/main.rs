@@ -26,8 +26,8 @@ mod resume;
 mod runs;
 mod serve;
 mod sim;
-mod test_diff;
 mod stream;
+mod test_diff;
 mod tests_cmd;
 mod validate;
 
