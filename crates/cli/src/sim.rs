@@ -13,6 +13,8 @@ body replaces the faults in force, so {} switches them all off):
   latency_ms       milliseconds added to every reply
   drop_rate        share of requests whose connection is cut before it is processed
   lost_reply_rate  share of requests processed whose reply is then lost
+  lose_reply_to    [\"METHOD path-prefix\", ...], e.g. [\"POST lead/\"]: the next matching
+                   request of each is processed and its reply lost, once
   e.g. curl -X POST localhost:9000/_sim/faults -d '{\"error_rate\": 0.2, \"latency_ms\": 50}'
 
 Rate limits, per key and endpoint group, from the snapshot's `limits` (any subset; the rest
