@@ -20,6 +20,7 @@ mod eval;
 mod explain;
 mod git_base;
 mod input;
+mod lookups;
 mod plan_view;
 mod render;
 mod resume;
@@ -168,6 +169,11 @@ enum Cmd {
         resume_file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "human")]
         format: runs::PlanFormat,
+        /// Events read ahead whose lookups go out together before they are applied in order.
+        #[arg(long, default_value_t = 100)]
+        lookahead: usize,
+        #[command(flatten)]
+        lookups: lookups::LookupArgs,
     },
     /// The ingestion server: Segment-compatible intake, durable queue, delivery to Close.
     Serve(serve::ServeArgs),
@@ -293,6 +299,8 @@ fn main() -> ExitCode {
             resume,
             resume_file,
             format,
+            lookahead,
+            lookups,
         } => runs::send(runs::Send {
             instance: &instance,
             events: &events,
@@ -301,6 +309,8 @@ fn main() -> ExitCode {
             resume_file,
             format,
             color,
+            lookahead,
+            lookups,
         }),
         Cmd::Serve(a) => serve::run(a),
         Cmd::Dlq(c) => dlq::run(c),

@@ -4,6 +4,9 @@ use crate::plan_view::{self, Style};
 use crate::resume::{self, Done};
 use anyhow::{Context, Result, bail};
 use closeflow_close::client::{ClientConfig, CloseError, DEFAULT_BASE_URL, Reader, Writer};
+use closeflow_close::live::LiveSource;
+use closeflow_close::model::KeyConfig;
+use closeflow_close::payload::Payload;
 use closeflow_close::run::{self, EventReport, Summary};
 use closeflow_close::snapshot::Snapshot;
 use closeflow_close::state::State;
@@ -214,13 +217,19 @@ pub struct Send<'a> {
     pub resume_file: Option<PathBuf>,
     pub format: PlanFormat,
     pub color: bool,
+    pub lookahead: usize,
+    pub lookups: crate::lookups::LookupArgs,
 }
 
 pub fn send(a: Send<'_>) -> Result<ExitCode> {
     let inst = crate::input::require_instance(a.instance, a.color)?;
-    let cfg = client_config(&inst, a.close_url)?;
+    let mut cfg = client_config(&inst, a.close_url)?;
+    a.lookups.configure(&mut cfg);
     let endpoint = cfg.base_url.clone();
     let writer = Writer::new(cfg)?;
+    let keys = run::key_config(&inst);
+    let source = LiveSource::new(writer.reader().clone(), keys.clone(), a.lookups.options());
+    let lookahead = if a.lookups.naive { 0 } else { a.lookahead };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(writer.reader().check_credentials())?;
     let resume_path = a
@@ -234,13 +243,33 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
         reports: vec![],
         summary: Summary::default(),
     };
-    let entries = crate::stream::open(a.events)?;
+    let mut entries = crate::stream::open(a.events)?.enumerate();
     let pb = counter("sent");
     let mut failed: Vec<String> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     let mut unkeyed = 0usize;
-    for (i, e) in entries.enumerate() {
-        let e = e?;
+    // Read ahead: the lookups of the next events go out as one search (or a few), then the
+    // events are applied one by one, in order, from the cache that search filled (and that
+    // every write refreshes), so most events cost their writes only.
+    let mut ahead: std::collections::VecDeque<(usize, Entry)> = Default::default();
+    loop {
+        if ahead.is_empty() {
+            let mut batch: Vec<(KeyConfig, Payload)> = Vec::new();
+            for (i, e) in entries.by_ref().take(lookahead.max(1)) {
+                let e = e?;
+                let already = a.resume && e.message_id().is_some_and(|m| done.ids.contains(m));
+                if lookahead > 0 && !already {
+                    batch.extend(run::prepare(&inst, i, &e).1.into_iter().map(|(_, p)| (keys.clone(), p)));
+                }
+                ahead.push_back((i, e));
+            }
+            if !batch.is_empty() {
+                rt.block_on(source.prefetch(&batch));
+            }
+        }
+        let Some((i, e)) = ahead.pop_front() else {
+            break;
+        };
         if a.resume {
             match e.message_id() {
                 Some(m) if done.ids.contains(m) => {
@@ -262,7 +291,7 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
                 None => unkeyed += 1,
             }
         }
-        let (r, err) = rt.block_on(run::send(&inst, &writer, i, &e));
+        let (r, err) = rt.block_on(run::send_via(&inst, &writer, &source, i, &e));
         if matches!(err, Some(CloseError::Unreachable { .. })) {
             out.event(r)?;
             return stop_if_unreachable(&err, i).map(|()| ExitCode::from(1));

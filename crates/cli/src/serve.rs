@@ -68,6 +68,8 @@ pub struct ServeArgs {
     pub close_timeout: Duration,
     #[arg(long, default_value_t = 3)]
     pub close_attempts: u32,
+    #[command(flatten)]
+    pub lookups: crate::lookups::LookupArgs,
     /// The embedded default: run the Close simulator in this process (from this snapshot, or
     /// empty with `--sim ''`) and point every instance at it. No Close account needed.
     #[arg(long, value_name = "STATE.json")]
@@ -111,6 +113,9 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     cfg.client.close_url = a.close_url;
     cfg.client.timeout = a.close_timeout;
     cfg.client.attempts = a.close_attempts.max(1);
+    cfg.client.lookup_mode = a.lookups.mode();
+    cfg.client.search_chunk = a.lookups.search_chunk.max(1);
+    cfg.client.live = a.lookups.options();
     cfg.admin_token = std::env::var("CLOSEFLOW_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())

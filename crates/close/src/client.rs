@@ -3,20 +3,20 @@
 //! [`Reader`] (the dry-run) cannot write, by construction.
 
 use crate::lookup::{Found, LookupRequest};
-use crate::model::{Contact, KeyConfig, Lead};
+use crate::model::KeyConfig;
 use crate::payload::Payload;
 use crate::ratelimit::{self, Pacer};
 use crate::retry::{Backoff, RetryAction, classify};
 use crate::stored::FieldTypes;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.close.com/api/v1/";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CloseError {
     #[error("Close rejected the API key (HTTP {status}); check settings.api_key for this instance")]
     Unauthorized { status: u16 },
@@ -119,6 +119,10 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     pub max_age: Duration,
     pub backoff: Backoff,
+    /// One search for all of an event's (or many events') keys, or one per key (the baseline).
+    pub lookup_mode: crate::search::LookupMode,
+    /// Lookup requests per search at most (a 400 on a large query splits it further).
+    pub search_chunk: usize,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -144,6 +148,8 @@ impl ClientConfig {
             max_attempts: 6,
             max_age: Duration::from_secs(120),
             backoff: Backoff::default(),
+            lookup_mode: crate::search::LookupMode::default(),
+            search_chunk: 50,
         }
     }
 }
@@ -247,7 +253,7 @@ impl Reader {
             .map(|_| ())
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -429,37 +435,6 @@ impl Reader {
         Ok(())
     }
 
-    async fn search(
-        &self,
-        query: Value,
-        fields: (&str, Vec<String>),
-    ) -> Result<Vec<Value>, CloseError> {
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..20 {
-            let mut body = json!({
-                "query": query,
-                "_fields": { fields.0: fields.1 },
-                "_limit": 200,
-                "sort": [{"direction": "asc", "field": {"type": "regular_field", "object_type": fields.0, "field_name": "date_created"}}],
-            });
-            if let Some(c) = &cursor {
-                body["cursor"] = json!(c);
-            }
-            let reply = self
-                .call(reqwest::Method::POST, "data/search/", Some(&body))
-                .await?;
-            if let Some(Value::Array(items)) = reply.get("data") {
-                out.extend(items.iter().cloned());
-            }
-            match reply.get("cursor").and_then(Value::as_str) {
-                Some(c) if !c.is_empty() => cursor = Some(c.to_string()),
-                _ => break,
-            }
-        }
-        Ok(out)
-    }
-
     /// `GET` every page of a list endpoint (`status/lead/`, `custom_field/lead/`).
     pub async fn list(&self, path: &str) -> Result<Vec<Value>, CloseError> {
         let mut out: Vec<Value> = Vec::new();
@@ -505,97 +480,21 @@ impl Reader {
             .cloned()
     }
 
-    /// Runs an event's lookups: leads by Company ID, contacts by User ID and by email, then the
-    /// leads of the contacts found.
+    /// Runs one event's lookups (see [`crate::search`]): leads by Company ID, contacts by User
+    /// ID and by email, and the leads of the contacts found.
     pub async fn find(
         &self,
         cfg: &KeyConfig,
         p: &Payload,
         reqs: &[LookupRequest],
     ) -> Result<Found, CloseError> {
-        let mut f = Found {
-            types: self.field_types().await?,
-            ..Found::default()
-        };
-        let mut contact_fields: Vec<String> = [
-            "id",
-            "lead_id",
-            "name",
-            "title",
-            "date_created",
-            "emails",
-            "phones",
-            "urls",
-        ]
-        .map(String::from)
-        .to_vec();
-        contact_fields.extend(cfg.user_field.iter().map(|u| format!("custom.{u}")));
-        let id_of =
-            |k: &String| crate::payload::custom_key(k).map_or(k.clone(), |(id, _)| id.into());
-        contact_fields.extend(
-            p.contact_custom_fields
-                .keys()
-                .map(|k| format!("custom.{}", id_of(k))),
-        );
-        let mut lead_fields: Vec<String> =
-            ["id", "name", "description", "status_id", "date_created"]
-                .map(String::from)
-                .to_vec();
-        lead_fields.extend(cfg.company_field.iter().map(|c| format!("custom.{c}")));
-        lead_fields.extend(
-            p.lead_custom_fields
-                .keys()
-                .map(|k| format!("custom.{}", id_of(k))),
-        );
-        for r in reqs {
-            match r {
-                LookupRequest::LeadsByCompany { field, value } => {
-                    let q = and_of("lead", custom_equals(field, value));
-                    for v in self.search(q, ("lead", lead_fields.clone())).await? {
-                        if let Some(l) = Lead::from_api(&v) {
-                            f.leads_by_company.push(l);
-                        }
-                    }
-                }
-                LookupRequest::ContactsByUser { field, value } => {
-                    let q = and_of("contact", custom_equals(field, value));
-                    for v in self.search(q, ("contact", contact_fields.clone())).await? {
-                        f.add_contact(
-                            Contact::from_api(&v)
-                                .ok_or_else(|| bad("data/search/", "a contact without id"))?,
-                        );
-                    }
-                }
-                LookupRequest::ContactsByEmail { email } => {
-                    let q = and_of(
-                        "contact",
-                        json!({"type": "has_related", "this_object_type": "contact", "related_object_type": "contact_email",
-                               "related_query": {"type": "and", "queries": [{"type": "field_condition",
-                                 "field": {"type": "regular_field", "object_type": "contact_email", "field_name": "email"},
-                                 "condition": {"type": "text", "mode": "full_words", "value": email}}]}}),
-                    );
-                    for v in self.search(q, ("contact", contact_fields.clone())).await? {
-                        f.add_contact(
-                            Contact::from_api(&v)
-                                .ok_or_else(|| bad("data/search/", "a contact without id"))?,
-                        );
-                    }
-                }
-            }
-        }
-        for id in f.missing_lead_ids() {
-            let path = format!("lead/{id}/?_fields={}", lead_fields.join(","));
-            match self.call(reqwest::Method::GET, &path, None).await {
-                Ok(v) => {
-                    if let Some(l) = Lead::from_api(&v) {
-                        f.add_lead(l);
-                    }
-                }
-                Err(CloseError::Rejected { status: 404, .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(f)
+        let want = crate::search::Want::of(cfg, p, reqs);
+        let mut found = self.find_many(cfg, std::slice::from_ref(&want)).await?;
+        Ok(found.pop().unwrap_or_default())
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.cfg
     }
 }
 
@@ -604,15 +503,6 @@ fn bad(path: &str, m: &str) -> CloseError {
         path: path.to_string(),
         message: m.to_string(),
     }
-}
-
-fn and_of(object_type: &str, cond: Value) -> Value {
-    json!({"type": "and", "queries": [{"type": "object_type", "object_type": object_type}, cond]})
-}
-
-fn custom_equals(field: &str, value: &str) -> Value {
-    json!({"type": "field_condition", "field": {"type": "custom_field", "custom_field_id": field},
-           "condition": {"type": "text", "mode": "exact_value", "value": value}})
 }
 
 fn error_message(body: &str) -> String {

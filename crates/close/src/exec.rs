@@ -16,6 +16,12 @@ pub trait Source {
         p: &Payload,
         reqs: &[lookup::LookupRequest],
     ) -> impl std::future::Future<Output = Result<Found, CloseError>> + Send;
+
+    /// A live run wrote and Close replied with this record (a source that caches refreshes it).
+    fn written(&self, _reply: &serde_json::Value) {}
+
+    /// A live run failed for an event with these lookups (a source that caches forgets them).
+    fn forget(&self, _reqs: &[lookup::LookupRequest]) {}
 }
 
 impl Source for Reader {
@@ -109,15 +115,39 @@ struct Progress {
 /// reply was lost is never re-sent blindly: the event is looked up and planned again, which
 /// converges whether or not the create happened; the result reports what was written.
 pub async fn apply(writer: &Writer, cfg: &KeyConfig, p: &Payload) -> Result<Applied, CloseError> {
+    apply_via(writer, writer.reader(), cfg, p).await
+}
+
+/// [`apply`], with the lookups read through `source` (the live run's coalescing cache); every
+/// reply Close gives a write goes back to it, and a failure makes it forget the event's keys.
+pub async fn apply_via<S: Source + Sync>(
+    writer: &Writer,
+    source: &S,
+    cfg: &KeyConfig,
+    p: &Payload,
+) -> Result<Applied, CloseError> {
+    let result = apply_attempts(writer, source, cfg, p).await;
+    if result.is_err() {
+        source.forget(&lookup::requests(cfg, p));
+    }
+    result
+}
+
+async fn apply_attempts<S: Source + Sync>(
+    writer: &Writer,
+    source: &S,
+    cfg: &KeyConfig,
+    p: &Payload,
+) -> Result<Applied, CloseError> {
     let mut so_far = Progress::default();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let found = gather(writer.reader(), cfg, p).await?;
+        let found = gather(source, cfg, p).await?;
         let plan = plan::plan(cfg, p, &found);
         resolve_unknown(&mut so_far, &plan);
         let mut this = Progress::default();
-        let result = execute(writer, &plan, &mut this).await;
+        let result = execute(writer, &plan, &mut this, &|reply| source.written(reply)).await;
         so_far.created.append(&mut this.created);
         match result {
             Ok(()) => {
@@ -138,6 +168,8 @@ pub async fn apply(writer: &Writer, cfg: &KeyConfig, p: &Payload) -> Result<Appl
             Err(CloseError::Interrupted { .. }) if attempt < REPLANS => {
                 so_far.done.append(&mut this.done);
                 so_far.unknown = this.unknown;
+                // Whether the create happened only Close can tell: no cached answer.
+                source.forget(&lookup::requests(cfg, p));
             }
             Err(e) => return Err(e),
         }
@@ -205,13 +237,19 @@ fn id_of(v: &serde_json::Value) -> Option<String> {
     v.get("id")?.as_str().map(str::to_string)
 }
 
-async fn execute(writer: &Writer, plan: &Plan, out: &mut Progress) -> Result<(), CloseError> {
+async fn execute(
+    writer: &Writer,
+    plan: &Plan,
+    out: &mut Progress,
+    replied: &(dyn Fn(&serde_json::Value) + Sync),
+) -> Result<(), CloseError> {
     let writes: Vec<&Step> = plan.writes().collect();
     let mut nested_ids: Vec<String> = Vec::new();
     for (n, s) in writes.iter().enumerate() {
         let mut s = (*s).clone();
         let result = match (s.kind, s.object) {
             (StepKind::CreateLead, _) => writer.create_lead(&s.body).await.map(|lead| {
+                replied(&lead);
                 s.id = id_of(&lead);
                 nested_ids = lead
                     .get("contacts")
@@ -235,17 +273,18 @@ async fn execute(writer: &Writer, plan: &Plan, out: &mut Progress) -> Result<(),
                 Ok(())
             }
             (StepKind::CreateContact, _) => writer.create_contact(&s.body).await.map(|c| {
+                replied(&c);
                 s.id = id_of(&c);
                 out.created.extend(s.id.clone());
             }),
             (StepKind::UpdateLead, _) => writer
                 .update_lead(s.id.as_deref().unwrap_or_default(), &s.body)
                 .await
-                .map(drop),
+                .map(|r| replied(&r)),
             (StepKind::UpdateContact, Object::Contact) => writer
                 .update_contact(s.id.as_deref().unwrap_or_default(), &s.body)
                 .await
-                .map(drop),
+                .map(|r| replied(&r)),
             _ => Ok(()),
         };
         match result {

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod diff;
 pub mod exec;
+pub mod live;
 pub mod lookup;
 pub mod metadata;
 pub mod model;
@@ -19,6 +20,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod run;
 pub mod schema;
+pub mod search;
 pub mod snapshot;
 pub mod state;
 pub mod stored;

@@ -221,11 +221,23 @@ pub async fn send(
     index: usize,
     entry: &Entry,
 ) -> (EventReport, Option<CloseError>) {
+    send_via(inst, writer, writer.reader(), index, entry).await
+}
+
+/// [`send`], with lookups read through `source` (the live run's coalescing cache,
+/// [`crate::live::LiveSource`]); planning is the same code either way.
+pub async fn send_via<S: Source + Sync>(
+    inst: &Instance,
+    writer: &Writer,
+    source: &S,
+    index: usize,
+    entry: &Entry,
+) -> (EventReport, Option<CloseError>) {
     let cfg = key_config(inst);
     let (mut report, todo) = prepare(inst, index, entry);
     let mut first_error = None;
     for (i, p) in todo {
-        match exec::apply(writer, &cfg, &p).await {
+        match exec::apply_via(writer, source, &cfg, &p).await {
             Ok(applied) => report.mappings[i].set_plan(applied.plan),
             Err(e) => {
                 report.mappings[i].error = Some(e.to_string());

@@ -16,6 +16,8 @@ use std::time::Duration;
 pub struct Active {
     pub instance: Instance,
     pub writer: Writer,
+    /// Lookups coalesced across this instance's concurrent deliveries, and cached.
+    pub lookups: closeflow_close::live::LiveSource,
     /// Increases with every reload of any instance (cached lookup keys are per version).
     pub version: u64,
     pub file: PathBuf,
@@ -37,6 +39,9 @@ pub struct ClientPolicy {
     pub attempts: u32,
     pub max_age: Duration,
     pub backoff_base: Duration,
+    pub lookup_mode: closeflow_close::search::LookupMode,
+    pub search_chunk: usize,
+    pub live: closeflow_close::live::LiveOptions,
 }
 
 impl Default for ClientPolicy {
@@ -47,6 +52,9 @@ impl Default for ClientPolicy {
             attempts: 3,
             max_age: Duration::from_secs(30),
             backoff_base: Duration::from_millis(200),
+            lookup_mode: closeflow_close::search::LookupMode::default(),
+            search_chunk: 50,
+            live: closeflow_close::live::LiveOptions::default(),
         }
     }
 }
@@ -127,6 +135,8 @@ fn writer_for(inst: &Instance, policy: &ClientPolicy) -> Result<Writer, String> 
     cfg.max_attempts = policy.attempts;
     cfg.max_age = policy.max_age;
     cfg.backoff.base = policy.backoff_base;
+    cfg.lookup_mode = policy.lookup_mode;
+    cfg.search_chunk = policy.search_chunk;
     Writer::new(cfg)
         .map(|w| w.with_observer(crate::telemetry::close_observer(&inst.name)))
         .map_err(|e| e.to_string())
@@ -295,9 +305,15 @@ impl Registry {
                 g.retired.insert(old.clone(), a);
             }
             g.retired.remove(&name);
+            let lookups = closeflow_close::live::LiveSource::new(
+                writer.reader().clone(),
+                closeflow_close::run::key_config(&inst),
+                self.policy.live.clone(),
+            );
             let active = Arc::new(Active {
                 instance: inst,
                 writer,
+                lookups,
                 version: g.version,
                 file: f.clone(),
             });

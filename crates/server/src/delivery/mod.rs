@@ -273,7 +273,14 @@ async fn deliver<Q: Queue>(
         Some(ev) => {
             let entry = Entry::Event(ev);
             let (report, err) =
-                closeflow_close::run::send(&active.instance, &active.writer, 0, &entry).await;
+                closeflow_close::run::send_via(
+                &active.instance,
+                &active.writer,
+                &active.lookups,
+                0,
+                &entry,
+            )
+            .await;
             outcome::classify(
                 &report,
                 err.as_ref(),
