@@ -57,6 +57,7 @@ const FAST_LIMITS: Limits = Limits {
     other: 240,
     delete_lead: 80,
     window_secs: 0.5,
+    search_conditions: 0,
 };
 
 fn count(c: &std::sync::atomic::AtomicU64) -> u64 {

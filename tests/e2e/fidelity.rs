@@ -217,6 +217,7 @@ async fn recorded_traffic_replays_with_the_same_shapes() {
         other: 10_000,
         delete_lead: 10_000,
         window_secs: 8.0,
+        search_conditions: 0,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

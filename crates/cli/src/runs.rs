@@ -248,24 +248,41 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
     let mut failed: Vec<String> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     let mut unkeyed = 0usize;
-    // Read ahead: the lookups of the next events go out as one search (or a few), then the
-    // events are applied one by one, in order, from the cache that search filled (and that
-    // every write refreshes), so most events cost their writes only.
+    // Read ahead: the lookups of the next events go out as one search (or a few) while the
+    // events before them are applied, one by one and in order, from the cache those searches
+    // filled (and that every write refreshes): most events cost their writes only, and the
+    // search budget is spent beside the write budget, not in front of it.
     let mut ahead: std::collections::VecDeque<(usize, Entry)> = Default::default();
+    let mut exhausted = false;
+    let mut first = true;
     loop {
-        if ahead.is_empty() {
+        if !exhausted && ahead.len() <= lookahead {
             let mut batch: Vec<(KeyConfig, Payload)> = Vec::new();
+            let mut read = 0;
             for (i, e) in entries.by_ref().take(lookahead.max(1)) {
                 let e = e?;
+                read += 1;
                 let already = a.resume && e.message_id().is_some_and(|m| done.ids.contains(m));
                 if lookahead > 0 && !already {
-                    batch.extend(run::prepare(&inst, i, &e).1.into_iter().map(|(_, p)| (keys.clone(), p)));
+                    batch.extend(
+                        run::prepare(&inst, i, &e)
+                            .1
+                            .into_iter()
+                            .map(|(_, p)| (keys.clone(), p)),
+                    );
                 }
                 ahead.push_back((i, e));
             }
+            exhausted = read < lookahead.max(1);
             if !batch.is_empty() {
-                rt.block_on(source.prefetch(&batch));
+                if first {
+                    rt.block_on(source.prefetch(&batch));
+                } else {
+                    let source = source.clone();
+                    rt.spawn(async move { source.prefetch(&batch).await });
+                }
             }
+            first = false;
         }
         let Some((i, e)) = ahead.pop_front() else {
             break;

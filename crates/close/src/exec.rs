@@ -22,6 +22,61 @@ pub trait Source {
 
     /// A live run failed for an event with these lookups (a source that caches forgets them).
     fn forget(&self, _reqs: &[lookup::LookupRequest]) {}
+
+    /// A counter that moves whenever an event releases records it held (see [`Source::hold`]).
+    fn epoch(&self) -> u64 {
+        0
+    }
+
+    /// For live runs that share a source concurrently (the server's workers): waits until no
+    /// other event holds any of these records, then holds them until the [`Hold`] is dropped,
+    /// so two events that reach one record through different keys never write it at once.
+    /// `stale` says another event released one of them after `since`: look up again.
+    fn hold(
+        &self,
+        _ids: Vec<String>,
+        _since: u64,
+    ) -> impl std::future::Future<Output = Hold> + Send {
+        std::future::ready(Hold::default())
+    }
+}
+
+/// Records held by one event (released on drop).
+#[derive(Default)]
+pub struct Hold {
+    pub stale: bool,
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Hold {
+    pub fn new(stale: bool, release: Box<dyn FnOnce() + Send>) -> Hold {
+        Hold {
+            stale,
+            release: Some(release),
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Some(f) = self.release.take() {
+            f();
+        }
+    }
+}
+
+/// The records a plan over `found` may write: what the lookups returned.
+fn found_ids(found: &Found) -> Vec<String> {
+    let mut ids: Vec<String> = found
+        .leads_by_company
+        .iter()
+        .chain(&found.leads)
+        .map(|l| l.id.clone())
+        .chain(found.contacts.iter().map(|c| c.id.clone()))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 impl Source for Reader {
@@ -143,7 +198,16 @@ async fn apply_attempts<S: Source + Sync>(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let found = gather(source, cfg, p).await?;
+        // Look up, hold what was found; if another event wrote any of it meanwhile, the
+        // lookups are stale: again (a cached source answers that from its refreshed cache).
+        let (found, _held) = loop {
+            let since = source.epoch();
+            let found = gather(source, cfg, p).await?;
+            let held = source.hold(found_ids(&found), since).await;
+            if !held.stale {
+                break (found, held);
+            }
+        };
         let plan = plan::plan(cfg, p, &found);
         resolve_unknown(&mut so_far, &plan);
         let mut this = Progress::default();

@@ -23,7 +23,7 @@ use crate::payload::Payload;
 use crate::search::Want;
 use crate::stored::FieldTypes;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -77,20 +77,24 @@ fn cache_key(r: &LookupRequest) -> LookupRequest {
     }
 }
 
-struct Entry {
+/// A key whose lookup is known: since when, and with which custom fields the records were read
+/// (a want needing others is a miss).
+struct Fresh {
     at: Instant,
-    leads: Vec<String>,
-    contacts: Vec<String>,
-    /// Custom fields the records were read with (a want needing others is a miss).
     lead_custom: BTreeSet<String>,
     contact_custom: BTreeSet<String>,
 }
 
+/// Cached records, the keys each one matches (derived from the records themselves, so a write's
+/// reply moves a record to the keys it matches now), and which keys' lookups are known.
 #[derive(Default)]
 struct Cache {
-    keys: HashMap<LookupRequest, Entry>,
-    leads: HashMap<String, Lead>,
-    contacts: HashMap<String, Contact>,
+    leads: HashMap<String, (Lead, Instant)>,
+    contacts: HashMap<String, (Contact, Instant)>,
+    members: HashMap<LookupRequest, BTreeSet<String>>,
+    /// The keys each cached record is a member of (to move it when it changes).
+    member_of: HashMap<String, Vec<LookupRequest>>,
+    fresh: HashMap<LookupRequest, Fresh>,
     types: Option<FieldTypes>,
 }
 
@@ -116,6 +120,18 @@ struct Inner {
     cache: Mutex<Cache>,
     queue: OnceLock<mpsc::UnboundedSender<Waiting>>,
     stats: LiveStats,
+    held: Mutex<Held>,
+    released: tokio::sync::Notify,
+}
+
+/// Records held by events in flight, and when each was last released.
+#[derive(Default)]
+struct Held {
+    now: HashSet<String>,
+    released_at: HashMap<String, u64>,
+    epoch: u64,
+    /// Releases older than this were forgotten (the map is bounded): treat them as recent.
+    floor: u64,
 }
 
 /// Lookups for live runs of one instance (one Close key): see the module doc.
@@ -130,82 +146,145 @@ impl std::fmt::Debug for LiveSource {
     }
 }
 
+fn lead_keys(l: &Lead, keys: &KeyConfig) -> Vec<LookupRequest> {
+    keys.company_field
+        .iter()
+        .filter_map(|f| {
+            Some(LookupRequest::LeadsByCompany {
+                field: f.clone(),
+                value: l.custom_text(f)?,
+            })
+        })
+        .collect()
+}
+
+fn contact_keys(c: &Contact, keys: &KeyConfig) -> Vec<LookupRequest> {
+    let mut out: Vec<LookupRequest> = c
+        .email_texts()
+        .iter()
+        .map(|e| LookupRequest::ContactsByEmail {
+            email: norm_email(e),
+        })
+        .collect();
+    if let Some(f) = &keys.user_field
+        && let Some(v) = c.custom_text(f)
+    {
+        out.push(LookupRequest::ContactsByUser {
+            field: f.clone(),
+            value: v,
+        });
+    }
+    out
+}
+
 impl Cache {
-    fn fresh(&self, e: &Entry, now: Instant, opts: &LiveOptions) -> bool {
-        let ttl = if e.leads.is_empty() && e.contacts.is_empty() {
+    fn fresh(&self, k: &LookupRequest, now: Instant, opts: &LiveOptions) -> Option<&Fresh> {
+        let f = self.fresh.get(k)?;
+        let empty = self.members.get(k).is_none_or(BTreeSet::is_empty);
+        let ttl = if empty {
             opts.empty_ttl.min(opts.ttl)
         } else {
             opts.ttl
         };
-        now.duration_since(e.at) < ttl
+        (now.duration_since(f.at) < ttl).then_some(f)
     }
 
-    /// Everything `want` needs, if every key is cached, fresh and read with its fields.
+    fn place(&mut self, id: &str, now_keys: Vec<LookupRequest>) {
+        for k in self.member_of.remove(id).unwrap_or_default() {
+            if let Some(m) = self.members.get_mut(&k) {
+                m.remove(id);
+            }
+        }
+        for k in &now_keys {
+            self.members.entry(k.clone()).or_default().insert(id.to_string());
+        }
+        self.member_of.insert(id.to_string(), now_keys);
+    }
+
+    fn upsert_lead(&mut self, l: Lead, seen: Instant, keys: &KeyConfig) {
+        self.place(&l.id, lead_keys(&l, keys));
+        self.leads.insert(l.id.clone(), (l, seen));
+    }
+
+    fn upsert_contact(&mut self, c: Contact, seen: Instant, keys: &KeyConfig) {
+        self.place(&c.id, contact_keys(&c, keys));
+        self.contacts.insert(c.id.clone(), (c, seen));
+    }
+
+    /// Everything `want` needs, if every key is known, fresh and read with its fields.
     fn hit(&self, want: &Want, now: Instant, opts: &LiveOptions) -> Option<Found> {
         let mut f = Found {
             types: self.types.clone()?,
             ..Found::default()
         };
         for r in &want.reqs {
-            let e = self.keys.get(&cache_key(r))?;
-            if !self.fresh(e, now, opts)
-                || !want.lead_custom.is_subset(&e.lead_custom)
-                || !want.contact_custom.is_subset(&e.contact_custom)
+            let k = cache_key(r);
+            let fr = self.fresh(&k, now, opts)?;
+            if !want.lead_custom.is_subset(&fr.lead_custom)
+                || !want.contact_custom.is_subset(&fr.contact_custom)
             {
                 return None;
             }
-            for id in &e.leads {
-                let l = self.leads.get(id)?;
-                if !f.leads_by_company.iter().any(|x| x.id == l.id) {
-                    f.leads_by_company.push(l.clone());
+            for id in self.members.get(&k).into_iter().flatten() {
+                match r {
+                    LookupRequest::LeadsByCompany { .. } => {
+                        let (l, _) = self.leads.get(id)?;
+                        if !f.leads_by_company.iter().any(|x| x.id == l.id) {
+                            f.leads_by_company.push(l.clone());
+                        }
+                    }
+                    _ => f.add_contact(self.contacts.get(id)?.0.clone()),
                 }
-            }
-            for id in &e.contacts {
-                f.add_contact(self.contacts.get(id)?.clone());
             }
         }
         for id in f.missing_lead_ids() {
-            f.add_lead(self.leads.get(&id)?.clone());
+            f.add_lead(self.leads.get(&id)?.0.clone());
         }
         Some(f)
     }
 
-    /// Records what a search found for `want`'s keys.
-    fn store(&mut self, want: &Want, found: &Found, now: Instant, keys: &KeyConfig) {
+    /// Records what a search that started at `asked` found for `want`'s keys. A cached member
+    /// the search did not return is dropped from that key — unless a write refreshed it after
+    /// the search started (the search could not have seen it yet).
+    fn store(&mut self, want: &Want, found: &Found, asked: Instant, keys: &KeyConfig) {
+        let now = Instant::now();
         self.types = Some(found.types.clone());
+        let mut returned: BTreeSet<String> = BTreeSet::new();
         for l in found.leads_by_company.iter().chain(&found.leads) {
-            self.leads.insert(l.id.clone(), l.clone());
+            returned.insert(l.id.clone());
+            self.upsert_lead(l.clone(), now, keys);
         }
         for c in &found.contacts {
-            self.contacts.insert(c.id.clone(), c.clone());
+            returned.insert(c.id.clone());
+            self.upsert_contact(c.clone(), now, keys);
         }
         for r in &want.reqs {
-            let (leads, contacts) = match r {
-                LookupRequest::LeadsByCompany { .. } => (
-                    found
-                        .leads_by_company
-                        .iter()
-                        .filter(|l| matches_lead(r, l))
-                        .map(|l| l.id.clone())
-                        .collect(),
-                    vec![],
-                ),
-                _ => (
-                    vec![],
-                    found
-                        .contacts
-                        .iter()
-                        .filter(|c| matches_contact(r, c, keys))
-                        .map(|c| c.id.clone())
-                        .collect(),
-                ),
-            };
-            self.keys.insert(
-                cache_key(r),
-                Entry {
+            let k = cache_key(r);
+            let stale: Vec<String> = self
+                .members
+                .get(&k)
+                .into_iter()
+                .flatten()
+                .filter(|id| !returned.contains(*id))
+                .filter(|id| {
+                    let seen = self
+                        .leads
+                        .get(*id)
+                        .map(|x| x.1)
+                        .or_else(|| self.contacts.get(*id).map(|x| x.1));
+                    seen.is_none_or(|t| t < asked)
+                })
+                .cloned()
+                .collect();
+            if let Some(m) = self.members.get_mut(&k) {
+                for id in &stale {
+                    m.remove(id);
+                }
+            }
+            self.fresh.insert(
+                k,
+                Fresh {
                     at: now,
-                    leads,
-                    contacts,
                     lead_custom: want.lead_custom.clone(),
                     contact_custom: want.contact_custom.clone(),
                 },
@@ -213,92 +292,66 @@ impl Cache {
         }
     }
 
-    /// A record Close returned after a write: refreshed, and added to every cached key it
-    /// matches now (a contact that gained an email, a lead just created with its Company ID).
+    /// A record Close returned after a write (a lead with its nested contacts, or a contact).
     fn refresh(&mut self, reply: &Value, keys: &KeyConfig) {
-        let is_lead = reply.get("id").and_then(Value::as_str).is_some_and(|id| id.starts_with("lead_"));
-        if is_lead {
-            if let Some(l) = Lead::from_api(reply) {
-                if let Some(f) = &keys.company_field
-                    && let Some(v) = l.custom_text(f)
-                {
-                    let k = LookupRequest::LeadsByCompany { field: f.clone(), value: v };
-                    if let Some(e) = self.keys.get_mut(&k)
-                        && !e.leads.contains(&l.id)
-                    {
-                        e.leads.push(l.id.clone());
-                    }
-                }
-                self.leads.insert(l.id.clone(), l);
+        let now = Instant::now();
+        let is_lead = reply
+            .get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| id.starts_with("lead_"));
+        if !is_lead {
+            if let Some(c) = Contact::from_api(reply) {
+                self.upsert_contact(c, now, keys);
             }
-            for c in reply.get("contacts").and_then(Value::as_array).into_iter().flatten() {
-                self.refresh_contact(c, keys);
-            }
-        } else {
-            self.refresh_contact(reply, keys);
-        }
-    }
-
-    fn refresh_contact(&mut self, v: &Value, keys: &KeyConfig) {
-        let Some(c) = Contact::from_api(v) else {
             return;
-        };
-        let mut matching: Vec<LookupRequest> = c
-            .email_texts()
-            .iter()
-            .map(|e| LookupRequest::ContactsByEmail { email: norm_email(e) })
-            .collect();
-        if let Some(f) = &keys.user_field
-            && let Some(v) = c.custom_text(f)
+        }
+        if let Some(l) = Lead::from_api(reply) {
+            self.upsert_lead(l, now, keys);
+        }
+        for c in reply
+            .get("contacts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Contact::from_api)
         {
-            matching.push(LookupRequest::ContactsByUser { field: f.clone(), value: v });
+            self.upsert_contact(c, now, keys);
         }
-        for k in matching {
-            if let Some(e) = self.keys.get_mut(&k)
-                && !e.contacts.contains(&c.id)
-            {
-                e.contacts.push(c.id.clone());
-            }
-        }
-        self.contacts.insert(c.id.clone(), c);
     }
 
-    /// Drops expired entries, then records no entry refers to.
+    /// Drops expired keys, then records no fresh key refers to (with their memberships).
     fn sweep(&mut self, now: Instant, opts: &LiveOptions) {
         let expired: Vec<LookupRequest> = self
-            .keys
-            .iter()
-            .filter(|(_, e)| !self.fresh(e, now, opts))
-            .map(|(k, _)| k.clone())
+            .fresh
+            .keys()
+            .filter(|k| self.fresh(k, now, opts).is_none())
+            .cloned()
             .collect();
         for k in expired {
-            self.keys.remove(&k);
+            self.fresh.remove(&k);
         }
-        let mut live_leads: BTreeSet<&String> = BTreeSet::new();
-        let mut live_contacts: BTreeSet<&String> = BTreeSet::new();
-        for e in self.keys.values() {
-            live_leads.extend(&e.leads);
-            live_contacts.extend(&e.contacts);
+        let mut live: BTreeSet<String> = BTreeSet::new();
+        for k in self.fresh.keys() {
+            live.extend(self.members.get(k).into_iter().flatten().cloned());
         }
-        for c in live_contacts.iter().filter_map(|id| self.contacts.get(*id)) {
-            live_leads.insert(&c.lead_id);
+        let leads_of: Vec<String> = live
+            .iter()
+            .filter_map(|id| self.contacts.get(id).map(|c| c.0.lead_id.clone()))
+            .collect();
+        live.extend(leads_of);
+        let dead: Vec<String> = self
+            .member_of
+            .keys()
+            .filter(|id| !live.contains(*id))
+            .cloned()
+            .collect();
+        for id in dead {
+            self.place(&id, Vec::new());
+            self.member_of.remove(&id);
+            self.leads.remove(&id);
+            self.contacts.remove(&id);
         }
-        let live_leads: BTreeSet<String> = live_leads.into_iter().cloned().collect();
-        let live_contacts: BTreeSet<String> = live_contacts.into_iter().cloned().collect();
-        self.leads.retain(|id, _| live_leads.contains(id));
-        self.contacts.retain(|id, _| live_contacts.contains(id));
-    }
-}
-
-fn matches_lead(r: &LookupRequest, l: &Lead) -> bool {
-    matches!(r, LookupRequest::LeadsByCompany { field, value } if l.custom_text(field).as_deref() == Some(value))
-}
-
-fn matches_contact(r: &LookupRequest, c: &Contact, _keys: &KeyConfig) -> bool {
-    match r {
-        LookupRequest::ContactsByUser { field, value } => c.custom_text(field).as_deref() == Some(value),
-        LookupRequest::ContactsByEmail { email } => c.has_email(&norm_email(email)),
-        LookupRequest::LeadsByCompany { .. } => false,
+        self.members.retain(|_, m| !m.is_empty());
     }
 }
 
@@ -312,6 +365,8 @@ impl LiveSource {
                 cache: Mutex::new(Cache::default()),
                 queue: OnceLock::new(),
                 stats: LiveStats::default(),
+                held: Mutex::new(Held::default()),
+                released: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -338,17 +393,17 @@ impl LiveSource {
         self.cache().hit(want, Instant::now(), &self.inner.opts)
     }
 
-    fn remember(&self, wants: &[Want], found: &[Found]) {
+    /// Stores what a search that started at `asked` found.
+    fn remember(&self, wants: &[Want], found: &[Found], asked: Instant) {
         if !self.caching() {
             return;
         }
-        let now = Instant::now();
         let mut c = self.cache();
         for (w, f) in wants.iter().zip(found) {
-            c.store(w, f, now, &self.inner.keys);
+            c.store(w, f, asked, &self.inner.keys);
         }
-        if c.keys.len() > self.inner.opts.max_keys {
-            c.sweep(now, &self.inner.opts);
+        if c.fresh.len() > self.inner.opts.max_keys {
+            c.sweep(Instant::now(), &self.inner.opts);
         }
     }
 
@@ -370,9 +425,10 @@ impl LiveSource {
             }
         }
         for chunk in wants.chunks(self.inner.opts.coalesce_max.max(1)) {
+            let asked = Instant::now();
             if let Ok(found) = self.inner.reader.find_many(&self.inner.keys, chunk).await {
                 self.bump_batches(chunk.len());
-                self.remember(chunk, &found);
+                self.remember(chunk, &found, asked);
             }
         }
     }
@@ -408,9 +464,10 @@ impl LiveSource {
     async fn serve(&self, batch: Vec<Waiting>) {
         let wants: Vec<Want> = batch.iter().map(|w| w.want.clone()).collect();
         self.bump_batches(wants.len());
+        let asked = Instant::now();
         match self.inner.reader.find_many(&self.inner.keys, &wants).await {
             Ok(found) => {
-                self.remember(&wants, &found);
+                self.remember(&wants, &found, asked);
                 for (w, f) in batch.into_iter().zip(found) {
                     let _ = w.reply.send(Ok(f));
                 }
@@ -419,9 +476,10 @@ impl LiveSource {
             // meets only its own answer.
             Err(CloseError::Rejected { .. }) if batch.len() > 1 => {
                 for w in batch {
+                    let asked = Instant::now();
                     let r = self.inner.reader.find_many(&self.inner.keys, std::slice::from_ref(&w.want)).await;
                     if let Ok(f) = &r {
-                        self.remember(std::slice::from_ref(&w.want), f);
+                        self.remember(std::slice::from_ref(&w.want), f, asked);
                     }
                     let _ = w.reply.send(r.map(|mut v| v.pop().unwrap_or_default()));
                 }
@@ -435,7 +493,58 @@ impl LiveSource {
     }
 }
 
+impl LiveSource {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn release(&self, ids: &[String]) {
+        {
+            let mut h = self.held();
+            h.epoch += 1;
+            let e = h.epoch;
+            for id in ids {
+                h.now.remove(id);
+                h.released_at.insert(id.clone(), e);
+            }
+            if h.released_at.len() > 100_000 {
+                h.released_at.clear();
+                h.floor = e;
+            }
+        }
+        self.inner.released.notify_waiters();
+    }
+}
+
 impl Source for LiveSource {
+    fn epoch(&self) -> u64 {
+        self.held().epoch
+    }
+
+    async fn hold(&self, ids: Vec<String>, since: u64) -> crate::exec::Hold {
+        loop {
+            let notified = self.inner.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut h = self.held();
+                if !ids.iter().any(|id| h.now.contains(id)) {
+                    let stale = since < h.floor
+                        || ids
+                            .iter()
+                            .any(|id| h.released_at.get(id).is_some_and(|e| *e > since));
+                    h.now.extend(ids.iter().cloned());
+                    let me = self.clone();
+                    return crate::exec::Hold::new(stale, Box::new(move || me.release(&ids)));
+                }
+            }
+            notified.await;
+        }
+    }
+
     async fn find(
         &self,
         cfg: &KeyConfig,
@@ -450,8 +559,9 @@ impl Source for LiveSource {
         }
         self.inner.stats.misses.fetch_add(1, Relaxed);
         if self.inner.opts.coalesce_window.is_zero() {
+            let asked = Instant::now();
             let found = self.inner.reader.find_many(cfg, std::slice::from_ref(&want)).await?;
-            self.remember(std::slice::from_ref(&want), &found);
+            self.remember(std::slice::from_ref(&want), &found, asked);
             return Ok(found.into_iter().next().unwrap_or_default());
         }
         let (reply, answer) = oneshot::channel();
@@ -477,7 +587,7 @@ impl Source for LiveSource {
         if self.caching() {
             let mut c = self.cache();
             for r in reqs {
-                c.keys.remove(&cache_key(r));
+                c.fresh.remove(&cache_key(r));
             }
         }
     }

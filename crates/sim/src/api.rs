@@ -16,6 +16,7 @@ pub fn router(sim: Sim) -> Router {
     Router::new()
         .route("/_sim/state", get(state))
         .route("/_sim/faults", post(faults))
+        .route("/_sim/stats", get(stats))
         .fallback(api)
         .with_state(sim)
 }
@@ -26,6 +27,11 @@ pub async fn serve(listener: tokio::net::TcpListener, sim: Sim) -> std::io::Resu
 
 async fn state(State(sim): State<Sim>) -> Response {
     axum::Json(sim.snapshot()).into_response()
+}
+
+/// Requests and 429s per endpoint group since start (what the delivery benchmark counts).
+async fn stats(State(sim): State<Sim>) -> Response {
+    axum::Json(json!(sim.lock().stats)).into_response()
 }
 
 async fn faults(State(sim): State<Sim>, body: Bytes) -> Response {
@@ -101,6 +107,7 @@ async fn api(
     };
     // Rate limit per key and endpoint group, fixed window.
     let (g, limit_of) = group(&method, &path);
+    let group_name = g.clone();
     let window = sim.window();
     let (limit, remaining, reset, over) = {
         let mut st = sim.lock();
@@ -132,6 +139,14 @@ async fn api(
             false
         }
     };
+    {
+        let mut st = sim.lock();
+        let counts = st.stats.entry(group_name).or_default();
+        counts.requests += 1;
+        if over || storm {
+            counts.throttled += 1;
+        }
+    }
     let mut resp = if over || storm {
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
@@ -709,10 +724,29 @@ fn update(st: &mut Inner, kind: &str, id: &str, body: &Value) -> Response {
     }
 }
 
+/// Leaf conditions of a query (what a bound on query size counts).
+fn conditions(node: &Value) -> u32 {
+    match node.get("queries").and_then(Value::as_array) {
+        Some(qs) => qs.iter().map(conditions).sum(),
+        None => match node.get("type").and_then(Value::as_str) {
+            Some("object_type") => 0,
+            Some("has_related") => node.get("related_query").map_or(1, conditions).max(1),
+            _ => 1,
+        },
+    }
+}
+
 fn search(st: &mut Inner, body: &Value) -> Response {
     let Some(query) = body.get("query") else {
         return bad_field("query", "This field is required.");
     };
+    let most = st.limits.search_conditions;
+    if most > 0 && conditions(query) > most {
+        return err(
+            StatusCode::BAD_REQUEST,
+            &format!("The query is too complex ({} conditions; at most {most}).", conditions(query)),
+        );
+    }
     // A cursor continues an earlier result set.
     let page_size = body
         .get("_limit")

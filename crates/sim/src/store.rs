@@ -17,6 +17,9 @@ pub struct Limits {
     pub other: u32,
     pub delete_lead: u32,
     pub window_secs: f64,
+    /// Conditions one search query may hold (0: no limit); more is answered 400, as a
+    /// service bounding its query size would (Close documents no number).
+    pub search_conditions: u32,
 }
 
 impl Default for Limits {
@@ -26,8 +29,16 @@ impl Default for Limits {
             other: 240,
             delete_lead: 80,
             window_secs: 8.0,
+            search_conditions: 0,
         }
     }
+}
+
+/// Requests served and refused with 429, per endpoint group (`GET /_sim/stats`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GroupStats {
+    pub requests: u64,
+    pub throttled: u64,
 }
 
 /// Fault injection, settable at start or at run time (`POST /_sim/faults`).
@@ -65,6 +76,7 @@ pub(crate) struct Inner {
     pub windows: HashMap<(String, String), Window>,
     pub clock_us: i64,
     pub cursors: HashMap<String, (Vec<Value>, Instant)>,
+    pub stats: std::collections::BTreeMap<String, GroupStats>,
 }
 
 /// A running simulator's shared state.
@@ -193,6 +205,7 @@ impl Sim {
             windows: HashMap::new(),
             clock_us: 0,
             cursors: HashMap::new(),
+            stats: Default::default(),
         };
         // The one reading of a snapshot, shared with `dry-run --against sim:`; only the
         // server's cosmetic defaults are added here.
