@@ -12,5 +12,5 @@ mod plans;
 mod readme;
 mod robust;
 mod serve;
-mod throughput;
 mod sim_cmd;
+mod throughput;

@@ -61,7 +61,10 @@ pub fn run(args: &[&str]) -> Result<()> {
         ["engine"] => engine(),
         ["diff"] => crate::bench_diff::run(),
         ["dry-run", rest @ ..] => crate::bench_dry_run::run(rest),
-        _ => bail!("usage: cargo xtask bench engine|diff|dry-run [--leads N] [--events M]"),
+        ["delivery", rest @ ..] => crate::bench_delivery::run(rest),
+        _ => bail!(
+            "usage: cargo xtask bench engine|diff|dry-run [--leads N] [--events M]|delivery [--events N] [--baseline-events M] [--seed S]"
+        ),
     }
 }
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_delivery;
 mod bench_diff;
 mod bench_dry_run;
 mod setup;
