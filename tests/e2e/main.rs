@@ -4,6 +4,7 @@
 mod against;
 mod cli;
 mod close;
+mod crash;
 mod diff;
 mod differential;
 mod fidelity;
