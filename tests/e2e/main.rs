@@ -5,6 +5,7 @@ mod against;
 mod cli;
 mod close;
 mod crash;
+mod damage;
 mod diff;
 mod differential;
 mod fidelity;

@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// Intake answers 503 (with Retry-After) while more events than this wait for delivery.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_queue: u64,
+    /// The most the queue file may hold (MiB; default: no limit but the disk). Intake answers
+    /// 503 at three quarters of it; the rest is kept for recording delivery outcomes.
+    #[arg(long)]
+    pub max_queue_mib: Option<u64>,
     /// Intake answers 503 while the data directory has less free space than this (MiB).
     #[arg(long, default_value_t = 64)]
     pub min_free_disk_mib: u64,
@@ -100,6 +104,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     cfg.listen = a.listen;
     cfg.data_dir = a.data_dir;
     cfg.max_queue = a.max_queue;
+    cfg.max_queue_bytes = a.max_queue_mib.map(|m| m.max(1) * 1024 * 1024);
     cfg.min_free_disk = a.min_free_disk_mib * 1024 * 1024;
     cfg.dedup_window = a.dedup_window;
     cfg.grace = a.grace;

@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub max_queue: u64,
+    /// The most the queue file may hold (intake answers 503 before it is reached).
+    pub max_queue_bytes: Option<u64>,
     pub min_free_disk: u64,
     pub dedup_window: Duration,
     pub grace: Duration,
@@ -56,6 +58,7 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("closeflow-data"),
             max_queue: 1_000_000,
+            max_queue_bytes: None,
             min_free_disk: 64 * 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
             grace: Duration::from_secs(30),
@@ -112,7 +115,15 @@ fn emit_reports(reports: &[FileReport]) -> bool {
 
 /// Opens the embedded queue under `data_dir`.
 pub fn open_queue(data_dir: &std::path::Path, dedup_window: Duration) -> Result<SqliteQueue> {
-    let mut o = Options::in_dir(data_dir);
+    open_queue_with(Options::in_dir(data_dir), dedup_window)
+}
+
+fn open_queue_with(mut o: Options, dedup_window: Duration) -> Result<SqliteQueue> {
+    let data_dir = o
+        .path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
     o.dedup_window_ms = dedup_window.as_millis() as i64;
     o.retention_ms = o.dedup_window_ms;
     SqliteQueue::open(o).with_context(|| format!("cannot open the queue in {}", data_dir.display()))
@@ -137,7 +148,9 @@ async fn terminated() {
 /// in flight gets `grace` to finish, and whatever is left stays queued for the next start.
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
     telemetry::metrics();
-    let queue = Arc::new(open_queue(&cfg.data_dir, cfg.dedup_window)?);
+    let mut opts = Options::in_dir(&cfg.data_dir);
+    opts.max_bytes = cfg.max_queue_bytes;
+    let queue = Arc::new(open_queue_with(opts, cfg.dedup_window)?);
     if let Some(aside) = &queue.report.quarantined_file {
         warn!(moved_to = %aside.display(), "the queue file was unreadable: moved aside, a new one was started");
     }

@@ -236,12 +236,14 @@ pub async fn ingest<Q: Queue>(
                 }
                 app.wakers.wake(inst);
             }
-            Err(QueueError::Full(_)) => {
+            Err(QueueError::Full(why)) => {
                 app.disk_full.store(true, Ordering::Relaxed);
                 return refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "disk_full",
-                    "the queue's disk is full; nothing from this request was lost, retry later",
+                    format!(
+                        "the queue is full ({why}); this request was not accepted, retry later"
+                    ),
                 );
             }
             Err(e) => {
