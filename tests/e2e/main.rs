@@ -10,6 +10,7 @@ mod diff;
 mod differential;
 mod fidelity;
 mod hardening;
+mod hostile;
 mod plans;
 mod readme;
 mod robust;

@@ -54,6 +54,13 @@ pub struct ServeArgs {
     /// A request body that takes longer than this to arrive is answered 408.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub body_timeout: Duration,
+    /// Connections open at once; one more is closed at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// A connection that has not sent a request's headers within this (idle after a reply,
+    /// or trickling) is closed.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
     /// Events in flight at once per instance (events sharing a lookup key never are).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -110,6 +117,8 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     cfg.grace = a.grace;
     cfg.reload_interval = a.reload_interval;
     cfg.body_timeout = a.body_timeout;
+    cfg.connections.max_connections = a.max_connections.max(1);
+    cfg.connections.header_timeout = a.header_timeout;
     cfg.delivery.concurrency = a.concurrency.max(1);
     cfg.delivery.retry.max_attempts = a.retry_attempts.max(1);
     cfg.delivery.retry.max_age = a.retry_max_age;

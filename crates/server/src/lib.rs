@@ -12,6 +12,7 @@ pub mod admin;
 pub mod app;
 pub mod delivery;
 pub mod intake;
+pub mod listen;
 pub mod ops;
 pub mod queue;
 pub mod registry;
@@ -46,6 +47,7 @@ pub struct ServeConfig {
     pub grace: Duration,
     pub reload_interval: Duration,
     pub body_timeout: Duration,
+    pub connections: listen::Limits,
     pub delivery: delivery::Policy,
     pub client: registry::ClientPolicy,
     pub admin_token: Option<SecretString>,
@@ -64,6 +66,7 @@ impl ServeConfig {
             grace: Duration::from_secs(30),
             reload_interval: Duration::from_secs(1),
             body_timeout: Duration::from_secs(10),
+            connections: listen::Limits::default(),
             delivery: delivery::Policy::default(),
             client: registry::ClientPolicy::default(),
             admin_token: None,
@@ -257,16 +260,12 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
 
     let router = app::router(app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     let (down_tx, down_rx) = watch::channel(false);
-    let server = {
-        let mut down = down_rx.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = down.wait_for(|d| *d).await;
-                })
-                .await
-        })
-    };
+    let server = tokio::spawn(listen::serve(
+        listener,
+        router,
+        cfg.connections.clone(),
+        down_rx.clone(),
+    ));
 
     let signal = terminated();
     tokio::pin!(signal);
