@@ -695,3 +695,90 @@ fn locate_in(source: &str, span: Span, needle: &str) -> Span {
             Span::from_offset(source, span.offset + i, needle.len())
         })
 }
+
+/// `source` with the value of every literal secret (`write_key`, in any of its forms, and each
+/// secret setting) masked byte for byte, so that spans into it stay valid: what a diagnostic
+/// may show of a file. Line-based on purpose: it must work on a file that does not parse.
+/// `${VAR}` references are not secrets and stay readable.
+pub fn redact_secrets(source: &str, schema: &DestinationSchema) -> String {
+    let secret_key =
+        |k: &str| k == "write_key" || schema.settings.iter().any(|s| s.secret && s.name == k);
+    let mut out = String::with_capacity(source.len());
+    // Inside a block list under a secret key: the key's indentation.
+    let mut list_under: Option<usize> = None;
+    for line in source.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let indent = body.len() - body.trim_start().len();
+        let trimmed = body.trim_start();
+        let mut value_at = None;
+        if let Some(at) = list_under {
+            if trimmed.starts_with('-') && indent >= at {
+                value_at = Some(indent + 1);
+            } else if !trimmed.is_empty() && !trimmed.starts_with('#') {
+                list_under = None;
+            }
+        }
+        if value_at.is_none() {
+            let entry = trimmed.strip_prefix('-').map_or(trimmed, str::trim_start);
+            let entry_at = body.len() - entry.len();
+            if let Some((key, rest)) = entry.split_once(':') {
+                let key = key.trim().trim_matches(['"', '\'']);
+                if secret_key(key) {
+                    if rest.trim().is_empty() {
+                        list_under = Some(indent);
+                    } else {
+                        value_at = Some(entry_at + key.len() + 1);
+                    }
+                }
+            }
+        }
+        match value_at {
+            Some(at) if !body[at.min(body.len())..].contains("${") => {
+                let at = at.min(body.len());
+                out.push_str(&body[..at]);
+                out.extend(body[at..].chars().map(|c| {
+                    if c.is_whitespace() || "[],".contains(c) {
+                        c.to_string()
+                    } else {
+                        "*".repeat(c.len_utf8())
+                    }
+                }));
+                out.push_str(&line[body.len()..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn literal_secrets_are_masked_in_place_and_references_kept() {
+        let schema = DestinationSchema {
+            name: "t",
+            settings: vec![crate::schema::SettingSpec {
+                name: "api_key",
+                description: "",
+                required: true,
+                secret: true,
+            }],
+            actions: vec![],
+        };
+        let src = "name: x\nwrite_key: wk_1\nother: [a]\nsettings:\n  api_key: \"sk_é\"\n  plain: visible\nwrite_key:\n  - wk_2\n  - ${WK}\nwrite_key: [wk_3, wk_4]\nmappings: []\n";
+        let r = redact_secrets(src, &schema);
+        assert_eq!(r.len(), src.len(), "byte offsets stay valid");
+        for s in ["wk_1", "sk_é", "wk_2", "wk_3", "wk_4"] {
+            assert!(!r.contains(s), "{s} in {r}");
+        }
+        for s in ["${WK}", "visible", "other: [a]", "name: x", "mappings: []"] {
+            assert!(r.contains(s), "{s} lost: {r}");
+        }
+        // A file that does not parse is masked all the same.
+        let broken = "write_key: wk_9\nsettings: [\n  api_key: sk_9\n";
+        let r = redact_secrets(broken, &schema);
+        assert!(!r.contains("wk_9") && !r.contains("sk_9"), "{r}");
+    }
+}
