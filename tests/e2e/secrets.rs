@@ -292,7 +292,8 @@ async fn no_secret_appears_in_any_output_log_metric_reply_or_file() {
     let resume = cli_dir.path().join("resume");
     let r = resume.to_str().unwrap();
     let explained = ev(9).to_string();
-    let runs: Vec<(&str, Vec<&str>, &[(&str, &str)])> = vec![
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let runs: Vec<(&str, Vec<&str>, Env)> = vec![
         (
             "send",
             vec!["send", "--instance", i, e, "--resume-file", r],
