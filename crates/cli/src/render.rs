@@ -20,12 +20,6 @@ pub fn diagnostics(file: &str, source: &str, diags: &[Diagnostic], color: bool) 
         GraphicalTheme::unicode_nocolor()
     };
     let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
-    // Excerpts of the file never show a key written in it (the warning says where it is).
-    let source = closeflow_mapping::instance::redact_secrets(
-        source,
-        &closeflow_close::schema::destination(),
-    );
-    let source = source.as_str();
     let mut out = String::new();
     for d in diags {
         let mut text = match &d.mapping {
