@@ -17,5 +17,5 @@ mod readme;
 mod robust;
 mod secrets;
 mod serve;
-mod throughput;
 mod sim_cmd;
+mod throughput;

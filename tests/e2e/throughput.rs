@@ -75,20 +75,20 @@ fn org() -> Value {
                "emails": [{"email": email, "type": "office"}], "custom.cf_user": user})
     };
     json!({"api_keys": ["test_key"],
-           "custom_fields": {"lead": [{"id": "cf_company", "name": "Company ID", "type": "text"}],
-                             "contact": [{"id": "cf_user", "name": "User ID", "type": "text"}]},
-           "lead_statuses": [{"id": "stat_potential", "label": "Potential"}],
-           "limits": {"search": 1000, "other": 1000, "window_secs": 1.0},
-           "leads": [
-             {"id": "lead_1", "name": "Acme", "date_created": "2026-01-01T00:00:00+00:00", "custom.cf_company": "c_1",
-              "contacts": [contact("cont_1", "lead_1", "ada@acme.com", "u_1", "2026-01-01T00:00:01+00:00"),
-                           // A near match of ada@acme.com for Close's word search.
-                           contact("cont_2", "lead_1", "ada@acme.com.au", "u_2", "2026-01-01T00:00:02+00:00")]},
-             {"id": "lead_2", "name": "Globex", "date_created": "2026-01-02T00:00:00+00:00", "custom.cf_company": "c_2",
-              "contacts": [contact("cont_3", "lead_2", "grace@globex.com", "u_3", "2026-01-02T00:00:01+00:00")]},
-             {"id": "lead_3", "name": "No company", "date_created": "2026-01-03T00:00:00+00:00",
-              "contacts": [contact("cont_4", "lead_3", "linus@kernel.org", "u_4", "2026-01-03T00:00:01+00:00")]}
-           ]})
+    "custom_fields": {"lead": [{"id": "cf_company", "name": "Company ID", "type": "text"}],
+                      "contact": [{"id": "cf_user", "name": "User ID", "type": "text"}]},
+    "lead_statuses": [{"id": "stat_potential", "label": "Potential"}],
+    "limits": {"search": 1000, "other": 1000, "window_secs": 1.0},
+    "leads": [
+      {"id": "lead_1", "name": "Acme", "date_created": "2026-01-01T00:00:00+00:00", "custom.cf_company": "c_1",
+       "contacts": [contact("cont_1", "lead_1", "ada@acme.com", "u_1", "2026-01-01T00:00:01+00:00"),
+                    // A near match of ada@acme.com for Close's word search.
+                    contact("cont_2", "lead_1", "ada@acme.com.au", "u_2", "2026-01-01T00:00:02+00:00")]},
+      {"id": "lead_2", "name": "Globex", "date_created": "2026-01-02T00:00:00+00:00", "custom.cf_company": "c_2",
+       "contacts": [contact("cont_3", "lead_2", "grace@globex.com", "u_3", "2026-01-02T00:00:01+00:00")]},
+      {"id": "lead_3", "name": "No company", "date_created": "2026-01-03T00:00:00+00:00",
+       "contacts": [contact("cont_4", "lead_3", "linus@kernel.org", "u_4", "2026-01-03T00:00:01+00:00")]}
+    ]})
 }
 
 #[tokio::test]
@@ -103,19 +103,35 @@ async fn the_keys_of_several_events_go_out_as_one_search_and_come_back_to_the_ri
     ];
     let before = r.calls("search").await;
     let found = w.reader().find_many(&keys(), &wants).await.unwrap();
-    assert_eq!(r.calls("search").await - before, 1, "one search for four events' keys");
+    assert_eq!(
+        r.calls("search").await - before,
+        1,
+        "one search for four events' keys"
+    );
     let ids = |f: &closeflow_close::lookup::Found| {
         (
-            f.leads_by_company.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+            f.leads_by_company
+                .iter()
+                .map(|l| l.id.clone())
+                .collect::<Vec<_>>(),
             f.contacts.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
             f.leads.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
         )
     };
     // The near match (ada@acme.com.au) is never routed to ada@acme.com, nor anywhere else.
-    assert_eq!(ids(&found[0]), (vec![], vec!["cont_1".into()], vec!["lead_1".into()]));
-    assert_eq!(ids(&found[1]), (vec![], vec!["cont_3".into()], vec!["lead_2".into()]));
+    assert_eq!(
+        ids(&found[0]),
+        (vec![], vec!["cont_1".into()], vec!["lead_1".into()])
+    );
+    assert_eq!(
+        ids(&found[1]),
+        (vec![], vec!["cont_3".into()], vec!["lead_2".into()])
+    );
     assert_eq!(ids(&found[2]), (vec!["lead_1".into()], vec![], vec![]));
-    assert_eq!(ids(&found[3]), (vec![], vec!["cont_4".into()], vec!["lead_3".into()]));
+    assert_eq!(
+        ids(&found[3]),
+        (vec![], vec!["cont_4".into()], vec!["lead_3".into()])
+    );
 }
 
 #[tokio::test]
@@ -126,19 +142,38 @@ async fn no_get_lead_for_a_lead_the_search_returned() {
     let before = r.calls("other").await;
     let found = w
         .reader()
-        .find_many(&keys(), &[want(json!({"lead_external_id": "c_1", "contact_external_id": "u_1"}))])
+        .find_many(
+            &keys(),
+            &[want(
+                json!({"lead_external_id": "c_1", "contact_external_id": "u_1"}),
+            )],
+        )
         .await
         .unwrap();
     assert_eq!(found[0].leads[0].id, "lead_1");
-    assert_eq!(r.calls("other").await - before, 0, "lead_1 came back from the company lookup");
+    assert_eq!(
+        r.calls("other").await - before,
+        0,
+        "lead_1 came back from the company lookup"
+    );
     // A contact whose lead the search did not return: its lead is read once.
     let found = w
         .reader()
-        .find_many(&keys(), &[want(json!({"contact_external_id": "u_4"})), want(json!({"contact_email": "linus@kernel.org"}))])
+        .find_many(
+            &keys(),
+            &[
+                want(json!({"contact_external_id": "u_4"})),
+                want(json!({"contact_email": "linus@kernel.org"})),
+            ],
+        )
         .await
         .unwrap();
     assert_eq!(found[1].leads[0].id, "lead_3");
-    assert_eq!(r.calls("other").await - before, 1, "one GET /lead/ for two events");
+    assert_eq!(
+        r.calls("other").await - before,
+        1,
+        "one GET /lead/ for two events"
+    );
 }
 
 #[tokio::test]
@@ -174,24 +209,64 @@ fn live(r: &Running, opts: LiveOptions) -> (Writer, LiveSource) {
 async fn a_repeated_unchanged_identify_costs_no_call_and_a_write_refreshes_the_cache() {
     let r = start(org()).await;
     let (w, src) = live(&r, LiveOptions::default());
-    let ada = payload(json!({"contact_external_id": "u_1", "contact_email": "ada@acme.com", "contact_title": "CTO",
-                             "lead_external_id": "c_1"}));
+    let ada = payload(
+        json!({"contact_external_id": "u_1", "contact_email": "ada@acme.com", "contact_title": "CTO",
+                             "lead_external_id": "c_1"}),
+    );
     let first = exec::apply_via(&w, &src, &keys(), &ada).await.unwrap();
-    assert!(first.plan.steps.iter().any(|s| s.kind == closeflow_close::StepKind::UpdateContact));
+    assert!(
+        first
+            .plan
+            .steps
+            .iter()
+            .any(|s| s.kind == closeflow_close::StepKind::UpdateContact)
+    );
     let calls = r.all_calls().await;
     let again = exec::apply_via(&w, &src, &keys(), &ada).await.unwrap();
-    assert!(again.plan.steps.iter().all(|s| s.kind == closeflow_close::StepKind::Unchanged), "{:?}", again.plan);
-    assert_eq!(r.all_calls().await, calls, "the repeat is planned from the cache, written nowhere");
+    assert!(
+        again
+            .plan
+            .steps
+            .iter()
+            .all(|s| s.kind == closeflow_close::StepKind::Unchanged),
+        "{:?}",
+        again.plan
+    );
+    assert_eq!(
+        r.all_calls().await,
+        calls,
+        "the repeat is planned from the cache, written nowhere"
+    );
     // The write's reply refreshed the cache: the contact now has a second email, and an event
     // that knows the person only by that email finds it without a search (and adds nobody).
-    let more = payload(json!({"contact_external_id": "u_1", "contact_email": "ada@lovelace.org", "lead_external_id": "c_1"}));
+    let more = payload(
+        json!({"contact_external_id": "u_1", "contact_email": "ada@lovelace.org", "lead_external_id": "c_1"}),
+    );
     exec::apply_via(&w, &src, &keys(), &more).await.unwrap();
-    let by_new_email = payload(json!({"contact_email": "ada@lovelace.org", "contact_title": "CTO"}));
+    let by_new_email =
+        payload(json!({"contact_email": "ada@lovelace.org", "contact_title": "CTO"}));
     let searches = r.calls("search").await;
-    let p = exec::apply_via(&w, &src, &keys(), &by_new_email).await.unwrap();
-    assert_eq!(r.calls("search").await, searches, "the email the write added is cached");
-    assert!(p.plan.steps.iter().all(|s| s.kind == closeflow_close::StepKind::Unchanged), "{:?}", p.plan);
-    assert_eq!(r.sim.snapshot()["leads"].as_array().unwrap().len(), 3, "no new lead");
+    let p = exec::apply_via(&w, &src, &keys(), &by_new_email)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.calls("search").await,
+        searches,
+        "the email the write added is cached"
+    );
+    assert!(
+        p.plan
+            .steps
+            .iter()
+            .all(|s| s.kind == closeflow_close::StepKind::Unchanged),
+        "{:?}",
+        p.plan
+    );
+    assert_eq!(
+        r.sim.snapshot()["leads"].as_array().unwrap().len(),
+        3,
+        "no new lead"
+    );
 }
 
 #[tokio::test]
@@ -199,9 +274,18 @@ async fn a_cached_value_never_hides_a_change_the_event_makes() {
     let r = start(org()).await;
     let (w, src) = live(&r, LiveOptions::default());
     let title = |t: &str| payload(json!({"contact_external_id": "u_3", "contact_title": t}));
-    exec::apply_via(&w, &src, &keys(), &title("CTO")).await.unwrap();
-    let changed = exec::apply_via(&w, &src, &keys(), &title("CEO")).await.unwrap();
-    let step = changed.plan.steps.iter().find(|s| s.kind == closeflow_close::StepKind::UpdateContact).expect("an update");
+    exec::apply_via(&w, &src, &keys(), &title("CTO"))
+        .await
+        .unwrap();
+    let changed = exec::apply_via(&w, &src, &keys(), &title("CEO"))
+        .await
+        .unwrap();
+    let step = changed
+        .plan
+        .steps
+        .iter()
+        .find(|s| s.kind == closeflow_close::StepKind::UpdateContact)
+        .expect("an update");
     assert_eq!(step.changes[0].before, json!("CTO"));
     let st = r.sim.snapshot();
     let grace = st["leads"][1]["contacts"][0].clone();
@@ -225,7 +309,10 @@ async fn ttl_expiry_and_an_error_force_a_lookup() {
     exec::apply_via(&w, &src, &keys(), &grace).await.unwrap();
     assert_eq!(r.calls("search").await, s0 + 1, "expired: searched again");
     // An error forgets the event's keys: the next event for them searches.
-    r.sim.set_faults(closeflow_sim::Faults { error_rate: 1.0, ..Default::default() });
+    r.sim.set_faults(closeflow_sim::Faults {
+        error_rate: 1.0,
+        ..Default::default()
+    });
     let failing = Writer::new({
         let mut c = ClientConfig::new(&r.url, "test_key".to_string().into());
         c.max_attempts = 1;
@@ -233,24 +320,45 @@ async fn ttl_expiry_and_an_error_force_a_lookup() {
     })
     .unwrap();
     let other = payload(json!({"contact_external_id": "u_3", "contact_title": "Admiral"}));
-    assert!(exec::apply_via(&failing, &src, &keys(), &other).await.is_err());
+    assert!(
+        exec::apply_via(&failing, &src, &keys(), &other)
+            .await
+            .is_err()
+    );
     r.sim.set_faults(closeflow_sim::Faults::default());
     let s1 = r.calls("search").await;
     exec::apply_via(&w, &src, &keys(), &other).await.unwrap();
-    assert_eq!(r.calls("search").await, s1 + 1, "after an error the key is looked up again");
+    assert_eq!(
+        r.calls("search").await,
+        s1 + 1,
+        "after an error the key is looked up again"
+    );
 }
 
 #[tokio::test]
 async fn concurrent_lookups_are_coalesced_into_one_search() {
     let r = start(org()).await;
-    let (_, src) = live(&r, LiveOptions { coalesce_window: Duration::from_millis(50), ..LiveOptions::default() });
+    let (_, src) = live(
+        &r,
+        LiveOptions {
+            coalesce_window: Duration::from_millis(50),
+            ..LiveOptions::default()
+        },
+    );
     let s0 = r.calls("search").await;
     let mut tasks = Vec::new();
-    for p in [json!({"contact_external_id": "u_1"}), json!({"contact_external_id": "u_3"}), json!({"lead_external_id": "c_2"}), json!({"contact_email": "linus@kernel.org"})] {
+    for p in [
+        json!({"contact_external_id": "u_1"}),
+        json!({"contact_external_id": "u_3"}),
+        json!({"lead_external_id": "c_2"}),
+        json!({"contact_email": "linus@kernel.org"}),
+    ] {
         let src = src.clone();
         tasks.push(tokio::spawn(async move {
             let p = payload(p);
-            src.find(&keys(), &p, &lookup::requests(&keys(), &p)).await.unwrap()
+            src.find(&keys(), &p, &lookup::requests(&keys(), &p))
+                .await
+                .unwrap()
         }));
     }
     let found: Vec<_> = futures_join(tasks).await;
@@ -260,7 +368,12 @@ async fn concurrent_lookups_are_coalesced_into_one_search() {
     assert_eq!(found[3].contacts[0].id, "cont_4");
     // The organisation's field types are read first (their own calls); the lookups: one search.
     assert_eq!(r.calls("search").await - s0, 1);
-    assert_eq!(src.stats().batches.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        src.stats()
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 async fn futures_join<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
@@ -300,23 +413,35 @@ fn arb_stream() -> impl Strategy<Value = Vec<Value>> {
     // A few people in a few companies. Delivery orders events per lookup key, so, as Segment's
     // sources do once a person is known, each event names its person by User ID (emails and
     // companies come and go); titles change along the stream, and people share companies.
-    let event = (0usize..6, 0usize..3, any::<bool>(), any::<bool>(), 0usize..4, 0usize..3).prop_map(
-        |(person, company, with_email, with_company, title, extra)| {
-            let mut p = serde_json::Map::new();
-            p.insert("contact_external_id".into(), json!(format!("u_{person}")));
-            if with_email {
-                let email = if extra == 0 { format!("p{person}.alt@x.io") } else { format!("p{person}@x.io") };
-                p.insert("contact_email".into(), json!(email));
-            }
-            if with_company {
-                p.insert("lead_external_id".into(), json!(format!("c_{company}")));
-                p.insert("lead_name".into(), json!(format!("Company {company}")));
-            }
-            p.insert("contact_name".into(), json!(format!("Person {person}")));
-            p.insert("contact_title".into(), json!(format!("title {title}")));
-            Value::Object(p)
-        },
-    );
+    let event = (
+        0usize..6,
+        0usize..3,
+        any::<bool>(),
+        any::<bool>(),
+        0usize..4,
+        0usize..3,
+    )
+        .prop_map(
+            |(person, company, with_email, with_company, title, extra)| {
+                let mut p = serde_json::Map::new();
+                p.insert("contact_external_id".into(), json!(format!("u_{person}")));
+                if with_email {
+                    let email = if extra == 0 {
+                        format!("p{person}.alt@x.io")
+                    } else {
+                        format!("p{person}@x.io")
+                    };
+                    p.insert("contact_email".into(), json!(email));
+                }
+                if with_company {
+                    p.insert("lead_external_id".into(), json!(format!("c_{company}")));
+                    p.insert("lead_name".into(), json!(format!("Company {company}")));
+                }
+                p.insert("contact_name".into(), json!(format!("Person {person}")));
+                p.insert("contact_title".into(), json!(format!("title {title}")));
+                Value::Object(p)
+            },
+        );
     prop::collection::vec(event, 1..25)
 }
 
@@ -334,7 +459,14 @@ fn empty_org() -> Value {
 async fn deliver_coalesced(url: &str, stream: &[Payload]) {
     use closeflow_server::delivery::{keys::Key, order};
     let w = writer(url);
-    let src = LiveSource::new(w.reader().clone(), keys(), LiveOptions { coalesce_window: Duration::from_millis(3), ..LiveOptions::default() });
+    let src = LiveSource::new(
+        w.reader().clone(),
+        keys(),
+        LiveOptions {
+            coalesce_window: Duration::from_millis(3),
+            ..LiveOptions::default()
+        },
+    );
     let key_sets: Vec<Vec<Key>> = stream
         .iter()
         .map(|p| {
@@ -349,13 +481,22 @@ async fn deliver_coalesced(url: &str, stream: &[Payload]) {
     let mut done = vec![false; stream.len()];
     while done.iter().any(|d| !d) {
         let left: Vec<usize> = (0..stream.len()).filter(|i| !done[*i]).collect();
-        let pending: Vec<order::Pending<'_>> = left.iter().map(|i| order::Pending { keys: &key_sets[*i], in_flight: false, not_before: 0 }).collect();
+        let pending: Vec<order::Pending<'_>> = left
+            .iter()
+            .map(|i| order::Pending {
+                keys: &key_sets[*i],
+                in_flight: false,
+                not_before: 0,
+            })
+            .collect();
         let (start, _) = order::ready(&pending, 0, 0, 8);
         let mut wave = Vec::new();
         for j in start {
             let i = left[j];
             let (w, src, p) = (w.clone(), src.clone(), stream[i].clone());
-            wave.push(tokio::spawn(async move { exec::apply_via(&w, &src, &keys(), &p).await.map(|_| ()) }));
+            wave.push(tokio::spawn(async move {
+                exec::apply_via(&w, &src, &keys(), &p).await.map(|_| ())
+            }));
             done[i] = true;
         }
         for t in wave {
@@ -390,11 +531,35 @@ async fn coalesced_requests_never_mix_up_a_near_match() {
     // Direct check on the routing the property relies on: requests of unrelated events in one
     // search, one of them a near match of another's email.
     let r = start(org()).await;
-    let (_, src) = live(&r, LiveOptions { coalesce_window: Duration::from_millis(50), ..LiveOptions::default() });
+    let (_, src) = live(
+        &r,
+        LiveOptions {
+            coalesce_window: Duration::from_millis(50),
+            ..LiveOptions::default()
+        },
+    );
     let a = payload(json!({"contact_email": "ada@acme.com.au"}));
     let b = payload(json!({"contact_email": "ada@acme.com"}));
-    let (k, ra, rb) = (keys(), lookup::requests(&keys(), &a), lookup::requests(&keys(), &b));
+    let (k, ra, rb) = (
+        keys(),
+        lookup::requests(&keys(), &a),
+        lookup::requests(&keys(), &b),
+    );
     let (fa, fb) = tokio::join!(src.find(&k, &a, &ra), src.find(&k, &b, &rb));
-    assert_eq!(fa.unwrap().contacts.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["cont_2"]);
-    assert_eq!(fb.unwrap().contacts.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["cont_1"]);
+    assert_eq!(
+        fa.unwrap()
+            .contacts
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        ["cont_2"]
+    );
+    assert_eq!(
+        fb.unwrap()
+            .contacts
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        ["cont_1"]
+    );
 }

@@ -196,7 +196,10 @@ impl Cache {
             }
         }
         for k in &now_keys {
-            self.members.entry(k.clone()).or_default().insert(id.to_string());
+            self.members
+                .entry(k.clone())
+                .or_default()
+                .insert(id.to_string());
         }
         self.member_of.insert(id.to_string(), now_keys);
     }
@@ -436,7 +439,10 @@ impl LiveSource {
     fn bump_batches(&self, events: usize) {
         use std::sync::atomic::Ordering::Relaxed;
         self.inner.stats.batches.fetch_add(1, Relaxed);
-        self.inner.stats.batched_events.fetch_add(events as u64, Relaxed);
+        self.inner
+            .stats
+            .batched_events
+            .fetch_add(events as u64, Relaxed);
     }
 
     /// The coalescer: takes the first waiting lookup, waits the window for more, searches once.
@@ -477,7 +483,11 @@ impl LiveSource {
             Err(CloseError::Rejected { .. }) if batch.len() > 1 => {
                 for w in batch {
                     let asked = Instant::now();
-                    let r = self.inner.reader.find_many(&self.inner.keys, std::slice::from_ref(&w.want)).await;
+                    let r = self
+                        .inner
+                        .reader
+                        .find_many(&self.inner.keys, std::slice::from_ref(&w.want))
+                        .await;
                     if let Ok(f) = &r {
                         self.remember(std::slice::from_ref(&w.want), f, asked);
                     }
@@ -560,7 +570,11 @@ impl Source for LiveSource {
         self.inner.stats.misses.fetch_add(1, Relaxed);
         if self.inner.opts.coalesce_window.is_zero() {
             let asked = Instant::now();
-            let found = self.inner.reader.find_many(cfg, std::slice::from_ref(&want)).await?;
+            let found = self
+                .inner
+                .reader
+                .find_many(cfg, std::slice::from_ref(&want))
+                .await?;
             self.remember(std::slice::from_ref(&want), &found, asked);
             return Ok(found.into_iter().next().unwrap_or_default());
         }

@@ -38,7 +38,8 @@ pub struct Want {
 
 impl Want {
     pub fn of(cfg: &KeyConfig, p: &Payload, reqs: &[LookupRequest]) -> Want {
-        let id_of = |k: &String| crate::payload::custom_key(k).map_or(k.clone(), |(id, _)| id.into());
+        let id_of =
+            |k: &String| crate::payload::custom_key(k).map_or(k.clone(), |(id, _)| id.into());
         let mut w = Want {
             reqs: reqs.to_vec(),
             lead_custom: p.lead_custom_fields.keys().map(id_of).collect(),
@@ -88,7 +89,9 @@ fn email_words(email: &str) -> Value {
 /// The query node of one request.
 fn node(r: &LookupRequest) -> Value {
     match r {
-        LookupRequest::LeadsByCompany { field, value } => and_of("lead", custom_equals(field, value)),
+        LookupRequest::LeadsByCompany { field, value } => {
+            and_of("lead", custom_equals(field, value))
+        }
         LookupRequest::ContactsByUser { field, value } => {
             and_of("contact", custom_equals(field, value))
         }
@@ -128,9 +131,12 @@ impl Reader {
         let types = self.field_types().await?;
         let _ = cfg;
         let mut results = Results::default();
-        let lead_custom: BTreeSet<String> = wants.iter().flat_map(|w| w.lead_custom.clone()).collect();
-        let contact_custom: BTreeSet<String> =
-            wants.iter().flat_map(|w| w.contact_custom.clone()).collect();
+        let lead_custom: BTreeSet<String> =
+            wants.iter().flat_map(|w| w.lead_custom.clone()).collect();
+        let contact_custom: BTreeSet<String> = wants
+            .iter()
+            .flat_map(|w| w.contact_custom.clone())
+            .collect();
         let field_sets = json!({
             "lead": fields(LEAD_FIELDS, &lead_custom),
             "contact": fields(CONTACT_FIELDS, &contact_custom),

@@ -744,7 +744,10 @@ fn search(st: &mut Inner, body: &Value) -> Response {
     if most > 0 && conditions(query) > most {
         return err(
             StatusCode::BAD_REQUEST,
-            &format!("The query is too complex ({} conditions; at most {most}).", conditions(query)),
+            &format!(
+                "The query is too complex ({} conditions; at most {most}).",
+                conditions(query)
+            ),
         );
     }
     // A cursor continues an earlier result set.

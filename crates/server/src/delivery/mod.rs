@@ -296,8 +296,7 @@ async fn deliver<Q: Queue>(
         },
         Some(ev) => {
             let entry = Entry::Event(ev);
-            let (report, err) =
-                closeflow_close::run::send_via(
+            let (report, err) = closeflow_close::run::send_via(
                 &active.instance,
                 &active.writer,
                 &active.lookups,
