@@ -1,6 +1,7 @@
 //! Helpers for closeflow's end-to-end tests: the real binary, the real simulator, loopback.
 
 pub mod procs;
+pub mod soak;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

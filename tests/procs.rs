@@ -256,6 +256,12 @@ impl ServerProc {
         self.launch().await;
     }
 
+    /// Starts it again with other extra arguments (same port, config and data).
+    pub async fn restart_with(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+        self.restart().await;
+    }
+
     /// SIGTERM, then waits for the process to exit; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let pid = self.proc.pid()?;

@@ -6,6 +6,7 @@ mod bench_delivery;
 mod bench_diff;
 mod bench_dry_run;
 mod setup;
+mod soak;
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -45,8 +46,9 @@ fn main() -> Result<()> {
         ["bench", rest @ ..] => bench::run(rest)?,
         ["setup"] => setup::install(&root())?,
         ["test", rest @ ..] => setup::test(&root(), rest)?,
+        ["soak", rest @ ..] => soak::run(rest)?,
         _ => bail!(
-            "usage: cargo xtask test [ARGS for cargo test] | setup | schema [--check] | bench engine|diff|dry-run [--leads N] [--events M]"
+            "usage: cargo xtask test [ARGS for cargo test] | setup | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff|dry-run [--leads N] [--events M]"
         ),
     }
     Ok(())

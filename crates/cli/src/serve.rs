@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// Intake answers 503 (with Retry-After) while more events than this wait for delivery.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_queue: u64,
+    /// The most the queue file may hold (MiB; default: no limit but the disk). Intake answers
+    /// 503 at three quarters of it; the rest is kept for recording delivery outcomes.
+    #[arg(long)]
+    pub max_queue_mib: Option<u64>,
     /// Intake answers 503 while the data directory has less free space than this (MiB).
     #[arg(long, default_value_t = 64)]
     pub min_free_disk_mib: u64,
@@ -50,6 +54,13 @@ pub struct ServeArgs {
     /// A request body that takes longer than this to arrive is answered 408.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub body_timeout: Duration,
+    /// Connections open at once; one more is closed at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// A connection that has not sent a request's headers within this (idle after a reply,
+    /// or trickling) is closed.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
     /// Events in flight at once per instance (events sharing a lookup key never are).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -100,11 +111,14 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     cfg.listen = a.listen;
     cfg.data_dir = a.data_dir;
     cfg.max_queue = a.max_queue;
+    cfg.max_queue_bytes = a.max_queue_mib.map(|m| m.max(1) * 1024 * 1024);
     cfg.min_free_disk = a.min_free_disk_mib * 1024 * 1024;
     cfg.dedup_window = a.dedup_window;
     cfg.grace = a.grace;
     cfg.reload_interval = a.reload_interval;
     cfg.body_timeout = a.body_timeout;
+    cfg.connections.max_connections = a.max_connections.max(1);
+    cfg.connections.header_timeout = a.header_timeout;
     cfg.delivery.concurrency = a.concurrency.max(1);
     cfg.delivery.retry.max_attempts = a.retry_attempts.max(1);
     cfg.delivery.retry.max_age = a.retry_max_age;

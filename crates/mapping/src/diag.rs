@@ -23,13 +23,20 @@ pub struct Span {
 impl Span {
     /// A span covering `len` bytes from `offset`, with line/column computed from `source`.
     pub fn from_offset(source: &str, offset: usize, len: usize) -> Span {
-        let offset = offset.min(source.len());
-        let before = &source[..floor_char_boundary(source, offset)];
+        // Whole characters only: a span that cuts one cannot be shown (or sliced) later. A
+        // parser may count in characters where we count in bytes (a byte order mark, say).
+        let end = offset.saturating_add(len).min(source.len());
+        let offset = floor_char_boundary(source, offset.min(source.len()));
+        let mut end = end.max(offset);
+        while !source.is_char_boundary(end) {
+            end += 1;
+        }
+        let before = &source[..offset];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         Span {
             offset,
-            len: len.min(source.len() - offset),
+            len: end - offset,
             line,
             column,
         }
@@ -184,5 +191,31 @@ impl fmt::Display for Diagnostic {
             write!(f, " (hint: {h})")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::*;
+
+    #[test]
+    fn spans_never_cut_a_character() {
+        let src = "\u{feff}sta\u{1}: ɣ";
+        for offset in 0..=src.len() + 2 {
+            for len in 0..4 {
+                let s = Span::from_offset(src, offset, len);
+                let end = s.offset + s.len;
+                assert!(end <= src.len(), "{offset}+{len}");
+                assert!(
+                    src.is_char_boundary(s.offset) && src.is_char_boundary(end),
+                    "{offset}+{len}: {s:?}"
+                );
+            }
+        }
+        assert_eq!(
+            Span::from_offset(src, 0, 1).len,
+            3,
+            "the whole byte order mark"
+        );
     }
 }

@@ -368,6 +368,22 @@ fn err(
     }
 }
 
+/// The length in the source of a path's first segment: up to its first unescaped `.` (the
+/// decoded name is shorter wherever `\\` escaped something).
+fn first_segment_len(text: &str) -> usize {
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '.' => return i,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
 // ---- parser ----
 
 struct Parser<'s> {
@@ -584,7 +600,7 @@ impl Parser<'_> {
             format!("unknown field `{first}`"),
             Some(&hint),
             t.start,
-            segs[0].len(),
+            first_segment_len(&self.src[t.start..t.start + t.len]),
         ))
     }
 

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod app;
 pub mod delivery;
 pub mod intake;
+pub mod listen;
 pub mod ops;
 pub mod queue;
 pub mod registry;
@@ -39,11 +40,14 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub max_queue: u64,
+    /// The most the queue file may hold (intake answers 503 before it is reached).
+    pub max_queue_bytes: Option<u64>,
     pub min_free_disk: u64,
     pub dedup_window: Duration,
     pub grace: Duration,
     pub reload_interval: Duration,
     pub body_timeout: Duration,
+    pub connections: listen::Limits,
     pub delivery: delivery::Policy,
     pub client: registry::ClientPolicy,
     pub admin_token: Option<SecretString>,
@@ -56,11 +60,13 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("closeflow-data"),
             max_queue: 1_000_000,
+            max_queue_bytes: None,
             min_free_disk: 64 * 1024 * 1024,
             dedup_window: Duration::from_secs(24 * 3600),
             grace: Duration::from_secs(30),
             reload_interval: Duration::from_secs(1),
             body_timeout: Duration::from_secs(10),
+            connections: listen::Limits::default(),
             delivery: delivery::Policy::default(),
             client: registry::ClientPolicy::default(),
             admin_token: None,
@@ -112,7 +118,15 @@ fn emit_reports(reports: &[FileReport]) -> bool {
 
 /// Opens the embedded queue under `data_dir`.
 pub fn open_queue(data_dir: &std::path::Path, dedup_window: Duration) -> Result<SqliteQueue> {
-    let mut o = Options::in_dir(data_dir);
+    open_queue_with(Options::in_dir(data_dir), dedup_window)
+}
+
+fn open_queue_with(mut o: Options, dedup_window: Duration) -> Result<SqliteQueue> {
+    let data_dir = o
+        .path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
     o.dedup_window_ms = dedup_window.as_millis() as i64;
     o.retention_ms = o.dedup_window_ms;
     SqliteQueue::open(o).with_context(|| format!("cannot open the queue in {}", data_dir.display()))
@@ -137,7 +151,9 @@ async fn terminated() {
 /// in flight gets `grace` to finish, and whatever is left stays queued for the next start.
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
     telemetry::metrics();
-    let queue = Arc::new(open_queue(&cfg.data_dir, cfg.dedup_window)?);
+    let mut opts = Options::in_dir(&cfg.data_dir);
+    opts.max_bytes = cfg.max_queue_bytes;
+    let queue = Arc::new(open_queue_with(opts, cfg.dedup_window)?);
     if let Some(aside) = &queue.report.quarantined_file {
         warn!(moved_to = %aside.display(), "the queue file was unreadable: moved aside, a new one was started");
     }
@@ -244,16 +260,12 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
 
     let router = app::router(app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     let (down_tx, down_rx) = watch::channel(false);
-    let server = {
-        let mut down = down_rx.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = down.wait_for(|d| *d).await;
-                })
-                .await
-        })
-    };
+    let server = tokio::spawn(listen::serve(
+        listener,
+        router,
+        cfg.connections.clone(),
+        down_rx.clone(),
+    ));
 
     let signal = terminated();
     tokio::pin!(signal);

@@ -207,6 +207,31 @@ impl InternalEvent for RequestRejected<'_> {
     }
 }
 
+/// Accepting a connection failed for a reason other than the peer (out of descriptors).
+pub struct AcceptFailed<'a> {
+    pub error: &'a std::io::Error,
+}
+
+impl InternalEvent for AcceptFailed<'_> {
+    fn emit(self) {
+        error!(error = %self.error, "cannot accept connections; retrying shortly");
+        counter!("closeflow_accept_errors_total").increment(1);
+    }
+}
+
+/// A connection closed at once because `--max-connections` were open.
+pub struct ConnectionRefused {
+    pub limit: usize,
+}
+
+impl InternalEvent for ConnectionRefused {
+    fn emit(self) {
+        // Counted, not logged one by one: a flood must not become a flood of log lines.
+        counter!("closeflow_connections_refused_total").increment(1);
+        let _ = self.limit;
+    }
+}
+
 pub struct EventsReceived<'a> {
     pub instance: &'a str,
     pub count: usize,

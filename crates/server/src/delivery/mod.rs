@@ -248,7 +248,31 @@ impl<Q: Queue> Deliverer<Q> {
             let retry = self.policy.retry.clone();
             tokio::spawn(async move {
                 let id = d.id;
-                let retry_at = deliver(&*queue, &active, d, event, &retry).await;
+                // A panic must not leave the slot in flight for ever (its keys, and one of the
+                // instance's workers, would be held until a restart): it dead-letters the event,
+                // kept with the reason for a replay once fixed, and the key goes on.
+                let attempt = {
+                    let (queue, active, d) = (queue.clone(), active.clone(), d.clone());
+                    tokio::spawn(async move { deliver(&*queue, &active, d, event, &retry).await })
+                };
+                let retry_at = match attempt.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let outcome = Settle::Dead {
+                            reason: "internal_error".into(),
+                            error: format!("delivery failed inside closeflow: {e}"),
+                            last_reply: None,
+                        };
+                        if queue.settle(&d, outcome.clone()).await.is_ok() {
+                            telemetry::EventSettled {
+                                delivery: &d,
+                                outcome: &outcome,
+                            }
+                            .emit();
+                        }
+                        None
+                    }
+                };
                 let _ = tx.send(Done { id, retry_at });
             });
         }

@@ -22,45 +22,56 @@ pub enum BodyError {
     Read(String),
 }
 
-/// The body's bytes, decompressed, at most `limit` of them (`what` names the limit).
-pub async fn read(
+/// The body's raw bytes, as sent (still compressed), within the time and size it may take.
+/// `limit` is the decompressed limit; compressed data is rarely larger than its content, so
+/// the raw cap leaves room for gzip's own framing.
+pub async fn collect(
     body: Body,
-    headers: &HeaderMap,
     what: &'static str,
     limit: usize,
     timeout: Duration,
-) -> Result<Vec<u8>, BodyError> {
-    let encoding = headers
+) -> Result<axum::body::Bytes, BodyError> {
+    let raw_limit = limit + limit / 8 + 1024;
+    let collected = tokio::time::timeout(timeout, Limited::new(body, raw_limit).collect()).await;
+    match collected {
+        Err(_) => Err(BodyError::Timeout(timeout)),
+        Ok(Err(e)) => Err(
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                BodyError::TooLarge { what, limit }
+            } else {
+                BodyError::Read(e.to_string())
+            },
+        ),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// The request's `Content-Encoding`, lowercased; `None` for none or `identity`.
+pub fn encoding(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(axum::http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase())
-        .filter(|v| !v.is_empty() && v != "identity");
-    // Compressed data is rarely larger than its content; leave room for gzip's own framing.
-    let raw_limit = limit + limit / 8 + 1024;
-    let collected = tokio::time::timeout(timeout, Limited::new(body, raw_limit).collect()).await;
-    let raw = match collected {
-        Err(_) => return Err(BodyError::Timeout(timeout)),
-        Ok(Err(e)) => {
-            return Err(
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    BodyError::TooLarge { what, limit }
-                } else {
-                    BodyError::Read(e.to_string())
-                },
-            );
-        }
-        Ok(Ok(c)) => c.to_bytes(),
-    };
-    match encoding.as_deref() {
+        .filter(|v| !v.is_empty() && v != "identity")
+}
+
+/// The body's content: decompressed when `encoding` says gzip, at most `limit` bytes.
+pub fn decode(
+    raw: &[u8],
+    encoding: Option<&str>,
+    what: &'static str,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    match encoding {
         None => {
             if raw.len() > limit {
                 return Err(BodyError::TooLarge { what, limit });
             }
             Ok(raw.to_vec())
         }
-        Some("gzip" | "x-gzip") => inflate(&raw, what, limit),
+        Some("gzip" | "x-gzip") => inflate(raw, what, limit),
         Some(other) => Err(BodyError::Encoding(other.to_string())),
     }
 }

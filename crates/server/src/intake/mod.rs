@@ -10,7 +10,7 @@ pub mod body;
 pub mod event;
 
 use crate::app::App;
-use crate::queue::{Enqueued, Queue, QueueError};
+use crate::queue::{Enqueued, NewEvent, Queue, QueueError};
 use crate::telemetry::{self, InternalEvent};
 use axum::body::Body;
 use axum::extract::State;
@@ -78,6 +78,171 @@ fn basic_key(headers: &HeaderMap) -> Option<String> {
     (!user.is_empty()).then(|| user.to_string())
 }
 
+/// The most a batch's shared context and integrations may add up to once merged into every
+/// item (a 1 KB context on 2,500 events is 2.5 MB).
+pub const MERGE_BUDGET: usize = 16 * 1024 * 1024;
+
+/// Why a request is refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn bad(code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The events of a request body that parsed as JSON.
+#[derive(Debug)]
+pub struct Parsed {
+    /// `writeKey` from the body, when it is text (the only auth old Python clients send).
+    pub body_key: Option<String>,
+    /// Whether a `writeKey` field was there at all (of any type).
+    pub body_key_given: bool,
+    /// The events, or why the body as a whole holds none; checked only once the request is
+    /// authenticated, so an unknown client learns nothing about the body's shape.
+    pub events: Result<Events, Refusal>,
+}
+
+/// What intake keeps of a body: the accepted events (enriched, the write key stripped) and
+/// each rejected item by index.
+#[derive(Debug)]
+pub struct Events {
+    pub count: usize,
+    pub accepted: Vec<NewEvent>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// The request body → events step, without I/O: decompression within the limits, JSON,
+/// the body's write key, batch structure and each item's checks. The fuzz target
+/// `intake_body` runs exactly this.
+pub fn parse_request(
+    raw: &[u8],
+    encoding: Option<&str>,
+    route: RouteType,
+    received: jiff::Timestamp,
+) -> Result<Parsed, Refusal> {
+    let (what, limit) = match route {
+        Some(_) => ("the event limit of 32 KB", EVENT_LIMIT),
+        None => ("the batch limit of 500 KB", BATCH_LIMIT),
+    };
+    let bytes = body::decode(raw, encoding, what, limit).map_err(|e| body_refusal(&e, route))?;
+    let parsed: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            let why = if std::str::from_utf8(&bytes).is_err() {
+                "the body is not UTF-8 text".to_string()
+            } else {
+                format!("the body is not valid JSON: {e}")
+            };
+            return Err(Refusal::bad("invalid_json", why));
+        }
+    };
+    let body_key = parsed
+        .get("writeKey")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let body_key_given = parsed.get("writeKey").is_some();
+    Ok(Parsed {
+        body_key,
+        body_key_given,
+        events: events_of(parsed, route, received),
+    })
+}
+
+fn body_refusal(e: &BodyError, route: RouteType) -> Refusal {
+    let (status, code) = match e {
+        BodyError::TooLarge { .. } if route.is_some() => {
+            (StatusCode::BAD_REQUEST, "event_too_large")
+        }
+        BodyError::TooLarge { .. } => (StatusCode::BAD_REQUEST, "batch_too_large"),
+        BodyError::BadGzip(_) => (StatusCode::BAD_REQUEST, "invalid_gzip"),
+        BodyError::Encoding(_) => (StatusCode::BAD_REQUEST, "unsupported_encoding"),
+        BodyError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+        BodyError::Read(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
+    };
+    Refusal {
+        status,
+        code,
+        message: e.to_string(),
+    }
+}
+
+fn events_of(
+    parsed: Value,
+    route: RouteType,
+    received: jiff::Timestamp,
+) -> Result<Events, Refusal> {
+    let (items, sent_at) = match route {
+        Some(_) => (vec![parsed], None),
+        None => {
+            let Value::Object(m) = &parsed else {
+                return Err(Refusal::bad(
+                    "not_a_batch",
+                    "a batch body is a JSON object: {\"batch\": [event, …]}",
+                ));
+            };
+            let n = m.get("batch").and_then(Value::as_array).map_or(0, Vec::len);
+            if n > BATCH_ITEMS {
+                return Err(Refusal::bad(
+                    "too_many_events",
+                    format!("the batch holds {n} events; the limit is {BATCH_ITEMS}"),
+                ));
+            }
+            // The top-level context and integrations are copied into every item: bound what
+            // that copying can make of a small body before doing it.
+            let shared: usize = ["context", "integrations"]
+                .iter()
+                .filter_map(|k| m.get(*k)?.as_object())
+                .map(|o| serde_json::to_vec(o).map_or(0, |v| v.len()))
+                .sum();
+            if shared > EVENT_LIMIT || shared.saturating_mul(n) > MERGE_BUDGET {
+                return Err(Refusal::bad(
+                    "batch_too_large",
+                    format!(
+                        "the batch's top-level context and integrations ({shared} bytes) are merged into each of its {n} events; that exceeds the event limit of 32 KB or {} MB in all",
+                        MERGE_BUDGET >> 20
+                    ),
+                ));
+            }
+            let Some(items) = closeflow_mapping::events::batch_items(m) else {
+                return Err(Refusal::bad(
+                    "not_a_batch",
+                    "a batch body needs a `batch` list of events",
+                ));
+            };
+            // `sentAt` is copied into items that lack one: only a timestamp is worth copying.
+            let sent_at = m
+                .get("sentAt")
+                .filter(|v| v.as_str().is_some_and(|t| t.len() <= 64))
+                .cloned();
+            (items, sent_at)
+        }
+    };
+    let count = items.len();
+    let mut accepted = Vec::with_capacity(count);
+    let mut rejected: Vec<Rejected> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match event::accept(item, i, route, sent_at.as_ref(), received) {
+            Ok(e) => accepted.push(e),
+            Err(r) => rejected.push(r),
+        }
+    }
+    Ok(Events {
+        count,
+        accepted,
+        rejected,
+    })
+}
+
 pub async fn ingest<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
     route: RouteType,
@@ -105,40 +270,28 @@ pub async fn ingest<Q: Queue>(
         Some(_) => ("the event limit of 32 KB", EVENT_LIMIT),
         None => ("the batch limit of 500 KB", BATCH_LIMIT),
     };
-    let bytes = match body::read(body, &headers, what, limit, app.body_timeout).await {
-        Ok(b) => b,
-        Err(e) => {
-            let (status, code) = match e {
-                BodyError::TooLarge { .. } if route.is_some() => {
-                    (StatusCode::BAD_REQUEST, "event_too_large")
-                }
-                BodyError::TooLarge { .. } => (StatusCode::BAD_REQUEST, "batch_too_large"),
-                BodyError::BadGzip(_) => (StatusCode::BAD_REQUEST, "invalid_gzip"),
-                BodyError::Encoding(_) => (StatusCode::BAD_REQUEST, "unsupported_encoding"),
-                BodyError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
-                BodyError::Read(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
-            };
-            return refuse(status, code, e.to_string());
-        }
-    };
-    let parsed: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            let why = if std::str::from_utf8(&bytes).is_err() {
-                "the body is not UTF-8 text".to_string()
-            } else {
-                format!("the body is not valid JSON: {e}")
-            };
-            return refuse(StatusCode::BAD_REQUEST, "invalid_json", why);
-        }
+    let parsed = body::collect(body, what, limit, app.body_timeout)
+        .await
+        .map_err(|e| body_refusal(&e, route))
+        .and_then(|raw| {
+            parse_request(
+                &raw,
+                body::encoding(&headers).as_deref(),
+                route,
+                jiff::Timestamp::now(),
+            )
+        });
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(r) => return refuse(r.status, r.code, r.message),
     };
     if instances.is_empty()
-        && let Some(k) = parsed.get("writeKey").and_then(Value::as_str)
+        && let Some(k) = &parsed.body_key
     {
         instances = app.registry.instances_for_key(k);
     }
     if instances.is_empty() {
-        let given = basic.is_some() || parsed.get("writeKey").is_some();
+        let given = basic.is_some() || parsed.body_key_given;
         return if given {
             refuse(
                 StatusCode::UNAUTHORIZED,
@@ -153,46 +306,14 @@ pub async fn ingest<Q: Queue>(
             )
         };
     }
-    let received = jiff::Timestamp::now();
-    let (items, sent_at) = match route {
-        Some(_) => (vec![parsed], None),
-        None => {
-            let Value::Object(m) = &parsed else {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "not_a_batch",
-                    "a batch body is a JSON object: {\"batch\": [event, …]}",
-                );
-            };
-            let Some(items) = closeflow_mapping::events::batch_items(m) else {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "not_a_batch",
-                    "a batch body needs a `batch` list of events",
-                );
-            };
-            if items.len() > BATCH_ITEMS {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "too_many_events",
-                    format!(
-                        "the batch holds {} events; the limit is {BATCH_ITEMS}",
-                        items.len()
-                    ),
-                );
-            }
-            (items, m.get("sentAt").cloned())
-        }
+    let Events {
+        count,
+        accepted: events,
+        rejected,
+    } = match parsed.events {
+        Ok(e) => e,
+        Err(r) => return refuse(r.status, r.code, r.message),
     };
-    let count = items.len();
-    let mut events = Vec::with_capacity(count);
-    let mut rejected: Vec<Rejected> = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        match event::accept(item, i, route, sent_at.as_ref(), received) {
-            Ok(e) => events.push(e),
-            Err(r) => rejected.push(r),
-        }
-    }
     for inst in &instances {
         telemetry::EventsReceived {
             instance: inst,
@@ -236,12 +357,14 @@ pub async fn ingest<Q: Queue>(
                 }
                 app.wakers.wake(inst);
             }
-            Err(QueueError::Full(_)) => {
+            Err(QueueError::Full(why)) => {
                 app.disk_full.store(true, Ordering::Relaxed);
                 return refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "disk_full",
-                    "the queue's disk is full; nothing from this request was lost, retry later",
+                    format!(
+                        "the queue is full ({why}); this request was not accepted, retry later"
+                    ),
                 );
             }
             Err(e) => {

@@ -72,7 +72,13 @@ pub struct Options {
     /// Set aside an unreadable file or records at open (the server does; a second process
     /// such as `closeflow dlq` must not pull a file from under a running server).
     pub repair: bool,
+    /// The most the queue file may hold (SQLite's `max_page_count`). Intake is refused at
+    /// [`INTAKE_SHARE`] of it, so that delivery can always record outcomes and drain.
+    pub max_bytes: Option<u64>,
 }
+
+/// The share of `max_bytes` intake may fill; the rest is kept for settling what is queued.
+pub const INTAKE_SHARE: f64 = 0.75;
 
 impl Options {
     pub fn in_dir(dir: &Path) -> Options {
@@ -81,6 +87,7 @@ impl Options {
             dedup_window_ms: 24 * 3600 * 1000,
             retention_ms: 24 * 3600 * 1000,
             repair: true,
+            max_bytes: None,
         }
     }
 }
@@ -91,6 +98,10 @@ struct Ctx {
     /// Per instance, the highest `seq` handed out by `fetch` in this process.
     cursors: HashMap<String, i64>,
     opts: Options,
+    /// Pages intake may fill (from `max_bytes`).
+    intake_pages: Option<i64>,
+    /// The error of the last job that failed in this group.
+    failed: Option<QueueError>,
 }
 
 type Completer = Box<dyn FnOnce(Result<(), QueueError>, &mut Ctx) + Send>;
@@ -235,8 +246,15 @@ impl SqliteQueue {
                         opts.path.display()
                     ))
                 })?;
+                let conn = open_conn(&opts.path).map_err(sql_err)?;
+                // Counted in the new file, so /metrics shows it after any number of restarts.
+                conn.execute(
+                    "INSERT INTO quarantine(instance, seq, body, reason, at) VALUES (NULL, NULL, NULL, ?1, ?2)",
+                    params![format!("unreadable queue file moved to {}", aside.display()), now_ms()],
+                )
+                .map_err(sql_err)?;
                 report.quarantined_file = Some(aside);
-                open_conn(&opts.path).map_err(sql_err)?
+                conn
             }
             Err(e) => return Err(sql_err(e)),
         };
@@ -248,11 +266,26 @@ impl SqliteQueue {
                 r.get(0)
             })
             .map_err(sql_err)?;
+        let intake_pages = match opts.max_bytes {
+            Some(max) => {
+                let page: i64 = conn
+                    .query_row("PRAGMA page_size", [], |r| r.get(0))
+                    .map_err(sql_err)?;
+                let pages = (max as i64 / page.max(512)).max(1);
+                // A full file answers SQLITE_FULL, as a full disk does: the same path.
+                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                    .map_err(sql_err)?;
+                Some((pages as f64 * INTAKE_SHARE) as i64)
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::channel::<Job>();
         let mut ctx = Ctx {
             conn,
             cursors: HashMap::new(),
             opts,
+            intake_pages,
+            failed: None,
         };
         std::thread::Builder::new()
             .name("closeflow-queue".into())
@@ -340,34 +373,63 @@ fn savepoint<T>(
     };
     match (r, ctx.conn.execute_batch(end).map_err(sql_err)) {
         (Ok(v), Ok(())) => Ok(v),
-        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            ctx.failed = Some(clone_err(&e));
+            Err(e)
+        }
     }
 }
 
 fn writer_loop(ctx: &mut Ctx, rx: &mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
+        let mut jobs = std::collections::VecDeque::from([first]);
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(j) => jobs.push_back(j),
                 Err(_) => break,
             }
         }
+        run_group(ctx, jobs);
+    }
+}
+
+/// Runs a group of jobs in one transaction and answers each once the commit is known.
+fn run_group(ctx: &mut Ctx, mut jobs: std::collections::VecDeque<Job>) {
+    let mut completers: Vec<Completer> = Vec::new();
+    'group: loop {
         if let Err(e) = ctx.conn.execute_batch("BEGIN IMMEDIATE") {
             let e = sql_err(e);
             for j in jobs {
                 j(None)(Err(clone_err(&e)), ctx);
             }
-            continue;
+            return;
         }
-        let completers: Vec<Completer> = jobs.into_iter().map(|j| j(Some(&mut *ctx))).collect();
-        let commit = ctx.conn.execute_batch("COMMIT").map_err(sql_err);
-        if commit.is_err() {
-            let _ = ctx.conn.execute_batch("ROLLBACK");
+        while let Some(j) = jobs.pop_front() {
+            let c = j(Some(&mut *ctx));
+            if ctx.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (it may, on SQLITE_FULL or an I/O
+                // error): every job of the group so far is undone, so none may be answered
+                // as done. The rest of the group starts a new transaction.
+                let e = ctx.failed.take().unwrap_or_else(|| {
+                    QueueError::Unavailable("the transaction was rolled back".into())
+                });
+                for done in completers.drain(..) {
+                    done(Err(clone_err(&e)), ctx);
+                }
+                c(Err(e), ctx);
+                continue 'group;
+            }
+            completers.push(c);
         }
-        for c in completers {
-            c(commit.as_ref().map(|_| ()).map_err(clone_err), ctx);
-        }
+        break;
+    }
+    ctx.failed = None;
+    let commit = ctx.conn.execute_batch("COMMIT").map_err(sql_err);
+    if commit.is_err() {
+        let _ = ctx.conn.execute_batch("ROLLBACK");
+    }
+    for c in completers {
+        c(commit.as_ref().map(|_| ()).map_err(clone_err), ctx);
     }
 }
 
@@ -437,6 +499,21 @@ impl Queue for SqliteQueue {
         let queued = self.queued.clone();
         self.run_then(
             move |ctx| {
+                if let Some(limit) = ctx.intake_pages {
+                    let used: i64 = ctx
+                        .conn
+                        .query_row(
+                            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+                            [],
+                            |r| r.get(0),
+                        )
+                        .map_err(sql_err)?;
+                    if used >= limit {
+                        return Err(QueueError::Full(format!(
+                            "the queue file has reached its size limit ({used} of {limit} pages for intake)"
+                        )));
+                    }
+                }
                 events
                     .iter()
                     .map(|e| enqueue_one(&ctx.conn, &ctx.opts, &instance, e))
