@@ -63,7 +63,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         ["dry-run", rest @ ..] => crate::bench_dry_run::run(rest),
         ["delivery", rest @ ..] => crate::bench_delivery::run(rest),
         _ => bail!(
-            "usage: cargo xtask bench engine|diff|dry-run [--leads N] [--events M]|delivery [--events N] [--baseline-events M] [--seed S]"
+            "usage: cargo xtask bench engine|diff|dry-run [--leads N] [--events M]|delivery [--events N] [--baseline-events M] [--scale-events K] [--seed S]"
         ),
     }
 }
