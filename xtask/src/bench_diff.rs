@@ -181,9 +181,9 @@ pub fn run() -> Result<()> {
     );
     println!("  reading the events alone (JSON lines)  : {parse_only:>10.0} events/s");
     println!(
-        "  trigger + payload diff, JSON lines in  : {end_to_end:>10.0} events/s   (read, both versions, compare, review)"
+        "  trigger + payload diff, JSON lines in  : {streamed:>10.0} events/s   (read line by line as `closeflow diff` does, both versions, compare, review)"
     );
-    println!("  … the same, read line by line          : {streamed:>10.0} events/s");
+    println!("  … the same, the whole file read first  : {end_to_end:>10.0} events/s");
     println!("  trigger + payload diff, parsed events  : {compare_only:>10.0} events/s");
     println!("  … and each event diff as JSON          : {with_json:>10.0} events/s");
     println!(

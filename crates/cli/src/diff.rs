@@ -170,12 +170,13 @@ pub fn run(a: Diff<'_>) -> Result<ExitCode> {
         .build()?;
     let mut index = 0;
     for file in a.events {
-        let entries = crate::runs::read_events(file)?;
+        // Streamed, as dry-run and send read: each event compared and freed in turn.
         let pb = match against {
             Against::Nothing => None,
-            _ => crate::runs::progress(entries.len(), "compared"),
+            _ => crate::runs::counter("compared"),
         };
-        for e in &entries {
+        for e in crate::stream::open(file)? {
+            let e = &e?;
             let ev = match &against {
                 Against::Nothing => differ.event(index, e),
                 Against::Snapshot(state, _) => {

@@ -67,7 +67,7 @@ pub fn progress(total: usize, what: &str) -> Option<indicatif::ProgressBar> {
 }
 
 /// A counter on standard error, for streamed events (their number is not known ahead).
-fn counter(what: &str) -> Option<indicatif::ProgressBar> {
+pub fn counter(what: &str) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
