@@ -2,6 +2,7 @@
 //! and real HTTP on loopback.
 
 mod against;
+mod cache_races;
 mod cli;
 mod close;
 mod crash;

@@ -489,7 +489,7 @@ async fn deliver_coalesced(url: &str, stream: &[Payload]) {
                 not_before: 0,
             })
             .collect();
-        let (start, _) = order::ready(&pending, 0, 0, 8);
+        let start = order::ready(&pending, 0, 0, 8).start;
         let mut wave = Vec::new();
         for j in start {
             let i = left[j];

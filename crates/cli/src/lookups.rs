@@ -8,7 +8,7 @@ use std::time::Duration;
 #[derive(clap::Args, Clone, Debug)]
 pub struct LookupArgs {
     /// How long a key's lookup result is kept (0 turns the cache off). Within it, an edit made
-    /// in Close's UI may be overwritten once; it never causes a duplicate record.
+    /// in Close's UI may be overwritten once (see the README, "Lookups, coalesced and cached").
     #[arg(long, default_value = "5m", value_parser = crate::serve::duration)]
     pub cache_ttl: Duration,
     /// Lookup keys per search request at most (Close answering 400 splits it further).

@@ -11,10 +11,10 @@ use closeflow_close::run::{self, EventReport, Summary};
 use closeflow_close::snapshot::Snapshot;
 use closeflow_close::state::State;
 use closeflow_mapping::Instance;
-use closeflow_mapping::events::{self, Entry};
+use closeflow_mapping::events::Entry;
 use closeflow_mapping::instance::Setting;
 use serde_json::json;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,19 +23,6 @@ pub enum PlanFormat {
     Human,
     Json,
     Jsonl,
-}
-
-pub fn read_events(arg: &str) -> Result<Vec<Entry>> {
-    let text = if arg == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("cannot read events from standard input")?;
-        s
-    } else {
-        std::fs::read_to_string(arg).with_context(|| format!("cannot read events from {arg}"))?
-    };
-    Ok(events::parse_stream(&text))
 }
 
 pub fn client_config(inst: &Instance, close_url: Option<&str>) -> Result<ClientConfig> {
@@ -50,20 +37,6 @@ pub fn client_config(inst: &Instance, close_url: Option<&str>) -> Result<ClientC
         None => bail!("instance {} has no settings.api_key", inst.name),
     };
     Ok(ClientConfig::new(url, key))
-}
-
-pub fn progress(total: usize, what: &str) -> Option<indicatif::ProgressBar> {
-    if total < 20 || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let pb = indicatif::ProgressBar::new(total as u64);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{bar:40}} {{pos}}/{{len}} events {what} ({{eta}} left)"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    Some(pb)
 }
 
 /// A counter on standard error, for streamed events (their number is not known ahead).

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 /// A duration written as people write them: `500ms`, `30s`, `10m`, `4h`, `24h`, `1h 30m`.
 pub fn duration(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
     let d: jiff::SignedDuration = s
         .trim()
         .parse()
@@ -165,4 +168,16 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     }
     rt.block_on(closeflow_server::serve(cfg))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_as_people_write_them_and_a_bare_zero_turns_things_off() {
+        use std::time::Duration;
+        assert_eq!(super::duration("0"), Ok(Duration::ZERO));
+        assert_eq!(super::duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(super::duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(super::duration("soon").is_err());
+    }
 }

@@ -20,8 +20,9 @@ pub trait Source {
     /// A live run wrote and Close replied with this record (a source that caches refreshes it).
     fn written(&self, _reply: &serde_json::Value) {}
 
-    /// A live run failed for an event with these lookups (a source that caches forgets them).
-    fn forget(&self, _reqs: &[lookup::LookupRequest]) {}
+    /// A live run failed for an event with these lookups, which had found these records (a
+    /// source that caches forgets both).
+    fn forget(&self, _reqs: &[lookup::LookupRequest], _found: &[String]) {}
 
     /// A counter that moves whenever an event releases records it held (see [`Source::hold`]).
     fn epoch(&self) -> u64 {
@@ -41,26 +42,43 @@ pub trait Source {
     }
 }
 
-/// Records held by one event (released on drop).
+/// Lets go of held records, given the ids among them the event wrote.
+pub type Release = Box<dyn FnOnce(&[String]) + Send>;
+
+/// Records held by one event, released on drop with the ids it wrote.
 #[derive(Default)]
 pub struct Hold {
+    /// Not held: another event wrote one of the records since the lookup; look up again.
     pub stale: bool,
-    release: Option<Box<dyn FnOnce() + Send>>,
+    written: Vec<String>,
+    release: Option<Release>,
 }
 
 impl Hold {
-    pub fn new(stale: bool, release: Box<dyn FnOnce() + Send>) -> Hold {
+    pub fn new(release: Release) -> Hold {
         Hold {
-            stale,
+            stale: false,
+            written: Vec::new(),
             release: Some(release),
         }
+    }
+    pub fn stale() -> Hold {
+        Hold {
+            stale: true,
+            written: Vec::new(),
+            release: None,
+        }
+    }
+    /// Close changed this record (so others that read it before must look again).
+    pub fn wrote(&mut self, id: &str) {
+        self.written.push(id.to_string());
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
         if let Some(f) = self.release.take() {
-            f();
+            f(&self.written);
         }
     }
 }
@@ -181,11 +199,7 @@ pub async fn apply_via<S: Source + Sync>(
     cfg: &KeyConfig,
     p: &Payload,
 ) -> Result<Applied, CloseError> {
-    let result = apply_attempts(writer, source, cfg, p).await;
-    if result.is_err() {
-        source.forget(&lookup::requests(cfg, p));
-    }
-    result
+    apply_attempts(writer, source, cfg, p).await
 }
 
 async fn apply_attempts<S: Source + Sync>(
@@ -200,9 +214,15 @@ async fn apply_attempts<S: Source + Sync>(
         attempt += 1;
         // Look up, hold what was found; if another event wrote any of it meanwhile, the
         // lookups are stale: again (a cached source answers that from its refreshed cache).
-        let (found, _held) = loop {
+        let (found, mut held) = loop {
             let since = source.epoch();
-            let found = gather(source, cfg, p).await?;
+            let found = match gather(source, cfg, p).await {
+                Ok(f) => f,
+                Err(e) => {
+                    source.forget(&lookup::requests(cfg, p), &[]);
+                    return Err(e);
+                }
+            };
             let held = source.hold(found_ids(&found), since).await;
             if !held.stale {
                 break (found, held);
@@ -212,6 +232,9 @@ async fn apply_attempts<S: Source + Sync>(
         resolve_unknown(&mut so_far, &plan);
         let mut this = Progress::default();
         let result = execute(writer, &plan, &mut this, &|reply| source.written(reply)).await;
+        for id in this.done.iter().filter_map(|s| s.id.as_deref()) {
+            held.wrote(id);
+        }
         so_far.created.append(&mut this.created);
         match result {
             Ok(()) => {
@@ -233,9 +256,12 @@ async fn apply_attempts<S: Source + Sync>(
                 so_far.done.append(&mut this.done);
                 so_far.unknown = this.unknown;
                 // Whether the create happened only Close can tell: no cached answer.
-                source.forget(&lookup::requests(cfg, p));
+                source.forget(&lookup::requests(cfg, p), &found_ids(&found));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                source.forget(&lookup::requests(cfg, p), &found_ids(&found));
+                return Err(e);
+            }
         }
     }
 }

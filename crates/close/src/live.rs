@@ -10,10 +10,13 @@
 //!   keys; entries expire after a TTL (a key that matched nothing after a short one). An event
 //!   whose keys are all cached and fresh is planned with no call at all.
 //!
-//! What a stale entry can cause: an edit made in Close's UI within the TTL is not seen, so an
-//! email or phone list may be written back without a value added there in the meantime (once),
-//! or a field changed there is left as it is. It never causes a duplicate record: a cached key
-//! that matched nothing is kept only briefly, and our own creates are cached at once.
+//! What a stale entry can cause: an edit made in Close's UI (or by another tool) within the TTL
+//! is not seen, so an email or phone list may be written back without a value added there in the
+//! meantime (once), or a field changed there is left as it is. Our own writes never go stale:
+//! every reply refreshes the cache, and a search never overrides a copy refreshed after it began.
+//! A key that matched nothing is trusted for 2 seconds at most: a person created elsewhere within
+//! them can be created a second time — the same race as without a cache, between a lookup and a
+//! create, only seconds wide instead of milliseconds.
 
 use crate::client::{CloseError, Reader};
 use crate::exec::Source;
@@ -48,7 +51,7 @@ impl Default for LiveOptions {
             coalesce_window: Duration::from_millis(5),
             coalesce_max: 50,
             ttl: Duration::from_secs(300),
-            empty_ttl: Duration::from_secs(10),
+            empty_ttl: Duration::from_secs(2),
             max_keys: 200_000,
         }
     }
@@ -77,20 +80,32 @@ fn cache_key(r: &LookupRequest) -> LookupRequest {
     }
 }
 
-/// A key whose lookup is known: since when, and with which custom fields the records were read
-/// (a want needing others is a miss).
+/// A key whose lookup is known, and since when.
 struct Fresh {
     at: Instant,
-    lead_custom: BTreeSet<String>,
-    contact_custom: BTreeSet<String>,
+}
+
+/// A cached record: when it was last read or written, and the custom fields it was read with
+/// (`None`: all of them — a write's reply carries the whole record). A want needing a field the
+/// record was not read with is a miss: an absent field would look empty to the planner.
+struct Cached<T> {
+    rec: T,
+    seen: Instant,
+    fields: Option<BTreeSet<String>>,
+}
+
+impl<T> Cached<T> {
+    fn has(&self, need: &BTreeSet<String>) -> bool {
+        self.fields.as_ref().is_none_or(|f| need.is_subset(f))
+    }
 }
 
 /// Cached records, the keys each one matches (derived from the records themselves, so a write's
 /// reply moves a record to the keys it matches now), and which keys' lookups are known.
 #[derive(Default)]
 struct Cache {
-    leads: HashMap<String, (Lead, Instant)>,
-    contacts: HashMap<String, (Contact, Instant)>,
+    leads: HashMap<String, Cached<Lead>>,
+    contacts: HashMap<String, Cached<Contact>>,
     members: HashMap<LookupRequest, BTreeSet<String>>,
     /// The keys each cached record is a member of (to move it when it changes).
     member_of: HashMap<String, Vec<LookupRequest>>,
@@ -204,14 +219,49 @@ impl Cache {
         self.member_of.insert(id.to_string(), now_keys);
     }
 
-    fn upsert_lead(&mut self, l: Lead, seen: Instant, keys: &KeyConfig) {
+    fn upsert_lead(&mut self, l: Lead, fields: Option<BTreeSet<String>>, keys: &KeyConfig) {
         self.place(&l.id, lead_keys(&l, keys));
-        self.leads.insert(l.id.clone(), (l, seen));
+        let seen = Instant::now();
+        self.leads.insert(
+            l.id.clone(),
+            Cached {
+                rec: l,
+                seen,
+                fields,
+            },
+        );
     }
 
-    fn upsert_contact(&mut self, c: Contact, seen: Instant, keys: &KeyConfig) {
+    fn upsert_contact(&mut self, c: Contact, fields: Option<BTreeSet<String>>, keys: &KeyConfig) {
         self.place(&c.id, contact_keys(&c, keys));
-        self.contacts.insert(c.id.clone(), (c, seen));
+        let seen = Instant::now();
+        self.contacts.insert(
+            c.id.clone(),
+            Cached {
+                rec: c,
+                seen,
+                fields,
+            },
+        );
+    }
+
+    fn seen(&self, id: &str) -> Option<Instant> {
+        self.leads
+            .get(id)
+            .map(|x| x.seen)
+            .or_else(|| self.contacts.get(id).map(|x| x.seen))
+    }
+
+    /// Forgets a record and every key it was a member of (what else those keys hold is no
+    /// longer known to be complete).
+    fn evict(&mut self, id: &str) {
+        for k in self.member_of.get(id).cloned().unwrap_or_default() {
+            self.fresh.remove(&k);
+        }
+        self.place(id, Vec::new());
+        self.member_of.remove(id);
+        self.leads.remove(id);
+        self.contacts.remove(id);
     }
 
     /// Everything `want` needs, if every key is known, fresh and read with its fields.
@@ -220,28 +270,35 @@ impl Cache {
             types: self.types.clone()?,
             ..Found::default()
         };
+        let lead = |id: &str| {
+            self.leads
+                .get(id)
+                .filter(|l| l.has(&want.lead_custom))
+                .map(|l| l.rec.clone())
+        };
         for r in &want.reqs {
             let k = cache_key(r);
-            let fr = self.fresh(&k, now, opts)?;
-            if !want.lead_custom.is_subset(&fr.lead_custom)
-                || !want.contact_custom.is_subset(&fr.contact_custom)
-            {
-                return None;
-            }
+            self.fresh(&k, now, opts)?;
             for id in self.members.get(&k).into_iter().flatten() {
                 match r {
                     LookupRequest::LeadsByCompany { .. } => {
-                        let (l, _) = self.leads.get(id)?;
+                        let l = lead(id)?;
                         if !f.leads_by_company.iter().any(|x| x.id == l.id) {
-                            f.leads_by_company.push(l.clone());
+                            f.leads_by_company.push(l);
                         }
                     }
-                    _ => f.add_contact(self.contacts.get(id)?.0.clone()),
+                    _ => {
+                        let c = self
+                            .contacts
+                            .get(id)
+                            .filter(|c| c.has(&want.contact_custom))?;
+                        f.add_contact(c.rec.clone());
+                    }
                 }
             }
         }
         for id in f.missing_lead_ids() {
-            f.add_lead(self.leads.get(&id)?.0.clone());
+            f.add_lead(lead(&id)?);
         }
         Some(f)
     }
@@ -249,17 +306,32 @@ impl Cache {
     /// Records what a search that started at `asked` found for `want`'s keys. A cached member
     /// the search did not return is dropped from that key — unless a write refreshed it after
     /// the search started (the search could not have seen it yet).
-    fn store(&mut self, want: &Want, found: &Found, asked: Instant, keys: &KeyConfig) {
+    /// `read` is the custom fields the search asked for (lead, contact).
+    fn store(
+        &mut self,
+        want: &Want,
+        found: &Found,
+        asked: Instant,
+        read: &(BTreeSet<String>, BTreeSet<String>),
+        keys: &KeyConfig,
+    ) {
         let now = Instant::now();
         self.types = Some(found.types.clone());
         let mut returned: BTreeSet<String> = BTreeSet::new();
+        // A copy refreshed since the search began (a write's reply, a later search) is newer
+        // than what the search saw: it stays.
+        let newer = |c: &Cache, id: &str| c.seen(id).is_some_and(|t| t >= asked);
         for l in found.leads_by_company.iter().chain(&found.leads) {
             returned.insert(l.id.clone());
-            self.upsert_lead(l.clone(), now, keys);
+            if !newer(self, &l.id) {
+                self.upsert_lead(l.clone(), Some(read.0.clone()), keys);
+            }
         }
         for c in &found.contacts {
             returned.insert(c.id.clone());
-            self.upsert_contact(c.clone(), now, keys);
+            if !newer(self, &c.id) {
+                self.upsert_contact(c.clone(), Some(read.1.clone()), keys);
+            }
         }
         for r in &want.reqs {
             let k = cache_key(r);
@@ -269,14 +341,7 @@ impl Cache {
                 .into_iter()
                 .flatten()
                 .filter(|id| !returned.contains(*id))
-                .filter(|id| {
-                    let seen = self
-                        .leads
-                        .get(*id)
-                        .map(|x| x.1)
-                        .or_else(|| self.contacts.get(*id).map(|x| x.1));
-                    seen.is_none_or(|t| t < asked)
-                })
+                .filter(|id| self.seen(id).is_none_or(|t| t < asked))
                 .cloned()
                 .collect();
             if let Some(m) = self.members.get_mut(&k) {
@@ -284,32 +349,24 @@ impl Cache {
                     m.remove(id);
                 }
             }
-            self.fresh.insert(
-                k,
-                Fresh {
-                    at: now,
-                    lead_custom: want.lead_custom.clone(),
-                    contact_custom: want.contact_custom.clone(),
-                },
-            );
+            self.fresh.insert(k, Fresh { at: now });
         }
     }
 
     /// A record Close returned after a write (a lead with its nested contacts, or a contact).
     fn refresh(&mut self, reply: &Value, keys: &KeyConfig) {
-        let now = Instant::now();
         let is_lead = reply
             .get("id")
             .and_then(Value::as_str)
             .is_some_and(|id| id.starts_with("lead_"));
         if !is_lead {
             if let Some(c) = Contact::from_api(reply) {
-                self.upsert_contact(c, now, keys);
+                self.upsert_contact(c, None, keys);
             }
             return;
         }
         if let Some(l) = Lead::from_api(reply) {
-            self.upsert_lead(l, now, keys);
+            self.upsert_lead(l, None, keys);
         }
         for c in reply
             .get("contacts")
@@ -318,7 +375,7 @@ impl Cache {
             .flatten()
             .filter_map(Contact::from_api)
         {
-            self.upsert_contact(c, now, keys);
+            self.upsert_contact(c, None, keys);
         }
     }
 
@@ -339,7 +396,7 @@ impl Cache {
         }
         let leads_of: Vec<String> = live
             .iter()
-            .filter_map(|id| self.contacts.get(id).map(|c| c.0.lead_id.clone()))
+            .filter_map(|id| self.contacts.get(id).map(|c| c.rec.lead_id.clone()))
             .collect();
         live.extend(leads_of);
         let dead: Vec<String> = self
@@ -401,9 +458,17 @@ impl LiveSource {
         if !self.caching() {
             return;
         }
+        // What the search asked for: every want's custom fields (`Reader::find_many`).
+        let read = (
+            wants.iter().flat_map(|w| w.lead_custom.clone()).collect(),
+            wants
+                .iter()
+                .flat_map(|w| w.contact_custom.clone())
+                .collect(),
+        );
         let mut c = self.cache();
         for (w, f) in wants.iter().zip(found) {
-            c.store(w, f, asked, &self.inner.keys);
+            c.store(w, f, asked, &read, &self.inner.keys);
         }
         if c.fresh.len() > self.inner.opts.max_keys {
             c.sweep(Instant::now(), &self.inner.opts);
@@ -511,18 +576,24 @@ impl LiveSource {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn release(&self, ids: &[String]) {
+    /// Lets go of `ids`; those in `written` were changed in Close, so an event that read them
+    /// before now must look again (one that wrote nothing sends nobody back to search).
+    fn release(&self, ids: &[String], written: &[String]) {
         {
             let mut h = self.held();
-            h.epoch += 1;
-            let e = h.epoch;
             for id in ids {
                 h.now.remove(id);
-                h.released_at.insert(id.clone(), e);
+            }
+            if !written.is_empty() {
+                h.epoch += 1;
+                let e = h.epoch;
+                for id in written {
+                    h.released_at.insert(id.clone(), e);
+                }
             }
             if h.released_at.len() > 100_000 {
                 h.released_at.clear();
-                h.floor = e;
+                h.floor = h.epoch;
             }
         }
         self.inner.released.notify_waiters();
@@ -546,9 +617,15 @@ impl Source for LiveSource {
                         || ids
                             .iter()
                             .any(|id| h.released_at.get(id).is_some_and(|e| *e > since));
+                    if stale {
+                        // Not taken: the caller looks up again and asks anew.
+                        return crate::exec::Hold::stale();
+                    }
                     h.now.extend(ids.iter().cloned());
                     let me = self.clone();
-                    return crate::exec::Hold::new(stale, Box::new(move || me.release(&ids)));
+                    return crate::exec::Hold::new(Box::new(move |written: &[String]| {
+                        me.release(&ids, written)
+                    }));
                 }
             }
             notified.await;
@@ -597,11 +674,16 @@ impl Source for LiveSource {
         }
     }
 
-    fn forget(&self, reqs: &[LookupRequest]) {
+    fn forget(&self, reqs: &[LookupRequest], found: &[String]) {
         if self.caching() {
             let mut c = self.cache();
             for r in reqs {
                 c.fresh.remove(&cache_key(r));
+            }
+            // A write that failed may still have happened: what the event found is unknown now,
+            // under whichever key it is cached.
+            for id in found {
+                c.evict(id);
             }
         }
     }

@@ -119,6 +119,19 @@ pub fn instance_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Do two versions of an instance talk to the same Close with the same key and lookup fields?
+fn same_connection(old: &Instance, new: &Instance, policy: &ClientPolicy) -> bool {
+    let url = |i: &Instance| policy.close_url.clone().or_else(|| i.endpoint.clone());
+    let key = |i: &Instance| match i.setting("api_key") {
+        Some(Setting::Secret(k)) => Some(k.expose_secret().to_string()),
+        Some(Setting::Plain(k)) => Some(k.clone()),
+        None => None,
+    };
+    url(old) == url(new)
+        && key(old) == key(new)
+        && closeflow_close::run::key_config(old) == closeflow_close::run::key_config(new)
+}
+
 fn writer_for(inst: &Instance, policy: &ClientPolicy) -> Result<Writer, String> {
     let url = policy
         .close_url
@@ -287,29 +300,43 @@ impl Registry {
                 g.files.insert(f.clone(), (text, previous.clone()));
                 continue;
             }
-            let writer = match writer_for(&inst, &self.policy) {
-                Ok(w) => w,
-                Err(e) => {
-                    reports.push(FileReport::Unreadable {
-                        file: f.clone(),
-                        error: e,
-                    });
-                    continue;
-                }
+            let name = inst.name.clone();
+            // The same Close, key and lookup fields as the running version: keep its client
+            // (rate-limit pacing), lookup cache and record holds, so events of the old and the
+            // new version in flight together still see each other.
+            let same = g
+                .active
+                .get(&name)
+                .or_else(|| g.retired.get(&name))
+                .filter(|old| same_connection(&old.instance, &inst, &self.policy))
+                .map(|old| (old.writer.clone(), old.lookups.clone()));
+            let (writer, lookups) = match same {
+                Some(kept) => kept,
+                None => match writer_for(&inst, &self.policy) {
+                    Ok(w) => {
+                        let l = closeflow_close::live::LiveSource::new(
+                            w.reader().clone(),
+                            closeflow_close::run::key_config(&inst),
+                            self.policy.live.clone(),
+                        );
+                        (w, l)
+                    }
+                    Err(e) => {
+                        reports.push(FileReport::Unreadable {
+                            file: f.clone(),
+                            error: e,
+                        });
+                        continue;
+                    }
+                },
             };
             g.version += 1;
-            let name = inst.name.clone();
             if let Some(old) = previous.as_ref().filter(|p| **p != name)
                 && let Some(a) = g.active.remove(old)
             {
                 g.retired.insert(old.clone(), a);
             }
             g.retired.remove(&name);
-            let lookups = closeflow_close::live::LiveSource::new(
-                writer.reader().clone(),
-                closeflow_close::run::key_config(&inst),
-                self.policy.live.clone(),
-            );
             let active = Arc::new(Active {
                 instance: inst,
                 writer,

@@ -124,6 +124,10 @@ impl<Q: Queue> Deliverer<Q> {
         let mut slots: BTreeMap<i64, Slot> = BTreeMap::new();
         let mut in_flight = 0usize;
         let mut fetch_failed_at: Option<tokio::time::Instant> = None;
+        // Fetched events that cannot start whatever the workers (see `order::Decision`).
+        let mut held_back = 0usize;
+        // A bound on memory when one key's events keep piling up behind its failure.
+        let most = self.policy.window.saturating_mul(25);
         loop {
             let stopping = *stop.borrow();
             if stopping && in_flight == 0 {
@@ -133,12 +137,10 @@ impl<Q: Queue> Deliverer<Q> {
                 return;
             };
             let retry_fetch = fetch_failed_at.is_none_or(|t| t.elapsed() > Duration::from_secs(1));
-            if !stopping && slots.len() < self.policy.window && retry_fetch {
-                match self
-                    .queue
-                    .fetch(&instance, self.policy.window - slots.len())
-                    .await
-                {
+            let counted = slots.len().saturating_sub(held_back);
+            if !stopping && counted < self.policy.window && slots.len() < most && retry_fetch {
+                let room = (self.policy.window - counted).min(most - slots.len());
+                match self.queue.fetch(&instance, room).await {
                     Ok(got) => {
                         fetch_failed_at = None;
                         for d in got {
@@ -169,7 +171,9 @@ impl<Q: Queue> Deliverer<Q> {
             let next = if stopping {
                 None
             } else {
-                self.dispatch(&active, &mut slots, &mut in_flight, &done_tx)
+                let d = self.dispatch(&active, &mut slots, &mut in_flight, &done_tx);
+                held_back = d.held_back;
+                d.next
             };
             let sleep = next.map_or(Duration::from_secs(1), |t| {
                 Duration::from_millis((t - now_ms()).clamp(1, 1_000) as u64)
@@ -206,14 +210,15 @@ impl<Q: Queue> Deliverer<Q> {
         }
     }
 
-    /// Starts every event that may start now; returns when the next waiting event is due.
+    /// Starts every event that may start now; returns the decision (when the next waiting
+    /// event is due, how many are held back).
     fn dispatch(
         &self,
         active: &Arc<Active>,
         slots: &mut BTreeMap<i64, Slot>,
         in_flight: &mut usize,
         done_tx: &mpsc::UnboundedSender<Done>,
-    ) -> Option<Millis> {
+    ) -> order::Decision {
         for slot in slots.values_mut() {
             let fresh = matches!(&slot.keys, Some((v, _)) if *v == active.version);
             if !fresh {
@@ -233,10 +238,10 @@ impl<Q: Queue> Deliverer<Q> {
                 not_before: s.d.not_before,
             })
             .collect();
-        let (start, next) = order::ready(&pending, now_ms(), *in_flight, self.policy.concurrency);
+        let decision = order::ready(&pending, now_ms(), *in_flight, self.policy.concurrency);
         drop(pending);
         let ids: Vec<i64> = slots.keys().copied().collect();
-        for i in start {
+        for &i in &decision.start {
             let Some(slot) = slots.get_mut(&ids[i]) else {
                 continue;
             };
@@ -276,7 +281,7 @@ impl<Q: Queue> Deliverer<Q> {
                 let _ = tx.send(Done { id, retry_at });
             });
         }
-        next
+        decision
     }
 }
 

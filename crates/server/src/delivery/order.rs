@@ -14,35 +14,48 @@ pub struct Pending<'a> {
     pub not_before: Millis,
 }
 
+/// What may happen now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Indexes of the events to start now, in order.
+    pub start: Vec<usize>,
+    /// When the next event waiting out a backoff is due.
+    pub next: Option<Millis>,
+    /// Events that cannot start whatever the workers: behind an unfinished event with a shared
+    /// key, or backing off. The scheduler does not count them against its window, so a key
+    /// that keeps failing cannot fill the window and stall every other key.
+    pub held_back: usize,
+}
+
 /// The indexes of the events to start now, and when the next waiting one is due.
 ///
 /// Walking oldest first, an event starts when it is not in flight, not backing off, no event
 /// before it that has not finished shares one of its keys, and a worker is free. Whatever has not
 /// finished — in flight, backing off, or blocked itself — holds its keys for everything behind it,
 /// so events sharing a key run one at a time and in queue order.
-pub fn ready(
-    pending: &[Pending<'_>],
-    now: Millis,
-    in_flight: usize,
-    capacity: usize,
-) -> (Vec<usize>, Option<Millis>) {
+pub fn ready(pending: &[Pending<'_>], now: Millis, in_flight: usize, capacity: usize) -> Decision {
     let mut busy: HashSet<&Key> = HashSet::new();
-    let mut start = Vec::new();
-    let mut next: Option<Millis> = None;
+    let mut d = Decision {
+        start: Vec::new(),
+        next: None,
+        held_back: 0,
+    };
     let mut running = in_flight;
     for (i, p) in pending.iter().enumerate() {
         let blocked = p.keys.iter().any(|k| busy.contains(k));
         let waiting = p.not_before > now;
         if waiting && !p.in_flight && !blocked {
-            next = Some(next.map_or(p.not_before, |n| n.min(p.not_before)));
+            d.next = Some(d.next.map_or(p.not_before, |n| n.min(p.not_before)));
         }
-        if !(p.in_flight || blocked || waiting || running >= capacity) {
-            start.push(i);
+        if !p.in_flight && (blocked || waiting) {
+            d.held_back += 1;
+        } else if !(p.in_flight || running >= capacity) {
+            d.start.push(i);
             running += 1;
         }
         busy.extend(p.keys);
     }
-    (start, next)
+    d
 }
 
 #[cfg(test)]
@@ -74,15 +87,20 @@ mod tests {
                 not_before: 0,
             },
         ];
-        let (start, next) = ready(&p, 100, 0, 8);
-        assert_eq!(start, [2], "b goes; the second a waits behind the first");
-        assert_eq!(next, Some(500));
-        let (start, _) = ready(&p, 600, 0, 8);
+        let d = ready(&p, 100, 0, 8);
+        assert_eq!(d.start, [2], "b goes; the second a waits behind the first");
+        assert_eq!(d.next, Some(500));
         assert_eq!(
-            start,
+            d.held_back, 2,
+            "both a's are held back, whatever the workers"
+        );
+        let d = ready(&p, 600, 0, 8);
+        assert_eq!(
+            d.start,
             [0, 2],
             "once due, the first a goes; the second still waits"
         );
+        assert_eq!(d.held_back, 1);
     }
 
     #[test]
@@ -96,8 +114,13 @@ mod tests {
             };
             5
         ];
-        assert_eq!(ready(&p, 0, 3, 4).0, [0]);
-        assert_eq!(ready(&p, 0, 0, 10).0, [0, 1, 2, 3, 4]);
+        assert_eq!(ready(&p, 0, 3, 4).start, [0]);
+        assert_eq!(
+            ready(&p, 0, 3, 4).held_back,
+            0,
+            "waiting for a worker is not held back"
+        );
+        assert_eq!(ready(&p, 0, 0, 10).start, [0, 1, 2, 3, 4]);
     }
 
     fn arb_pending() -> impl Strategy<Value = Vec<(Vec<u8>, bool, bool)>> {
@@ -122,7 +145,8 @@ mod tests {
                 keys: ks, in_flight: *fl, not_before: if *wait { 10 } else { 0 },
             }).collect();
             let in_flight = pending.iter().filter(|p| p.in_flight).count();
-            let (start, next) = ready(&pending, 5, in_flight, capacity);
+            let d = ready(&pending, 5, in_flight, capacity);
+            let (start, next) = (d.start, d.next);
             for &i in &start {
                 let p = &pending[i];
                 prop_assert!(!p.in_flight && p.not_before <= 5);
