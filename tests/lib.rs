@@ -1,5 +1,6 @@
 //! Helpers for closeflow's end-to-end tests: the real binary, the real simulator, loopback.
 
+pub mod nats;
 pub mod procs;
 pub mod soak;
 

@@ -1,6 +1,9 @@
-//! The queue contract against the embedded SQLite backend (a real file in a temporary dir).
+//! The queue contract against both backends: the embedded SQLite file (in a temporary dir) and
+//! NATS JetStream (a real nats-server on loopback).
 
+use closeflow_e2e::nats::NatsCluster;
 use closeflow_server::queue::contract::{self, Harness};
+use closeflow_server::queue::jetstream::{self, JetStreamQueue};
 use closeflow_server::queue::sqlite::{Options, SqliteQueue};
 use std::time::Duration;
 
@@ -24,6 +27,55 @@ impl Harness for Sqlite {
 async fn sqlite_backend_passes_the_queue_contract() {
     contract::check_all(|| Sqlite {
         dir: tempfile::tempdir().unwrap(),
+    })
+    .await;
+}
+
+/// The JetStream backend against a real `nats-server` (one JetStream server on loopback, one
+/// prefix per check so the checks never see each other's streams).
+struct Nats {
+    url: String,
+    prefix: String,
+}
+
+impl Harness for Nats {
+    type Q = JetStreamQueue;
+    async fn open(&mut self) -> JetStreamQueue {
+        let mut o = jetstream::Options::new(vec![self.url.clone()], "contract-node".into());
+        o.prefix = self.prefix.clone();
+        o.partitions = 2;
+        o.ack_wait = Duration::from_secs(1);
+        o.dedup_window = self.dedup_window();
+        o.retention = Duration::from_secs(600);
+        o.replicas = Some(1);
+        let q = JetStreamQueue::connect(o, None, None)
+            .await
+            .expect("the queue connects");
+        q.start();
+        q
+    }
+    fn dedup_window(&self) -> Duration {
+        // Longer than a restart takes here (the old lease must lapse), so that deduplication
+        // across a restart is checked within the window.
+        Duration::from_secs(8)
+    }
+    fn lease_timeout(&self) -> Duration {
+        // A restarted node waits out its old lease (2 × ack deadline + 2 s), then redelivery.
+        Duration::from_secs(15)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jetstream_backend_passes_the_queue_contract() {
+    let nats = NatsCluster::start(1).await;
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let url = nats.nodes[0].url();
+    contract::check_all(|| Nats {
+        url: url.clone(),
+        prefix: format!(
+            "T{}",
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
     })
     .await;
 }

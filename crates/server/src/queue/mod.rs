@@ -10,6 +10,7 @@
 //! - dead letters can be listed, shown, replayed (queued again, at the back) and dropped.
 
 pub mod contract;
+pub mod jetstream;
 pub mod sqlite;
 
 use serde::Serialize;
@@ -117,6 +118,18 @@ pub struct InstanceStats {
     pub oldest_queued_at: Option<Millis>,
     /// Unreadable records set aside at startup or when read.
     pub quarantined: u64,
+    /// Final outcomes and retries by the node that reached them (a shared queue only).
+    pub by_node: Vec<NodeCounts>,
+}
+
+/// What one node of a cluster did for an instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NodeCounts {
+    pub node: String,
+    pub applied: u64,
+    pub skipped: u64,
+    pub dead_lettered: u64,
+    pub retried: u64,
 }
 
 impl InstanceStats {
@@ -143,6 +156,11 @@ pub enum QueueError {
     #[error("no such event: {0}")]
     NotFound(i64),
 }
+
+/// Held while an event is planned and written (see [`Queue::hold_keys`]); dropping it releases
+/// the keys.
+#[derive(Debug, Default)]
+pub struct KeyHold(pub Option<tokio::sync::oneshot::Sender<()>>);
 
 /// A durable queue of events per instance.
 pub trait Queue: Send + Sync + 'static {
@@ -195,4 +213,28 @@ pub trait Queue: Send + Sync + 'static {
         after: i64,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Retained>, QueueError>> + Send;
+
+    /// Before an event is planned: holds its lookup keys against other processes that share
+    /// the queue, so that two events sharing a key are never planned at once anywhere.
+    /// `Ok(None)`: the event is no longer this process's to deliver (another one took it over);
+    /// drop it without settling. One process alone needs nothing (its scheduler serialises).
+    fn hold_keys(
+        &self,
+        d: &Delivery,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Option<KeyHold>, QueueError>> + Send {
+        let _ = (d, keys);
+        async { Ok(Some(KeyHold::default())) }
+    }
+
+    /// Periodic upkeep (pruning settled events), called about once a minute by the server.
+    fn maintain(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// What this process does in a cluster (node, partitions owned, peers), for the admin
+    /// route; `None` for a backend that is not shared.
+    fn cluster(&self) -> impl Future<Output = Option<serde_json::Value>> + Send {
+        async { None }
+    }
 }
