@@ -7,6 +7,7 @@ mod cli;
 mod close;
 mod crash;
 mod damage;
+mod cluster;
 mod diff;
 mod differential;
 mod fidelity;

@@ -13,7 +13,7 @@ const LONG: Duration = Duration::from_secs(90);
 
 /// An instance over `sim`: identify → contact and lead (the action's defaults, title from
 /// the traits), group → the account's lead, track "Signed Up" → the contact's title.
-fn instance(name: &str, sim_api: &str, write_keys: &[&str], api_key: &str, title: &str) -> String {
+pub(crate) fn instance(name: &str, sim_api: &str, write_keys: &[&str], api_key: &str, title: &str) -> String {
     format!(
         r#"name: {name}
 endpoint: {sim_api}
@@ -52,7 +52,7 @@ mappings:
     )
 }
 
-fn write_config(dir: &Path, file: &str, text: &str) {
+pub(crate) fn write_config(dir: &Path, file: &str, text: &str) {
     let c = dir.join("config");
     std::fs::create_dir_all(&c).unwrap();
     // Write then rename, as editors and deploy tools do, so a reload never sees half a file.
@@ -61,7 +61,7 @@ fn write_config(dir: &Path, file: &str, text: &str) {
     std::fs::rename(tmp, c.join(file)).unwrap();
 }
 
-fn identify(user: &str, email: &str, company: &str, title: &str) -> Value {
+pub(crate) fn identify(user: &str, email: &str, company: &str, title: &str) -> Value {
     json!({"type": "identify", "userId": user, "messageId": format!("m-{user}-{title}"),
            "traits": {"email": email, "name": format!("Person {user}"), "title": title,
                       "company": {"id": company, "name": format!("Company {company}")}}})
@@ -75,7 +75,7 @@ async fn queue_drained(s: &ServerProc, instance: &str) -> bool {
 }
 
 /// accepted + replayed = applied + skipped + dead-lettered + queued, from the metrics alone.
-fn assert_balanced(m: &str, instance: &str) {
+pub(crate) fn assert_balanced(m: &str, instance: &str) {
     let l = format!("instance=\"{instance}\"");
     let accepted = metric(m, "closeflow_events_accepted_total", &l);
     let replayed = metric(m, "closeflow_events_replayed_total", &l);

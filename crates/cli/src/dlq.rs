@@ -1,10 +1,12 @@
-//! `closeflow dlq list|show|replay|drop`: the dead-letter store, read from the queue file (a
-//! running server picks up replays within a second).
+//! `closeflow dlq list|show|replay|drop`: the dead-letter store, read from the queue file or,
+//! with `--queue nats://…`, from the cluster (a running server picks up replays within a
+//! second).
 
 use anyhow::{Context, Result, bail};
 use closeflow_server::admin::dead_letter_json;
 use closeflow_server::queue::sqlite::{Options, SqliteQueue};
 use closeflow_server::queue::{DeadLetter, Queue};
+use crate::serve::{QueueChoice, queue_choice};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,6 +51,10 @@ pub struct At {
     /// Only this instance's dead letters.
     #[arg(long)]
     instance: Option<String>,
+    /// The server's queue: `sqlite` (under --data-dir) or `nats://HOST:PORT[,…]`, as given to
+    /// `closeflow serve --queue`.
+    #[arg(long, default_value = "sqlite", value_parser = queue_choice)]
+    queue: QueueChoice,
 }
 
 fn open(at: &At) -> Result<SqliteQueue> {
@@ -73,7 +79,7 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-async fn targets(q: &SqliteQueue, at: &At, ids: &[i64], all: bool) -> Result<Vec<DeadLetter>> {
+async fn targets<Q: Queue>(q: &Q, at: &At, ids: &[i64], all: bool) -> Result<Vec<DeadLetter>> {
     let list = q.dead_letters(at.instance.as_deref()).await?;
     if all {
         return Ok(list);
@@ -100,9 +106,38 @@ async fn targets(q: &SqliteQueue, at: &At, ids: &[i64], all: bool) -> Result<Vec
 pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
+        let at = match &cmd {
+            DlqCmd::List { at, .. }
+            | DlqCmd::Show { at, .. }
+            | DlqCmd::Replay { at, .. }
+            | DlqCmd::Drop { at, .. } => at,
+        };
+        match &at.queue {
+            QueueChoice::Sqlite => on(&open(at)?, cmd).await,
+            QueueChoice::Nats(urls) => {
+                let c = closeflow_server::ClusterConfig {
+                    urls: urls.clone(),
+                    node: "closeflow-dlq".into(),
+                    ack_wait: std::time::Duration::from_secs(30),
+                    partitions: 8,
+                    replicas: None,
+                };
+                let q = closeflow_server::connect_cluster(
+                    &c,
+                    std::time::Duration::from_secs(24 * 3600),
+                    None,
+                    None,
+                )
+                .await?;
+                on(&q, cmd).await
+            }
+        }
+    })
+}
+
+async fn on<Q: Queue>(q: &Q, cmd: DlqCmd) -> Result<ExitCode> {
         match cmd {
             DlqCmd::List { at, format } => {
-                let q = open(&at)?;
                 let list = q.dead_letters(at.instance.as_deref()).await?;
                 match format {
                     crate::Format::Json => outln!(
@@ -131,7 +166,6 @@ pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             DlqCmd::Show { at, id } => {
-                let q = open(&at)?;
                 match q.dead_letter(id).await? {
                     Some(d) if at.instance.as_ref().is_none_or(|i| *i == d.instance) => {
                         outln!("{}", serde_json::to_string_pretty(&dead_letter_json(&d))?);
@@ -141,9 +175,8 @@ pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
                 }
             }
             DlqCmd::Replay { at, ids, all } => {
-                let q = open(&at)?;
                 let mut n = 0;
-                for d in targets(&q, &at, &ids, all).await? {
+                for d in targets(q, &at, &ids, all).await? {
                     if q.replay(d.id).await? {
                         n += 1;
                         outln!("replayed {} ({} {})", d.id, d.instance, d.message_id);
@@ -153,9 +186,8 @@ pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             DlqCmd::Drop { at, ids, all } => {
-                let q = open(&at)?;
                 let mut n = 0;
-                for d in targets(&q, &at, &ids, all).await? {
+                for d in targets(q, &at, &ids, all).await? {
                     if q.drop_dead(d.id).await? {
                         n += 1;
                         outln!("dropped {} ({} {})", d.id, d.instance, d.message_id);
@@ -165,5 +197,4 @@ pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         }
-    })
 }

@@ -91,6 +91,65 @@ pub struct ServeArgs {
     /// The embedded simulator's port (its API at http://127.0.0.1:PORT/api/v1/).
     #[arg(long, default_value_t = 9000)]
     pub sim_port: u16,
+    /// Where the queue lives: `sqlite` (the default: a file under --data-dir), or a NATS
+    /// JetStream cluster shared by several closeflow nodes: `nats://HOST:PORT[,HOST:PORT…]`.
+    #[arg(long, default_value = "sqlite", value_parser = queue_choice)]
+    pub queue: QueueChoice,
+    /// This node's name in the cluster (unique, stable across restarts).
+    /// Default: the host name and the --listen port.
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Cluster: an event a node took but neither settled nor extended within this goes to
+    /// another node (extended every third of it while Close is slow). Same on every node.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub ack_wait: Duration,
+    /// Cluster: partitions of a new instance's queue (spread over the live nodes).
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Cluster: replicas of each stream (default: the cluster's size, at most 3).
+    #[arg(long)]
+    pub replicas: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum QueueChoice {
+    Sqlite,
+    Nats(Vec<String>),
+}
+
+/// `sqlite` or `nats://HOST:PORT[,HOST:PORT…]` (later entries may leave out `nats://`).
+pub fn queue_choice(s: &str) -> Result<QueueChoice, String> {
+    let s = s.trim();
+    if s == "sqlite" {
+        return Ok(QueueChoice::Sqlite);
+    }
+    if !s.starts_with("nats://") {
+        return Err(format!(
+            "`{s}`: the queue is `sqlite` or `nats://HOST:PORT[,HOST:PORT…]`"
+        ));
+    }
+    let mut urls = Vec::new();
+    for part in s.split(',') {
+        let hp = part.trim().trim_start_matches("nats://");
+        let ok = hp
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            return Err(format!("`{part}` in --queue is not HOST:PORT"));
+        }
+        urls.push(format!("nats://{hp}"));
+    }
+    Ok(QueueChoice::Nats(urls))
+}
+
+fn default_node_id(listen: &SocketAddr) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}", listen.port())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -133,6 +192,18 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     cfg.client.lookup_mode = a.lookups.mode();
     cfg.client.search_chunk = a.lookups.search_chunk.max(1);
     cfg.client.live = a.lookups.options();
+    if let QueueChoice::Nats(urls) = a.queue {
+        if a.ack_wait < Duration::from_secs(1) {
+            anyhow::bail!("--ack-wait {:?}: at least 1s", a.ack_wait);
+        }
+        cfg.cluster = Some(closeflow_server::ClusterConfig {
+            urls,
+            node: a.node_id.unwrap_or_else(|| default_node_id(&a.listen)),
+            ack_wait: a.ack_wait,
+            partitions: a.partitions.max(1),
+            replicas: a.replicas,
+        });
+    }
     cfg.admin_token = std::env::var("CLOSEFLOW_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())

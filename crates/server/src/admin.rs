@@ -18,6 +18,21 @@ pub fn routes<Q: Queue>() -> Router<Arc<App<Q>>> {
         .route("/admin/dlq/replay", post(replay_all::<Q>))
         .route("/admin/dlq/{id}", get(show::<Q>).delete(drop_one::<Q>))
         .route("/admin/dlq/{id}/replay", post(replay_one::<Q>))
+        .route("/admin/cluster", get(cluster::<Q>))
+}
+
+/// This node's part in a cluster: its name, the live nodes, the partitions it owns.
+async fn cluster<Q: Queue>(State(app): State<Arc<App<Q>>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    match app.queue.cluster().await {
+        Some(v) => axum::Json(v).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this server's queue is not shared (no --queue nats://…)",
+        ),
+    }
 }
 
 #[derive(serde::Deserialize)]

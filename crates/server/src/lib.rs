@@ -2,10 +2,10 @@
 //! through the Close action core.
 //!
 //! ```text
-//! HTTP ─► intake (auth, limits, enrich) ─► queue (SQLite, fsync) ─► delivery (per key) ─► close::run::send
+//! HTTP ─► intake (auth, limits, enrich) ─► queue (SQLite, fsync; or NATS JetStream) ─► delivery (per key) ─► close::run::send
 //! ```
 //! An event is answered 200 only once it is durable; it leaves the queue only with a final
-//! outcome (applied, skipped, dead-lettered), recorded and counted in the same transaction.
+//! outcome (applied, skipped, dead-lettered), recorded and counted once.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -51,6 +51,19 @@ pub struct ServeConfig {
     pub delivery: delivery::Policy,
     pub client: registry::ClientPolicy,
     pub admin_token: Option<SecretString>,
+    /// `None`: the embedded SQLite queue under `data_dir`; `Some`: a NATS JetStream cluster
+    /// shared with other closeflow nodes.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How this node joins a NATS JetStream cluster (`closeflow serve --queue nats://…`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub urls: Vec<String>,
+    pub node: String,
+    pub ack_wait: Duration,
+    pub partitions: u32,
+    pub replicas: Option<usize>,
 }
 
 impl ServeConfig {
@@ -70,6 +83,7 @@ impl ServeConfig {
             delivery: delivery::Policy::default(),
             client: registry::ClientPolicy::default(),
             admin_token: None,
+            cluster: None,
         }
     }
 }
@@ -147,22 +161,40 @@ async fn terminated() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Connects to the JetStream cluster: intake partitions events by their first lookup key, and
+/// arrivals on any node wake this node's schedulers.
+pub async fn connect_cluster(
+    c: &ClusterConfig,
+    dedup_window: Duration,
+    registry: Option<Arc<Registry>>,
+    wakers: Option<Arc<Wakers>>,
+) -> Result<queue::jetstream::JetStreamQueue> {
+    let mut o = queue::jetstream::Options::new(c.urls.clone(), c.node.clone());
+    o.ack_wait = c.ack_wait;
+    o.partitions = c.partitions.max(1);
+    o.replicas = c.replicas;
+    o.dedup_window = dedup_window;
+    o.retention = dedup_window;
+    let keyer: Option<queue::jetstream::Keyer> = registry.map(|r| {
+        Arc::new(move |instance: &str, body: &str| {
+            let active = r.get(instance)?;
+            let ev: serde_json::Value = serde_json::from_str(body).ok()?;
+            delivery::keys::of(&active.instance, &ev)
+                .first()
+                .map(delivery::keys::Key::lock_name)
+        }) as queue::jetstream::Keyer
+    });
+    let arrived: Option<queue::jetstream::Arrived> =
+        wakers.map(|w| Arc::new(move |i: &str| w.wake(i)) as queue::jetstream::Arrived);
+    queue::jetstream::JetStreamQueue::connect(o, keyer, arrived)
+        .await
+        .with_context(|| format!("cannot use the NATS cluster at {}", c.urls.join(",")))
+}
+
 /// Runs the server until SIGTERM/Ctrl-C, then shuts down gracefully: intake stops (503), work
 /// in flight gets `grace` to finish, and whatever is left stays queued for the next start.
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
     telemetry::metrics();
-    let mut opts = Options::in_dir(&cfg.data_dir);
-    opts.max_bytes = cfg.max_queue_bytes;
-    let queue = Arc::new(open_queue_with(opts, cfg.dedup_window)?);
-    if let Some(aside) = &queue.report.quarantined_file {
-        warn!(moved_to = %aside.display(), "the queue file was unreadable: moved aside, a new one was started");
-    }
-    if queue.report.quarantined_records > 0 {
-        warn!(
-            records = queue.report.quarantined_records,
-            "unreadable queue records were set aside (table `quarantine`)"
-        );
-    }
     let registry = Arc::new(Registry::new(&cfg.config_dir, cfg.client.clone()));
     let reports = registry.scan().with_context(|| {
         format!(
@@ -174,13 +206,56 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     if !registry.has_intake() {
         warn!(dir = %cfg.config_dir.display(), "no instance has a write_key: nothing can be sent to this server");
     }
+    let wakers = Arc::new(Wakers::default());
+    match cfg.cluster.clone() {
+        None => {
+            let mut opts = Options::in_dir(&cfg.data_dir);
+            opts.max_bytes = cfg.max_queue_bytes;
+            let queue = Arc::new(open_queue_with(opts, cfg.dedup_window)?);
+            if let Some(aside) = &queue.report.quarantined_file {
+                warn!(moved_to = %aside.display(), "the queue file was unreadable: moved aside, a new one was started");
+            }
+            if queue.report.quarantined_records > 0 {
+                warn!(
+                    records = queue.report.quarantined_records,
+                    "unreadable queue records were set aside (table `quarantine`)"
+                );
+            }
+            let depth_queue = queue.clone();
+            let depth = Box::new(move || depth_queue.depth());
+            run(cfg, queue, registry, wakers, depth).await
+        }
+        Some(c) => {
+            let queue = connect_cluster(
+                &c,
+                cfg.dedup_window,
+                Some(registry.clone()),
+                Some(wakers.clone()),
+            )
+            .await?;
+            queue.check_timing().await?;
+            queue.start();
+            info!(node = %queue.node(), replicas = queue.replicas(), nats = %c.urls.join(","), "joined the NATS JetStream cluster");
+            let queue = Arc::new(queue);
+            let depth_queue = queue.clone();
+            let depth = Box::new(move || depth_queue.depth());
+            run(cfg, queue, registry, wakers, depth).await
+        }
+    }
+}
+
+async fn run<Q: queue::Queue>(
+    cfg: ServeConfig,
+    queue: Arc<Q>,
+    registry: Arc<Registry>,
+    wakers: Arc<Wakers>,
+    queue_depth: Box<dyn Fn() -> u64 + Send + Sync>,
+) -> Result<()> {
     for s in queue::Queue::stats(&*queue).await? {
         if s.queued > 0 && registry.get(&s.instance).is_none() {
             warn!(instance = %s.instance, queued = s.queued, "events are queued for an instance that is not configured; they wait until it is");
         }
     }
-    let wakers = Arc::new(Wakers::default());
-    let depth_queue = queue.clone();
     let app = Arc::new(App {
         queue: queue.clone(),
         registry: registry.clone(),
@@ -193,7 +268,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         ready: AtomicBool::new(false),
         body_timeout: cfg.body_timeout,
         admin_token: cfg.admin_token.clone(),
-        queue_depth: Box::new(move || depth_queue.depth()),
+        queue_depth,
         free_disk: AtomicU64::new(0),
     });
     app.check_disk();
@@ -242,10 +317,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
                 }
                 app.check_disk();
                 ticks += 1;
-                if ticks.is_multiple_of(60)
-                    && let Err(e) = queue.prune().await
-                {
-                    warn!(error = %e, "pruning settled events failed");
+                if ticks.is_multiple_of(60) {
+                    queue.maintain().await;
                 }
             }
         });

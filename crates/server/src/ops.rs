@@ -40,6 +40,13 @@ async fn metrics<Q: Queue>(State(app): State<Arc<App<Q>>>) -> Response {
                 .into_response();
         }
     }
+    if let Some(c) = app.queue.cluster().await {
+        // Which node this scrape came from, so per-process series can be told apart.
+        text.push_str(&format!(
+            "# HELP closeflow_node_info This process's node name in the cluster.\n# TYPE closeflow_node_info gauge\ncloseflow_node_info{{node=\"{}\"}} 1\n",
+            c["node"].as_str().unwrap_or_default().replace('\\', "\\\\").replace('"', "\\\"")
+        ));
+    }
     text.push_str(&format!(
         "# HELP closeflow_disk_free_bytes Free space where the queue lives.\n# TYPE closeflow_disk_free_bytes gauge\ncloseflow_disk_free_bytes {}\n",
         app.free_disk.load(Ordering::Relaxed)

@@ -154,6 +154,32 @@ pub fn render_queue(stats: &[InstanceStats]) -> String {
             }
         }
     }
+    // A shared queue: which node reached each outcome (the totals above are the cluster's).
+    if stats.iter().any(|s| !s.by_node.is_empty()) {
+        family(
+            &mut o,
+            "closeflow_node_events_total",
+            "counter",
+            "Final outcomes and retries by the cluster node that reached them.",
+        );
+        for s in stats {
+            for n in &s.by_node {
+                for (outcome, v) in [
+                    ("applied", n.applied),
+                    ("skipped", n.skipped),
+                    ("dead_lettered", n.dead_lettered),
+                    ("retried", n.retried),
+                ] {
+                    let _ = writeln!(
+                        o,
+                        "closeflow_node_events_total{{instance=\"{}\",node=\"{}\",outcome=\"{outcome}\"}} {v}",
+                        esc(&s.instance),
+                        esc(&n.node)
+                    );
+                }
+            }
+        }
+    }
     family(
         &mut o,
         "closeflow_queue_oldest_age_seconds",

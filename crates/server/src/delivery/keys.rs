@@ -17,6 +17,18 @@ pub enum Key {
     Email(String),
 }
 
+impl Key {
+    /// The key as text, kind first (`company:…`, `user:…`, `email:…`): what locks and
+    /// partitions are named by.
+    pub fn lock_name(&self) -> String {
+        match self {
+            Key::Company(v) => format!("company:{v}"),
+            Key::User(v) => format!("user:{v}"),
+            Key::Email(v) => format!("email:{v}"),
+        }
+    }
+}
+
 /// The keys of every payload the event's matching mappings produce (empty when none match
 /// or a payload is invalid: such an event is settled without a lookup).
 pub fn of(inst: &Instance, event: &Value) -> Vec<Key> {

@@ -251,6 +251,11 @@ impl<Q: Queue> Deliverer<Q> {
             let event = slot.event.clone();
             let (active, queue, tx) = (active.clone(), self.queue.clone(), done_tx.clone());
             let retry = self.policy.retry.clone();
+            let names: Vec<String> = slot
+                .keys
+                .as_ref()
+                .map(|(_, k)| k.iter().map(Key::lock_name).collect())
+                .unwrap_or_default();
             tokio::spawn(async move {
                 let id = d.id;
                 // A panic must not leave the slot in flight for ever (its keys, and one of the
@@ -258,7 +263,7 @@ impl<Q: Queue> Deliverer<Q> {
                 // kept with the reason for a replay once fixed, and the key goes on.
                 let attempt = {
                     let (queue, active, d) = (queue.clone(), active.clone(), d.clone());
-                    tokio::spawn(async move { deliver(&*queue, &active, d, event, &retry).await })
+                    tokio::spawn(async move { deliver(&*queue, &active, d, event, &names, &retry).await })
                 };
                 let retry_at = match attempt.await {
                     Ok(r) => r,
@@ -291,8 +296,24 @@ async fn deliver<Q: Queue>(
     active: &Active,
     d: Delivery,
     event: Option<Value>,
+    keys: &[String],
     retry: &RetryPolicy,
 ) -> Option<Millis> {
+    // Other processes sharing the queue must not plan these keys meanwhile; released (by
+    // drop) after the write and the settle.
+    let _hold = match queue.hold_keys(&d, keys).await {
+        Ok(Some(h)) => h,
+        // Another node delivers it now: forget it here, without settling.
+        Ok(None) => return None,
+        Err(e) => {
+            telemetry::QueueFailed {
+                what: "hold_keys",
+                error: &e,
+            }
+            .emit();
+            return Some(now_ms() + 1_000);
+        }
+    };
     let outcome = match event {
         None => Settle::Dead {
             reason: "corrupt_record".into(),

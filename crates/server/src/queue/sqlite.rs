@@ -767,6 +767,12 @@ impl Queue for SqliteQueue {
         .await
     }
 
+    async fn maintain(&self) {
+        if let Err(e) = self.prune().await {
+            tracing::warn!(error = %e, "pruning settled events failed");
+        }
+    }
+
     async fn retained(
         &self,
         instance: &str,

@@ -162,7 +162,7 @@ impl JetStreamQueue {
         let client = async_nats::ConnectOptions::new()
             .name(format!("closeflow {}", opts.node))
             .connection_timeout(Duration::from_secs(5))
-            .connect(urls.as_str())
+            .connect(opts.urls.clone())
             .await
             .map_err(|e| QueueError::Unavailable(format!("cannot reach NATS at {urls}: {e}")))?;
         let js = jetstream::new(client.clone());
@@ -184,19 +184,6 @@ impl JetStreamQueue {
         let events = bucket(&js, kv_cfg(names.events_bucket(), opts.retention)).await?;
         let leases = bucket(&js, kv_cfg(names.leases_bucket(), opts.lease_ttl())).await?;
         let locks = bucket(&js, kv_cfg(names.locks_bucket(), opts.ack_wait)).await?;
-        // Every node must time leases alike, or one would take over while another still holds.
-        let stored = leases
-            .status()
-            .await
-            .map_err(|e| unavailable("reading the lease bucket", e))?
-            .max_age();
-        if stored != opts.lease_ttl() {
-            return Err(QueueError::Unavailable(format!(
-                "the cluster's nodes use an ack deadline of {:?} (lease time {stored:?}); this node was started with --ack-wait {:?}: start every node with the same --ack-wait",
-                stored.saturating_sub(Duration::from_secs(2)) / 2,
-                opts.ack_wait
-            )));
-        }
         let dlq = js
             .get_or_create_stream(stream::Config {
                 name: names.dlq_stream(),
@@ -238,6 +225,24 @@ impl JetStreamQueue {
             owner::listen_for_arrivals(&inner).await?;
         }
         Ok(JetStreamQueue { inner })
+    }
+
+    /// Every node must time leases alike, or one would take over a partition while another
+    /// still holds it: a node whose --ack-wait differs from the cluster's refuses to start.
+    pub async fn check_timing(&self) -> Result<(), QueueError> {
+        let stored = self.inner.leases
+            .status()
+            .await
+            .map_err(|e| unavailable("reading the lease bucket", e))?
+            .max_age();
+        if stored != self.inner.opts.lease_ttl() {
+            return Err(QueueError::Unavailable(format!(
+                "the cluster's nodes use an ack deadline of {:?} (lease time {stored:?}); this node was started with --ack-wait {:?}: start every node with the same --ack-wait",
+                stored.saturating_sub(Duration::from_secs(2)) / 2,
+                self.inner.opts.ack_wait
+            )));
+        }
+        Ok(())
     }
 
     /// Starts taking part in delivery: heartbeats, partition leases, lease extension. Only a

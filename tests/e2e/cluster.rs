@@ -1,0 +1,207 @@
+//! Several `closeflow serve` nodes over one NATS JetStream cluster: real `nats-server`,
+//! `closeflow serve` and simulator processes on loopback ports.
+
+use crate::serve::{assert_balanced, identify, instance, write_config};
+use closeflow_e2e::nats::NatsCluster;
+use closeflow_e2e::procs::{ServerProc, SimProc, contacts, empty_org, leads, metric, wait_for};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(180);
+
+/// A node of the cluster: its own config copy (the same instance file), its own logs.
+async fn node(dir: &std::path::Path, nats: &str, id: &str, sim_api: &str) -> ServerProc {
+    write_config(
+        dir,
+        "acme.yaml",
+        &instance("acme", sim_api, &["wk"], "test_key", "$.traits.title"),
+    );
+    ServerProc::start(
+        dir,
+        &[
+            "--queue",
+            nats,
+            "--node-id",
+            id,
+            "--ack-wait",
+            "2s",
+            "--partitions",
+            "4",
+        ],
+        &[("CLOSEFLOW_ADMIN_TOKEN", "admin-secret")],
+    )
+    .await
+}
+
+/// Posts until some node answers 200, starting with `first` and switching node after each
+/// failure (a node may be down), as a client behind a load balancer would.
+async fn send_until_accepted(bases: &[String], first: usize, ev: &Value) {
+    let http = reqwest::Client::new();
+    let mut i = first;
+    for _ in 0..2_000 {
+        let r = http
+            .post(format!("{}/v1/identify", bases[i % bases.len()]))
+            .basic_auth("wk", Some(""))
+            .json(ev)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no node accepted {ev} in 2,000 tries");
+}
+
+async fn drained(s: &ServerProc, want: usize) -> bool {
+    let m = s.metrics().await;
+    let l = "instance=\"acme\"";
+    metric(&m, "closeflow_events_accepted_total", l) >= want as f64
+        && metric(&m, "closeflow_queue_depth", l) == 0.0
+        && metric(&m, "closeflow_events_applied_total", l) >= want as f64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_over_three_nats_servers_lose_nothing_and_double_nothing_through_kill_9_and_a_nats_restart()
+ {
+    let mut nats = NatsCluster::start(3).await;
+    let sim = SimProc::start(&empty_org()).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let urls = nats.urls();
+    let mut a = node(da.path(), &urls, "node-a", &sim.api()).await;
+    let b = node(db.path(), &urls, "node-b", &sim.api()).await;
+    let bases = vec![a.base(), b.base()];
+
+    // 40 people in 10 companies (so leads are shared), 6 title updates each, one after the
+    // other per person, alternating between the two nodes.
+    let (people, updates) = (40, 6);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for p in 0..people {
+        let (bases, acked) = (bases.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for u in 0..updates {
+                let ev = identify(
+                    &format!("u{p}"),
+                    &format!("p{p}@corp.io"),
+                    &format!("c{}", p % 10),
+                    &format!("title {u}"),
+                );
+                send_until_accepted(&bases, p + u, &ev).await;
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let total = people * updates;
+    wait_for("a third of the load acknowledged", LONG, || {
+        let a = acked.clone();
+        async move { a.load(Ordering::Relaxed) >= total / 3 }
+    })
+    .await;
+    // Mid-delivery: one closeflow node dies without a word, one NATS node stops.
+    a.kill9();
+    nats.nodes[1].kill9();
+    wait_for("two thirds of the load acknowledged", LONG, || {
+        let a = acked.clone();
+        async move { a.load(Ordering::Relaxed) >= 2 * total / 3 }
+    })
+    .await;
+    nats.restart(1).await;
+    a.restart().await;
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let start = std::time::Instant::now();
+    while !drained(&b, total).await {
+        assert!(
+            start.elapsed() < LONG,
+            "not drained within {LONG:?}\n--- metrics of b\n{}\n--- log of a\n{}\n--- log of b\n{}",
+            b.metrics().await,
+            tail(&a.log()),
+            tail(&b.log())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let st = sim.state().await;
+    assert_eq!(leads(&st).len(), 10, "one lead per company, none doubled: {st}");
+    let cs = contacts(&st);
+    assert_eq!(cs.len(), people, "one contact per person, none doubled");
+    for c in &cs {
+        assert_eq!(
+            c["title"],
+            format!("title {}", updates - 1),
+            "each person's last title wins: {c}"
+        );
+    }
+    // Both nodes' metrics show the cluster's durable counts, balanced, and say who did what.
+    for s in [&a, &b] {
+        let m = s.metrics().await;
+        assert_balanced(&m, "acme");
+        assert!(
+            metric(&m, "closeflow_events_accepted_total", "instance=\"acme\"") >= total as f64,
+            "every acknowledged event was stored:\n{m}"
+        );
+    }
+    let m = b.metrics().await;
+    let did = |node: &str| {
+        metric(
+            &m,
+            "closeflow_node_events_total",
+            &format!("node=\"{node}\",outcome=\"applied\""),
+        )
+    };
+    assert!(
+        did("node-a") > 0.0 && did("node-b") > 0.0,
+        "both nodes delivered:\n{m}"
+    );
+    assert_eq!(
+        did("node-a") + did("node-b"),
+        metric(&m, "closeflow_events_applied_total", "instance=\"acme\""),
+        "per-node counts add up to the total"
+    );
+    assert!(metric(&m, "closeflow_node_info", "node=\"node-b\"") == 1.0);
+    // The admin route says which node owns which partitions: once node a is back, the four
+    // partitions are split two and two.
+    let (ba, bb) = (a.base(), b.base());
+    wait_for("the partitions split evenly again", LONG, || {
+        let (ba, bb) = (ba.clone(), bb.clone());
+        async move {
+            let mut owned = Vec::new();
+            for base in [ba, bb] {
+                let Ok(r) = reqwest::Client::new()
+                    .get(format!("{base}/admin/cluster"))
+                    .bearer_auth("admin-secret")
+                    .send()
+                    .await
+                else {
+                    return false;
+                };
+                let c: Value = r.json().await.unwrap_or_default();
+                if c["nodes"] != serde_json::json!(["node-a", "node-b"]) {
+                    return false;
+                }
+                let mine: Vec<u64> = c["instances"]["acme"]["owned"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default();
+                if mine.len() != 2 {
+                    return false;
+                }
+                owned.extend(mine);
+            }
+            owned.sort_unstable();
+            owned == [0, 1, 2, 3]
+        }
+    })
+    .await;
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
