@@ -12,9 +12,16 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+static BUILT: OnceLock<PathBuf> = OnceLock::new();
+
+/// Runs another `closeflow` binary than the debug build (the cluster bench runs a release
+/// build); only before the first [`closeflow_bin`].
+pub fn set_closeflow_bin(p: PathBuf) {
+    let _ = BUILT.set(p);
+}
+
 /// The `closeflow` binary, built once per test run (a no-op when it is up to date).
 pub fn closeflow_bin() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -3,7 +3,10 @@
 
 use crate::serve::{assert_balanced, identify, instance, write_config};
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_e2e::procs::{ServerProc, SimProc, contacts, empty_org, leads, metric, wait_for};
+use closeflow_e2e::procs::{
+    ServerProc, SimProc, contacts, empty_org, leads, metric, post, wait_for,
+};
+use closeflow_e2e::{closeflow, text};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,15 +96,34 @@ async fn two_nodes_over_three_nats_servers_lose_nothing_and_double_nothing_throu
                 );
                 send_until_accepted(&bases, p + u, &ev).await;
                 acked.fetch_add(1, Ordering::Relaxed);
+                // Paced, so that the load lasts while nodes die and come back.
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }));
     }
     let total = people * updates;
-    wait_for("a third of the load acknowledged", LONG, || {
-        let a = acked.clone();
-        async move { a.load(Ordering::Relaxed) >= total / 3 }
+    let sb = b.base();
+    wait_for("node a delivering", LONG, || {
+        let sb = sb.clone();
+        async move {
+            let m = reqwest::get(format!("{sb}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            metric(
+                &m,
+                "closeflow_node_events_total",
+                "node=\"node-a\",outcome=\"applied\"",
+            ) >= 5.0
+        }
     })
     .await;
+    assert!(
+        acked.load(Ordering::Relaxed) < total / 2,
+        "the load is still under way"
+    );
     // Mid-delivery: one closeflow node dies without a word, one NATS node stops.
     a.kill9();
     nats.nodes[1].kill9();
@@ -157,7 +179,9 @@ async fn two_nodes_over_three_nats_servers_lose_nothing_and_double_nothing_throu
     };
     assert!(
         did("node-a") > 0.0 && did("node-b") > 0.0,
-        "both nodes delivered:\n{m}"
+        "both nodes delivered:\n{m}\n--- log of a\n{}\n--- log of b\n{}",
+        tail(&a.log()),
+        tail(&b.log())
     );
     assert_eq!(
         did("node-a") + did("node-b"),
@@ -204,4 +228,101 @@ async fn two_nodes_over_three_nats_servers_lose_nothing_and_double_nothing_throu
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+fn dlq_json(nats: &str) -> Value {
+    let o = closeflow(&["dlq", "list", "--format", "json", "--queue", nats]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats() {
+    let nats = NatsCluster::start(1).await;
+    let sim = SimProc::start(&empty_org()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls = nats.urls();
+    write_config(
+        dir.path(),
+        "acme.yaml",
+        &instance("acme", &sim.api(), &["wk"], "wrong_key", "$.traits.title"),
+    );
+    let s = ServerProc::start(
+        dir.path(),
+        &["--queue", &urls, "--node-id", "solo", "--ack-wait", "2s"],
+        &[("CLOSEFLOW_ADMIN_TOKEN", "admin-secret")],
+    )
+    .await;
+    let ev = identify("u1", "u1@x.io", "c1", "CTO");
+    assert_eq!(post(&s.base(), "/v1/identify", Some("wk"), &ev).await.0, 200);
+    wait_for("the event dead-lettered", LONG, || async {
+        metric(&s.metrics().await, "closeflow_dead_letters", "instance=\"acme\"") == 1.0
+    })
+    .await;
+    let list = dlq_json(&urls);
+    let dead = &list["dead_letters"][0];
+    assert_eq!(dead["reason"], "unauthorized", "{list}");
+    assert_eq!(dead["message_id"], "m-u1-CTO");
+    assert_eq!(dead["body"]["traits"]["title"], "CTO");
+    assert!(!list.to_string().contains("wrong_key"));
+    let r: Value = reqwest::Client::new()
+        .get(format!("{}/admin/dlq?instance=acme", s.base()))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["dead_letters"][0]["id"], dead["id"], "{r}");
+    let m = s.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "closeflow_node_events_total",
+            "node=\"solo\",outcome=\"dead_lettered\""
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_balanced(&m, "acme");
+
+    // Fix the key, replay from the CLI against the cluster: applied once.
+    write_config(
+        dir.path(),
+        "acme.yaml",
+        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
+    );
+    wait_for("the fixed key loaded", LONG, || async {
+        metric(
+            &s.metrics().await,
+            "closeflow_config_reloads_total",
+            "result=\"loaded\"",
+        ) >= 2.0
+    })
+    .await;
+    let o = closeflow(&["dlq", "replay", "--all", "--queue", &urls]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for("the replayed event applied", LONG, || async {
+        metric(
+            &s.metrics().await,
+            "closeflow_events_applied_total",
+            "instance=\"acme\"",
+        ) == 1.0
+    })
+    .await;
+    let st = sim.state().await;
+    assert_eq!((leads(&st).len(), contacts(&st).len()), (1, 1));
+    assert_eq!(contacts(&st)[0]["title"], "CTO");
+    assert!(dlq_json(&urls)["dead_letters"].as_array().unwrap().is_empty());
+    let o = closeflow(&["dlq", "replay", "--all", "--queue", &urls]);
+    assert!(o.status.success(), "replaying nothing is fine: {}", text(&o));
+    let m = s.metrics().await;
+    assert_eq!(
+        metric(&m, "closeflow_events_replayed_total", "instance=\"acme\""),
+        1.0
+    );
+    assert_balanced(&m, "acme");
+    // A replay of an event already applied plans nothing new.
+    assert_eq!(sim.state().await, st);
 }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_cluster;
 mod bench_delivery;
 mod bench_diff;
 mod bench_dry_run;
@@ -48,7 +49,7 @@ fn main() -> Result<()> {
         ["test", rest @ ..] => setup::test(&root(), rest)?,
         ["soak", rest @ ..] => soak::run(rest)?,
         _ => bail!(
-            "usage: cargo xtask test [ARGS for cargo test] | setup | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff|dry-run [--leads N] [--events M]"
+            "usage: cargo xtask test [ARGS for cargo test] | setup | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff|dry-run [--leads N] [--events M] | bench cluster"
         ),
     }
     Ok(())

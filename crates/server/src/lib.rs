@@ -226,13 +226,26 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
             run(cfg, queue, registry, wakers, depth).await
         }
         Some(c) => {
-            let queue = connect_cluster(
-                &c,
-                cfg.dedup_window,
-                Some(registry.clone()),
-                Some(wakers.clone()),
-            )
-            .await?;
+            // A cluster electing a leader (a NATS node just restarted) answers nothing for a
+            // few seconds: keep trying for a minute before giving up.
+            let started = std::time::Instant::now();
+            let queue = loop {
+                match connect_cluster(
+                    &c,
+                    cfg.dedup_window,
+                    Some(registry.clone()),
+                    Some(wakers.clone()),
+                )
+                .await
+                {
+                    Ok(q) => break q,
+                    Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                        warn!(error = %format!("{e:#}"), "the NATS cluster is not ready; trying again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             queue.check_timing().await?;
             queue.start();
             info!(node = %queue.node(), replicas = queue.replicas(), nats = %c.urls.join(","), "joined the NATS JetStream cluster");

@@ -322,6 +322,8 @@ impl Inner {
             "skipped" => "skipped",
             _ => "applied",
         };
+        // Counted before acknowledged: once the event leaves the queue it has been counted
+        // (a crash in between redelivers it, and the count's message id keeps it single).
         self.count(&d.instance, name, reason, 1, Some(format!("{once}.f")))
             .await?;
         held.msg

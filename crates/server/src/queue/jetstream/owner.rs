@@ -30,6 +30,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+/// The longest a pull may take.
+const PULL_BOUND: Duration = Duration::from_secs(2);
+
+/// The longest one lease-keeping step may take (a cluster electing a leader answers nothing):
+/// a stuck request must not make the node miss its other renewals.
+fn step_bound(me: &Inner) -> Duration {
+    (me.opts.ack_wait / 4).max(Duration::from_millis(500))
+}
+
 /// One instance's queue as this node sees it.
 pub(crate) struct Inst {
     pub partitions: u32,
@@ -220,15 +229,20 @@ pub(crate) async fn pull(me: &Inner, inst: &Inst, max: usize) -> Result<(), Queu
     for p in partitions {
         let c = consumers[p as usize].clone();
         set.spawn(async move {
+            // Bounded: while the cluster elects a leader a pull may get no answer at all, and
+            // the scheduler must not hang on it. What came before the bound is kept.
+            let deadline = tokio::time::Instant::now() + PULL_BOUND;
             let mut got = Vec::new();
-            let mut batch = c
-                .fetch()
-                .max_messages(max)
-                .messages()
+            let mut batch = tokio::time::timeout_at(deadline, c.fetch().max_messages(max).messages())
                 .await
+                .map_err(|_| QueueError::Unavailable("pulling: no answer".into()))?
                 .map_err(|e| super::unavailable("pulling", e))?;
-            while let Some(m) = batch.next().await {
-                got.push((p, m.map_err(|e| super::unavailable("pulling", e))?));
+            while let Ok(Some(m)) = tokio::time::timeout_at(deadline, batch.next()).await {
+                match m {
+                    Ok(m) => got.push((p, m)),
+                    Err(e) if got.is_empty() => return Err(super::unavailable("pulling", e)),
+                    Err(_) => break,
+                }
             }
             Ok::<_, QueueError>(got)
         });
@@ -363,12 +377,23 @@ async fn live_nodes(me: &Inner) -> Result<Vec<String>, QueueError> {
     Ok(nodes.into_iter().collect())
 }
 
-/// One round of lease keeping for an instance: renew, release, claim.
-async fn manage(me: &Inner, instance: &str, inst: &Inst, nodes: &[String]) {
+/// One round of lease keeping for an instance: renew, release, claim; all partitions at once,
+/// so that one slow answer delays no other renewal.
+async fn manage(me: &Arc<Inner>, instance: &str, inst: &Arc<Inst>, nodes: &[String]) {
     let n = nodes.len().max(1);
     let me_at = nodes.iter().position(|x| *x == me.opts.node);
-    let assigned = |p: u32| me_at == Some(p as usize % n);
+    let mut set = tokio::task::JoinSet::new();
     for p in 0..inst.partitions {
+        let assigned = me_at == Some(p as usize % n);
+        let (me, inst, instance) = (me.clone(), inst.clone(), instance.to_string());
+        set.spawn(async move { keep_lease(&me, &instance, &inst, p, assigned).await });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+async fn keep_lease(me: &Inner, instance: &str, inst: &Inst, p: u32, assigned: bool) {
+    let assigned = |_: u32| assigned;
+    {
         let key = me.names.lease_key(instance, p);
         let lease = inst.lock().owned.get(&p).map(|l| l.rev);
         match lease {
@@ -378,26 +403,53 @@ async fn manage(me: &Inner, instance: &str, inst: &Inst, nodes: &[String]) {
                     let _ = me.leases.delete_expect_revision(&key, Some(rev)).await;
                     inst.lock().owned.remove(&p);
                     info!(instance, partition = p, "partition handed over to another node");
-                    continue;
+                    return;
                 }
-                match me.leases.update(&key, me.opts.node.clone().into(), rev).await {
-                    Ok(rev) => {
+                let renewed = tokio::time::timeout(
+                    step_bound(me),
+                    me.leases.update(&key, me.opts.node.clone().into(), rev),
+                )
+                .await;
+                let renewed = match renewed {
+                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        // An earlier renewal may have landed with its reply lost: the lease is
+                        // still ours if it still names this node.
+                        match me.leases.entry(&key).await {
+                            Ok(Some(en))
+                                if en.operation == kv::Operation::Put
+                                    && en.value.as_ref() == me.opts.node.as_bytes() =>
+                            {
+                                Ok(Ok(en.revision))
+                            }
+                            _ => Ok(Err(e)),
+                        }
+                    }
+                    other => other,
+                };
+                match renewed {
+                    Ok(Ok(rev)) => {
                         if let Some(l) = inst.lock().owned.get_mut(&p) {
                             l.rev = rev;
                             l.renewed = Instant::now();
                             l.draining = !assigned(p);
                         }
                     }
-                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         lost(inst, p);
-                        warn!(instance, partition = p, "partition lease lost (this node stalled); its events go to the new owner");
+                        warn!(instance, partition = p, "partition lease lost (this node could not renew it in time); its events go to the new owner");
                     }
                     // The cluster is busy or electing: keep the lease until it is stale.
-                    Err(e) => warn!(instance, partition = p, error = %e, "cannot renew a partition lease"),
+                    Ok(Err(e)) => warn!(instance, partition = p, error = %e, "cannot renew a partition lease"),
+                    Err(_) => warn!(instance, partition = p, "renewing a partition lease got no answer in time"),
                 }
             }
             None if assigned(p) => {
-                if let Ok(rev) = me.leases.create(&key, me.opts.node.clone().into()).await {
+                let created = tokio::time::timeout(
+                    step_bound(me),
+                    me.leases.create(&key, me.opts.node.clone().into()),
+                )
+                .await;
+                if let Ok(Ok(rev)) = created {
                     inst.lock().owned.insert(
                         p,
                         Lease {
@@ -446,8 +498,10 @@ pub(crate) fn start(me: &Arc<Inner>) {
         let mut last_depth = Instant::now() - Duration::from_secs(10);
         loop {
             let Some(me) = weak.upgrade() else { return };
-            if let Err(e) = heartbeat(&me).await {
-                warn!(error = %e, "cannot reach the NATS cluster");
+            match tokio::time::timeout(step_bound(&me), heartbeat(&me)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "cannot reach the NATS cluster"),
+                Err(_) => warn!("the NATS cluster did not answer a heartbeat in time"),
             }
             let insts: Vec<(String, Arc<Inst>)> = me
                 .instances
@@ -457,7 +511,7 @@ pub(crate) fn start(me: &Arc<Inner>) {
                 .filter(|(_, i)| i.lock().delivering)
                 .map(|(n, i)| (n.clone(), i.clone()))
                 .collect();
-            if let Ok(nodes) = live_nodes(&me).await {
+            if let Ok(Ok(nodes)) = tokio::time::timeout(step_bound(&me), live_nodes(&me)).await {
                 for (name, inst) in &insts {
                     manage(&me, name, inst, &nodes).await;
                 }
@@ -467,7 +521,9 @@ pub(crate) fn start(me: &Arc<Inner>) {
             }
             if last_depth.elapsed() > Duration::from_secs(1) {
                 last_depth = Instant::now();
-                if let Ok(d) = super::stats::depth(&me).await {
+                if let Ok(Ok(d)) =
+                    tokio::time::timeout(step_bound(&me), super::stats::depth(&me)).await
+                {
                     me.depth.store(d, Ordering::Relaxed);
                 }
             }
@@ -527,39 +583,51 @@ pub(crate) async fn hold_keys(
         }
     };
     let started = Instant::now();
-    for k in keys {
-        let key = me.names.lock_key(&d.instance, &k);
-        let mut wait = Duration::from_millis(5);
-        loop {
-            match mine(&inst) {
-                None => {
-                    release(taken, me.clone()).await;
-                    inst.forget(d.id);
-                    return Ok(None);
-                }
-                Some(false) if started.elapsed() > me.opts.ack_wait => {
-                    release(taken, me.clone()).await;
-                    return Err(QueueError::Unavailable(
-                        "the partition lease could not be renewed".into(),
-                    ));
-                }
-                _ => {}
+    let mut wait = Duration::from_millis(5);
+    // All keys at once, all or nothing: a node never waits holding some keys, so two nodes
+    // can never wait on each other; a conflict releases what was taken and backs off (with
+    // jitter, so that two contenders do not collide again in step).
+    loop {
+        match mine(&inst) {
+            None => {
+                inst.forget(d.id);
+                return Ok(None);
             }
-            match me.locks.create(&key, value.clone()).await {
-                Ok(rev) => {
-                    taken.push((key, rev));
-                    break;
-                }
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(100));
-                }
-                Err(e) => {
-                    release(taken, me.clone()).await;
-                    return Err(super::unavailable("locking a lookup key", e));
-                }
+            Some(false) if started.elapsed() > me.opts.ack_wait => {
+                return Err(QueueError::Unavailable(
+                    "the partition lease could not be renewed".into(),
+                ));
+            }
+            _ => {}
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for k in &keys {
+            let (locks, key, value) = (me.locks.clone(), me.names.lock_key(&d.instance, k), value.clone());
+            set.spawn(async move {
+                let r = locks.create(&key, value).await;
+                (key, r)
+            });
+        }
+        let mut conflict = false;
+        let mut failure = None;
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok((key, Ok(rev))) => taken.push((key, rev)),
+                Ok((_, Err(e))) if e.kind() == kv::CreateErrorKind::AlreadyExists => conflict = true,
+                Ok((_, Err(e))) => failure = Some(e.to_string()),
+                Err(e) => failure = Some(e.to_string()),
             }
         }
+        if !conflict && failure.is_none() {
+            break;
+        }
+        release(std::mem::take(&mut taken), me.clone()).await;
+        if let Some(e) = failure {
+            return Err(super::unavailable("locking a lookup key", e));
+        }
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        tokio::time::sleep(wait.mul_f64(jitter)).await;
+        wait = (wait * 2).min(Duration::from_millis(100));
     }
     // Renewed while held (Close may be slow), deleted when the hold is dropped.
     let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,241 @@
+//! `cargo xtask bench cluster`: intake and delivery events/s with 1, 2 and 3 `closeflow serve`
+//! nodes over a 3-node NATS JetStream cluster, all on this machine (release build, the
+//! simulator with its rate limits lifted so that Close is not what is measured).
+//! Figures are printed with their ratios to one node; nothing here is a pass/fail test.
+
+use anyhow::{Context, Result, bail};
+use closeflow_e2e::nats::NatsCluster;
+use closeflow_e2e::procs::{ServerProc, SimProc, empty_org, metric};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const EVENTS: usize = 2_000;
+const BATCH: usize = 25;
+const SENDERS: usize = 8;
+/// Divisible by 1, 2 and 3, so every node count gets an even share.
+const PARTITIONS: u32 = 12;
+
+fn instance(sim_api: &str) -> String {
+    format!(
+        r#"name: bench
+endpoint: {sim_api}
+write_key: wk
+settings:
+  api_key: test_key
+  contact_custom_field_id_for_user_id: cf_user
+  lead_custom_field_id_for_company_id: cf_company
+mappings:
+  - name: People
+    trigger: type = "identify"
+    action: create_or_update_contact_and_lead
+    fields:
+      contact_title: $.traits.title
+"#
+    )
+}
+
+fn event(i: usize, run: usize) -> Value {
+    json!({"type": "identify", "userId": format!("u{i}"), "messageId": format!("r{run}-m{i}"),
+           "traits": {"email": format!("p{i}@c{}.io", i % 200), "name": format!("Person {i}"),
+                      "title": "Engineer", "company": {"id": format!("c{}", i % 200), "name": format!("Company {}", i % 200)}}})
+}
+
+struct Figures {
+    intake: f64,
+    delivery: f64,
+}
+
+async fn owned(base: &str) -> usize {
+    let Ok(r) = reqwest::Client::new()
+        .get(format!("{base}/admin/cluster"))
+        .bearer_auth("bench")
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let v: Value = r.json().await.unwrap_or_default();
+    v["instances"]["bench"]["owned"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// `nodes` closeflow nodes over 3 nats-servers; 0: one node on the embedded SQLite queue.
+async fn one(nodes: usize, run: usize) -> Result<Figures> {
+    let sqlite = nodes == 0;
+    let nodes = nodes.max(1);
+    let nats = if sqlite {
+        None
+    } else {
+        Some(NatsCluster::start(3).await)
+    };
+    let urls = nats.as_ref().map(NatsCluster::urls).unwrap_or_default();
+    let mut org = empty_org();
+    org["limits"] = json!({"search": 1_000_000, "other": 1_000_000, "delete_lead": 1_000, "window_secs": 1});
+    let sim = SimProc::start(&org).await;
+    let dirs: Vec<tempfile::TempDir> = (0..nodes)
+        .map(|_| tempfile::tempdir())
+        .collect::<std::io::Result<_>>()?;
+    let mut procs = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let c = d.path().join("config");
+        std::fs::create_dir_all(&c)?;
+        std::fs::write(c.join("bench.yaml"), instance(&sim.api()))?;
+        let id = format!("node-{}", i + 1);
+        let parts = PARTITIONS.to_string();
+        let mut args = vec!["--concurrency", "16"];
+        if !sqlite {
+            args.extend([
+                "--queue",
+                &urls,
+                "--node-id",
+                &id,
+                "--ack-wait",
+                "10s",
+                "--partitions",
+                &parts,
+            ]);
+        }
+        procs.push(ServerProc::start(d.path(), &args, &[("CLOSEFLOW_ADMIN_TOKEN", "bench")]).await);
+    }
+    // The first event opens the instance's queue; then wait until the partitions are spread.
+    let bases: Vec<String> = procs.iter().map(ServerProc::base).collect();
+    let http = reqwest::Client::new();
+    post(&http, &bases[0], &[event(usize::MAX, run)]).await?;
+    let share = PARTITIONS as usize / nodes;
+    let start = Instant::now();
+    while !sqlite {
+        let mut ok = true;
+        for b in &bases {
+            ok &= owned(b).await == share;
+        }
+        if ok {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("the partitions were not spread over {nodes} nodes within 2 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_applied(&bases[0], 1).await?;
+
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        let (http, bases) = (http.clone(), bases.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut k = s;
+            let per = EVENTS / SENDERS;
+            for chunk in (s * per..(s + 1) * per).collect::<Vec<_>>().chunks(BATCH) {
+                let evs: Vec<Value> = chunk.iter().map(|i| event(*i, run)).collect();
+                post(&http, &bases[k % bases.len()], &evs).await?;
+                k += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let intake = t0.elapsed().as_secs_f64();
+    wait_applied(&bases[0], EVENTS + 1).await?;
+    let delivery = t0.elapsed().as_secs_f64();
+    drop(procs);
+    drop(sim);
+    drop(nats);
+    Ok(Figures {
+        intake: EVENTS as f64 / intake,
+        delivery: EVENTS as f64 / delivery,
+    })
+}
+
+async fn post(http: &reqwest::Client, base: &str, evs: &[Value]) -> Result<()> {
+    for _ in 0..100 {
+        let r = http
+            .post(format!("{base}/v1/batch"))
+            .basic_auth("wk", Some(""))
+            .json(&json!({"batch": evs}))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{base} refused a batch 100 times")
+}
+
+async fn wait_applied(base: &str, n: usize) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let m = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+        let done = metric(&m, "closeflow_events_applied_total", "instance=\"bench\"")
+            + metric(&m, "closeflow_events_skipped_total", "instance=\"bench\"")
+            + metric(&m, "closeflow_events_dead_lettered_total", "instance=\"bench\"");
+        if done >= n as f64 {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("only {done} of {n} events delivered within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn release_binary(root: &Path) -> Result<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "closeflow-cli",
+            "--bin",
+            "closeflow",
+        ])
+        .current_dir(root)
+        .status()
+        .context("cargo build runs")?;
+    if !status.success() {
+        bail!("building closeflow (release) failed");
+    }
+    Ok(root.join("target/release/closeflow"))
+}
+
+pub fn run(root: &Path) -> Result<()> {
+    closeflow_e2e::set_closeflow_bin(release_binary(root)?);
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut rows = Vec::new();
+    for (run, nodes) in [0usize, 1, 2, 3].into_iter().enumerate() {
+        let f = rt.block_on(one(nodes, run))?;
+        println!(
+            "{nodes} node(s): intake {:.0} events/s, delivery {:.0} events/s",
+            f.intake, f.delivery
+        );
+        rows.push((nodes, f));
+    }
+    let (i1, d1) = (rows[1].1.intake, rows[1].1.delivery);
+    println!(
+        "\n{EVENTS} identify events in batches of {BATCH} from {SENDERS} senders, round-robin over the nodes; 3 nats-servers (R3), {PARTITIONS} partitions\n"
+    );
+    println!("| closeflow nodes | intake events/s | × 1 node | delivery events/s | × 1 node |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (n, f) in &rows {
+        let n = if *n == 0 {
+            "1 (SQLite queue, for reference)".to_string()
+        } else {
+            n.to_string()
+        };
+        println!(
+            "| {n} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            f.intake,
+            f.intake / i1,
+            f.delivery,
+            f.delivery / d1
+        );
+    }
+    Ok(())
+}
