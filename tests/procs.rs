@@ -147,6 +147,9 @@ impl SimProc {
     pub fn kill(&mut self) {
         self.proc.kill9();
     }
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
 }
 
 /// Every lead of a simulator state, and every contact (with its lead's id).
@@ -247,6 +250,10 @@ impl ServerProc {
     /// `kill -9`.
     pub fn kill9(&mut self) {
         self.proc.kill9();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
     }
 
     /// Starts it again on the same port, config and data.

@@ -45,6 +45,50 @@ fn event(i: usize, run: usize) -> Value {
 struct Figures {
     intake: f64,
     delivery: f64,
+    /// CPU seconds used during the run by the nats-servers, the closeflow nodes, the
+    /// simulator, and the whole machine (every process, other work included); wall seconds.
+    cpu: [f64; 4],
+    wall: f64,
+}
+
+/// CPU seconds a process has used (user + system), from `/proc`.
+fn cpu_of(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks()
+}
+
+fn ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds the whole machine spent busy (all cores), from `/proc/stat`.
+fn machine_busy() -> f64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = s
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let total: f64 = f.iter().sum();
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    (total - idle) / ticks()
 }
 
 async fn owned(base: &str) -> usize {
@@ -121,6 +165,16 @@ async fn one(nodes: usize, run: usize) -> Result<Figures> {
     }
     wait_applied(&bases[0], 1).await?;
 
+    let cpu = |procs: &[ServerProc]| {
+        [
+            nats.as_ref()
+                .map_or(0.0, |n| n.nodes.iter().map(|x| cpu_of(x.pid())).sum()),
+            procs.iter().map(|p| cpu_of(p.pid())).sum(),
+            cpu_of(sim.pid()),
+            machine_busy(),
+        ]
+    };
+    let before = cpu(&procs);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..SENDERS {
@@ -142,12 +196,15 @@ async fn one(nodes: usize, run: usize) -> Result<Figures> {
     let intake = t0.elapsed().as_secs_f64();
     wait_applied(&bases[0], EVENTS + 1).await?;
     let delivery = t0.elapsed().as_secs_f64();
+    let after = cpu(&procs);
     drop(procs);
     drop(sim);
     drop(nats);
     Ok(Figures {
         intake: EVENTS as f64 / intake,
         delivery: EVENTS as f64 / delivery,
+        cpu: std::array::from_fn(|i| after[i] - before[i]),
+        wall: delivery,
     })
 }
 
@@ -212,8 +269,8 @@ pub fn run(root: &Path) -> Result<()> {
     for (run, nodes) in [0usize, 1, 2, 3].into_iter().enumerate() {
         let f = rt.block_on(one(nodes, run))?;
         println!(
-            "{nodes} node(s): intake {:.0} events/s, delivery {:.0} events/s",
-            f.intake, f.delivery
+            "{nodes} node(s): intake {:.0} events/s, delivery {:.0} events/s; CPU s over {:.1} s: nats {:.1}, closeflow {:.1}, simulator {:.1}, whole machine {:.1} (of {:.1} available)",
+            f.intake, f.delivery, f.wall, f.cpu[0], f.cpu[1], f.cpu[2], f.cpu[3], f.wall * 2.0
         );
         rows.push((nodes, f));
     }
@@ -221,8 +278,10 @@ pub fn run(root: &Path) -> Result<()> {
     println!(
         "\n{EVENTS} identify events in batches of {BATCH} from {SENDERS} senders, round-robin over the nodes; 3 nats-servers (R3), {PARTITIONS} partitions\n"
     );
-    println!("| closeflow nodes | intake events/s | × 1 node | delivery events/s | × 1 node |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "| closeflow nodes | intake events/s | × 1 node | delivery events/s | × 1 node | CPU s: nats / closeflow / simulator / machine busy of 2 cores × wall |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
     for (n, f) in &rows {
         let n = if *n == 0 {
             "1 (SQLite queue, for reference)".to_string()
@@ -230,11 +289,16 @@ pub fn run(root: &Path) -> Result<()> {
             n.to_string()
         };
         println!(
-            "| {n} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            "| {n} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} / {:.0} / {:.0} / {:.0} of {:.0} |",
             f.intake,
             f.intake / i1,
             f.delivery,
-            f.delivery / d1
+            f.delivery / d1,
+            f.cpu[0],
+            f.cpu[1],
+            f.cpu[2],
+            f.cpu[3],
+            f.wall * 2.0
         );
     }
     Ok(())
