@@ -42,8 +42,7 @@ async fn node(dir: &std::path::Path, nats: &str, id: &str, sim_api: &str) -> Ser
 /// failure (a node may be down), as a client behind a load balancer would.
 async fn send_until_accepted(bases: &[String], first: usize, ev: &Value) {
     let http = reqwest::Client::new();
-    let mut i = first;
-    for _ in 0..2_000 {
+    for i in first..first + 2_000 {
         let r = http
             .post(format!("{}/v1/identify", bases[i % bases.len()]))
             .basic_auth("wk", Some(""))
@@ -54,7 +53,6 @@ async fn send_until_accepted(bases: &[String], first: usize, ev: &Value) {
         if r.is_ok_and(|r| r.status().is_success()) {
             return;
         }
-        i += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("no node accepted {ev} in 2,000 tries");
@@ -150,7 +148,11 @@ async fn two_nodes_over_three_nats_servers_lose_nothing_and_double_nothing_throu
     }
 
     let st = sim.state().await;
-    assert_eq!(leads(&st).len(), 10, "one lead per company, none doubled: {st}");
+    assert_eq!(
+        leads(&st).len(),
+        10,
+        "one lead per company, none doubled: {st}"
+    );
     let cs = contacts(&st);
     assert_eq!(cs.len(), people, "one contact per person, none doubled");
     for c in &cs {
@@ -254,9 +256,16 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
     )
     .await;
     let ev = identify("u1", "u1@x.io", "c1", "CTO");
-    assert_eq!(post(&s.base(), "/v1/identify", Some("wk"), &ev).await.0, 200);
+    assert_eq!(
+        post(&s.base(), "/v1/identify", Some("wk"), &ev).await.0,
+        200
+    );
     wait_for("the event dead-lettered", LONG, || async {
-        metric(&s.metrics().await, "closeflow_dead_letters", "instance=\"acme\"") == 1.0
+        metric(
+            &s.metrics().await,
+            "closeflow_dead_letters",
+            "instance=\"acme\"",
+        ) == 1.0
     })
     .await;
     let list = dlq_json(&urls);
@@ -314,9 +323,18 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
     let st = sim.state().await;
     assert_eq!((leads(&st).len(), contacts(&st).len()), (1, 1));
     assert_eq!(contacts(&st)[0]["title"], "CTO");
-    assert!(dlq_json(&urls)["dead_letters"].as_array().unwrap().is_empty());
+    assert!(
+        dlq_json(&urls)["dead_letters"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let o = closeflow(&["dlq", "replay", "--all", "--queue", &urls]);
-    assert!(o.status.success(), "replaying nothing is fine: {}", text(&o));
+    assert!(
+        o.status.success(),
+        "replaying nothing is fine: {}",
+        text(&o)
+    );
     let m = s.metrics().await;
     assert_eq!(
         metric(&m, "closeflow_events_replayed_total", "instance=\"acme\""),
@@ -325,4 +343,14 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
     assert_balanced(&m, "acme");
     // A replay of an event already applied plans nothing new.
     assert_eq!(sim.state().await, st);
+    // capture reads the cluster's retained events: the event once (as replayed).
+    let o = closeflow(&["capture", "--instance", "acme", "--queue", &urls]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", text(&o));
+    assert_eq!(lines[0]["messageId"], "m-u1-CTO");
+    assert_eq!(lines[0]["traits"]["title"], "CTO");
 }

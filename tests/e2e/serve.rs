@@ -13,7 +13,13 @@ const LONG: Duration = Duration::from_secs(90);
 
 /// An instance over `sim`: identify → contact and lead (the action's defaults, title from
 /// the traits), group → the account's lead, track "Signed Up" → the contact's title.
-pub(crate) fn instance(name: &str, sim_api: &str, write_keys: &[&str], api_key: &str, title: &str) -> String {
+pub(crate) fn instance(
+    name: &str,
+    sim_api: &str,
+    write_keys: &[&str],
+    api_key: &str,
+    title: &str,
+) -> String {
     format!(
         r#"name: {name}
 endpoint: {sim_api}

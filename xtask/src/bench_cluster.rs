@@ -117,7 +117,8 @@ async fn one(nodes: usize, run: usize) -> Result<Figures> {
     };
     let urls = nats.as_ref().map(NatsCluster::urls).unwrap_or_default();
     let mut org = empty_org();
-    org["limits"] = json!({"search": 1_000_000, "other": 1_000_000, "delete_lead": 1_000, "window_secs": 1});
+    org["limits"] =
+        json!({"search": 1_000_000, "other": 1_000_000, "delete_lead": 1_000, "window_secs": 1});
     let sim = SimProc::start(&org).await;
     let dirs: Vec<tempfile::TempDir> = (0..nodes)
         .map(|_| tempfile::tempdir())
@@ -227,10 +228,17 @@ async fn post(http: &reqwest::Client, base: &str, evs: &[Value]) -> Result<()> {
 async fn wait_applied(base: &str, n: usize) -> Result<()> {
     let start = Instant::now();
     loop {
-        let m = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+        let m = reqwest::get(format!("{base}/metrics"))
+            .await?
+            .text()
+            .await?;
         let done = metric(&m, "closeflow_events_applied_total", "instance=\"bench\"")
             + metric(&m, "closeflow_events_skipped_total", "instance=\"bench\"")
-            + metric(&m, "closeflow_events_dead_lettered_total", "instance=\"bench\"");
+            + metric(
+                &m,
+                "closeflow_events_dead_lettered_total",
+                "instance=\"bench\"",
+            );
         if done >= n as f64 {
             return Ok(());
         }
@@ -270,7 +278,14 @@ pub fn run(root: &Path) -> Result<()> {
         let f = rt.block_on(one(nodes, run))?;
         println!(
             "{nodes} node(s): intake {:.0} events/s, delivery {:.0} events/s; CPU s over {:.1} s: nats {:.1}, closeflow {:.1}, simulator {:.1}, whole machine {:.1} (of {:.1} available)",
-            f.intake, f.delivery, f.wall, f.cpu[0], f.cpu[1], f.cpu[2], f.cpu[3], f.wall * 2.0
+            f.intake,
+            f.delivery,
+            f.wall,
+            f.cpu[0],
+            f.cpu[1],
+            f.cpu[2],
+            f.cpu[3],
+            f.wall * 2.0
         );
         rows.push((nodes, f));
     }

@@ -1,5 +1,6 @@
-//! `closeflow capture`: an instance's recently accepted events, from the server's queue, as
-//! JSON lines — so a mapping change can be tried (`closeflow diff`, `dry-run`) on real traffic.
+//! `closeflow capture`: an instance's recently accepted events, from the server's queue (the
+//! SQLite file, or with `--queue nats://…` the cluster), as JSON lines — so a mapping change
+//! can be tried (`closeflow diff`, `dry-run`) on real traffic.
 
 use anyhow::{Context, Result, bail};
 use closeflow_server::queue::Queue;
@@ -24,23 +25,40 @@ pub struct CaptureArgs {
     sample: Option<usize>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The server's queue: `sqlite` (under --data-dir) or `nats://HOST:PORT[,…]`, as given to
+    /// `closeflow serve --queue`.
+    #[arg(long, default_value = "sqlite", value_parser = crate::serve::queue_choice)]
+    queue: crate::serve::QueueChoice,
 }
 
 const PAGE: usize = 5_000;
 
 pub fn run(a: CaptureArgs) -> Result<ExitCode> {
-    let path = a.data_dir.join("queue.db");
-    if !path.exists() {
-        bail!(
-            "{}: no queue here (is --data-dir the server's?)",
-            path.display()
-        );
-    }
-    let mut o = Options::in_dir(&a.data_dir);
-    o.repair = false;
-    let q = SqliteQueue::open(o).with_context(|| format!("cannot open {}", path.display()))?;
-    let since = closeflow_server::queue::now_ms() - a.since.as_millis() as i64;
     let rt = tokio::runtime::Runtime::new()?;
+    match &a.queue {
+        crate::serve::QueueChoice::Sqlite => {
+            let path = a.data_dir.join("queue.db");
+            if !path.exists() {
+                bail!(
+                    "{}: no queue here (is --data-dir the server's?)",
+                    path.display()
+                );
+            }
+            let mut o = Options::in_dir(&a.data_dir);
+            o.repair = false;
+            let q =
+                SqliteQueue::open(o).with_context(|| format!("cannot open {}", path.display()))?;
+            write(&rt, &q, &a)
+        }
+        crate::serve::QueueChoice::Nats(urls) => {
+            let q = rt.block_on(crate::dlq::connect(urls))?;
+            write(&rt, &q, &a)
+        }
+    }
+}
+
+fn write<Q: Queue>(rt: &tokio::runtime::Runtime, q: &Q, a: &CaptureArgs) -> Result<ExitCode> {
+    let since = closeflow_server::queue::now_ms() - a.since.as_millis() as i64;
     let mut out = std::io::stdout().lock();
     let mut kept: Vec<(i64, String)> = Vec::new();
     let (mut seen, mut after) = (0usize, 0i64);

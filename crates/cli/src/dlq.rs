@@ -2,11 +2,11 @@
 //! with `--queue nats://…`, from the cluster (a running server picks up replays within a
 //! second).
 
+use crate::serve::{QueueChoice, queue_choice};
 use anyhow::{Context, Result, bail};
 use closeflow_server::admin::dead_letter_json;
 use closeflow_server::queue::sqlite::{Options, SqliteQueue};
 use closeflow_server::queue::{DeadLetter, Queue};
-use crate::serve::{QueueChoice, queue_choice};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -114,87 +114,86 @@ pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
         };
         match &at.queue {
             QueueChoice::Sqlite => on(&open(at)?, cmd).await,
-            QueueChoice::Nats(urls) => {
-                let c = closeflow_server::ClusterConfig {
-                    urls: urls.clone(),
-                    node: "closeflow-dlq".into(),
-                    ack_wait: std::time::Duration::from_secs(30),
-                    partitions: 8,
-                    replicas: None,
-                };
-                let q = closeflow_server::connect_cluster(
-                    &c,
-                    std::time::Duration::from_secs(24 * 3600),
-                    None,
-                    None,
-                )
-                .await?;
-                on(&q, cmd).await
-            }
+            QueueChoice::Nats(urls) => on(&connect(urls).await?, cmd).await,
         }
     })
 }
 
+/// The cluster's queue, as a client: no leases, no delivery, only the shared state.
+pub async fn connect(
+    urls: &[String],
+) -> Result<closeflow_server::queue::jetstream::JetStreamQueue> {
+    let c = closeflow_server::ClusterConfig {
+        urls: urls.to_vec(),
+        node: "closeflow-cli".into(),
+        ack_wait: std::time::Duration::from_secs(30),
+        partitions: 8,
+        replicas: None,
+    };
+    closeflow_server::connect_cluster(&c, std::time::Duration::from_secs(24 * 3600), None, None)
+        .await
+}
+
 async fn on<Q: Queue>(q: &Q, cmd: DlqCmd) -> Result<ExitCode> {
-        match cmd {
-            DlqCmd::List { at, format } => {
-                let list = q.dead_letters(at.instance.as_deref()).await?;
-                match format {
-                    crate::Format::Json => outln!(
-                        "{}",
-                        serde_json::to_string_pretty(&serde_json::json!({
-                            "dead_letters": list.iter().map(dead_letter_json).collect::<Vec<_>>()
-                        }))?
-                    ),
-                    crate::Format::Human => {
-                        if list.is_empty() {
-                            outln!("no dead letters");
-                        }
-                        for d in &list {
-                            outln!(
-                                "{:>6}  {}  {}  {}  attempts={}  {}",
-                                d.id,
-                                d.instance,
-                                d.message_id,
-                                d.reason,
-                                d.attempts,
-                                cut(&d.error, 100)
-                            );
-                        }
+    match cmd {
+        DlqCmd::List { at, format } => {
+            let list = q.dead_letters(at.instance.as_deref()).await?;
+            match format {
+                crate::Format::Json => outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "dead_letters": list.iter().map(dead_letter_json).collect::<Vec<_>>()
+                    }))?
+                ),
+                crate::Format::Human => {
+                    if list.is_empty() {
+                        outln!("no dead letters");
+                    }
+                    for d in &list {
+                        outln!(
+                            "{:>6}  {}  {}  {}  attempts={}  {}",
+                            d.id,
+                            d.instance,
+                            d.message_id,
+                            d.reason,
+                            d.attempts,
+                            cut(&d.error, 100)
+                        );
                     }
                 }
-                Ok(ExitCode::SUCCESS)
             }
-            DlqCmd::Show { at, id } => {
-                match q.dead_letter(id).await? {
-                    Some(d) if at.instance.as_ref().is_none_or(|i| *i == d.instance) => {
-                        outln!("{}", serde_json::to_string_pretty(&dead_letter_json(&d))?);
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    _ => bail!("no dead letter with id {id}"),
-                }
-            }
-            DlqCmd::Replay { at, ids, all } => {
-                let mut n = 0;
-                for d in targets(q, &at, &ids, all).await? {
-                    if q.replay(d.id).await? {
-                        n += 1;
-                        outln!("replayed {} ({} {})", d.id, d.instance, d.message_id);
-                    }
-                }
-                eprintln!("{n} dead letter(s) queued again; a running server delivers them within a second");
-                Ok(ExitCode::SUCCESS)
-            }
-            DlqCmd::Drop { at, ids, all } => {
-                let mut n = 0;
-                for d in targets(q, &at, &ids, all).await? {
-                    if q.drop_dead(d.id).await? {
-                        n += 1;
-                        outln!("dropped {} ({} {})", d.id, d.instance, d.message_id);
-                    }
-                }
-                eprintln!("{n} dead letter(s) dropped");
-                Ok(ExitCode::SUCCESS)
-            }
+            Ok(ExitCode::SUCCESS)
         }
+        DlqCmd::Show { at, id } => match q.dead_letter(id).await? {
+            Some(d) if at.instance.as_ref().is_none_or(|i| *i == d.instance) => {
+                outln!("{}", serde_json::to_string_pretty(&dead_letter_json(&d))?);
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => bail!("no dead letter with id {id}"),
+        },
+        DlqCmd::Replay { at, ids, all } => {
+            let mut n = 0;
+            for d in targets(q, &at, &ids, all).await? {
+                if q.replay(d.id).await? {
+                    n += 1;
+                    outln!("replayed {} ({} {})", d.id, d.instance, d.message_id);
+                }
+            }
+            eprintln!(
+                "{n} dead letter(s) queued again; a running server delivers them within a second"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCmd::Drop { at, ids, all } => {
+            let mut n = 0;
+            for d in targets(q, &at, &ids, all).await? {
+                if q.drop_dead(d.id).await? {
+                    n += 1;
+                    outln!("dropped {} ({} {})", d.id, d.instance, d.message_id);
+                }
+            }
+            eprintln!("{n} dead letter(s) dropped");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -72,10 +72,7 @@ async fn jetstream_backend_passes_the_queue_contract() {
     let url = nats.nodes[0].url();
     contract::check_all(|| Nats {
         url: url.clone(),
-        prefix: format!(
-            "T{}",
-            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ),
+        prefix: format!("T{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
     })
     .await;
 }

@@ -230,7 +230,9 @@ impl JetStreamQueue {
     /// Every node must time leases alike, or one would take over a partition while another
     /// still holds it: a node whose --ack-wait differs from the cluster's refuses to start.
     pub async fn check_timing(&self) -> Result<(), QueueError> {
-        let stored = self.inner.leases
+        let stored = self
+            .inner
+            .leases
             .status()
             .await
             .map_err(|e| unavailable("reading the lease bucket", e))?
@@ -280,9 +282,7 @@ impl Inner {
         if let Some(id) = once {
             h.insert("Nats-Msg-Id", id.as_str());
         }
-        let subject = self
-            .names
-            .counter(instance, &self.opts.node, name, reason);
+        let subject = self.names.counter(instance, &self.opts.node, name, reason);
         self.js
             .publish_with_headers(subject, h, bytes::Bytes::new())
             .await
@@ -512,7 +512,9 @@ impl Queue for JetStreamQueue {
             };
             inst.retried(d.id, rev, attempts as u32 + 1, *not_before);
             let once = format!("{}.{seq}.r{}", names::enc(&d.instance), attempts + 1);
-            return me.count(&d.instance, "retried", reason, 1, Some(once)).await;
+            return me
+                .count(&d.instance, "retried", reason, 1, Some(once))
+                .await;
         }
         if matches!(outcome, Settle::Dead { .. }) {
             record["attempts"] = json!(attempts);
@@ -573,6 +575,10 @@ impl Queue for JetStreamQueue {
         let Some(d) = self.dead_letter(id).await? else {
             return Ok(false);
         };
+        let origin = me.dlq.get_raw_message(id as u64).await.ok().and_then(|m| {
+            let nl = m.payload.iter().position(|b| *b == b'\n')?;
+            serde_json::from_slice::<Value>(&m.payload[..nl]).ok()?["seq"].as_u64()
+        });
         let inst = owner::open(me, &d.instance).await?;
         let key = me
             .keyer
@@ -602,6 +608,14 @@ impl Queue for JetStreamQueue {
             .delete_message(id as u64)
             .await
             .map_err(|e| unavailable("replaying", e))?;
+        // The dead event's record goes too, as the embedded queue deletes its row: the event
+        // is retained (for `capture`) once, as the replayed one.
+        if let Some(origin) = origin {
+            let _ = me
+                .events
+                .purge(me.names.event_key(&d.instance, origin))
+                .await;
+        }
         inst.mark_dirty();
         let _ = me
             .client
@@ -625,12 +639,17 @@ impl Queue for JetStreamQueue {
         &self,
         instance: &str,
         since: Millis,
+        after: i64,
         limit: usize,
     ) -> Result<Vec<Retained>, QueueError> {
-        stats::retained(&self.inner, instance, since, limit).await
+        stats::retained(&self.inner, instance, since, after, limit).await
     }
 
-    async fn hold_keys(&self, d: &Delivery, keys: &[String]) -> Result<Option<KeyHold>, QueueError> {
+    async fn hold_keys(
+        &self,
+        d: &Delivery,
+        keys: &[String],
+    ) -> Result<Option<KeyHold>, QueueError> {
         owner::hold_keys(&self.inner, d, keys).await
     }
 

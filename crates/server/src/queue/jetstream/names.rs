@@ -224,7 +224,9 @@ mod tests {
 
     #[test]
     fn counters_parse_back() {
-        let n = Names { prefix: "CF".into() };
+        let n = Names {
+            prefix: "CF".into(),
+        };
         let s = n.counter("my inst", "node-1", "skipped", "not_matched");
         assert_eq!(
             n.parse_counter(&s),

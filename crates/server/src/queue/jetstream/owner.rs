@@ -120,7 +120,10 @@ pub(crate) async fn open(me: &Inner, instance: &str) -> Result<Arc<Inst>, QueueE
         return Ok(i.clone());
     }
     let mut meta = std::collections::HashMap::new();
-    meta.insert("closeflow_partitions".to_string(), me.opts.partitions.to_string());
+    meta.insert(
+        "closeflow_partitions".to_string(),
+        me.opts.partitions.to_string(),
+    );
     meta.insert("closeflow_instance".to_string(), instance.to_string());
     let mut stream = me
         .js
@@ -233,10 +236,11 @@ pub(crate) async fn pull(me: &Inner, inst: &Inst, max: usize) -> Result<(), Queu
             // the scheduler must not hang on it. What came before the bound is kept.
             let deadline = tokio::time::Instant::now() + PULL_BOUND;
             let mut got = Vec::new();
-            let mut batch = tokio::time::timeout_at(deadline, c.fetch().max_messages(max).messages())
-                .await
-                .map_err(|_| QueueError::Unavailable("pulling: no answer".into()))?
-                .map_err(|e| super::unavailable("pulling", e))?;
+            let mut batch =
+                tokio::time::timeout_at(deadline, c.fetch().max_messages(max).messages())
+                    .await
+                    .map_err(|_| QueueError::Unavailable("pulling: no answer".into()))?
+                    .map_err(|e| super::unavailable("pulling", e))?;
             while let Ok(Some(m)) = tokio::time::timeout_at(deadline, batch.next()).await {
                 match m {
                     Ok(m) => got.push((p, m)),
@@ -402,7 +406,11 @@ async fn keep_lease(me: &Inner, instance: &str, inst: &Inst, p: u32, assigned: b
                 if !assigned(p) && !held_here {
                     let _ = me.leases.delete_expect_revision(&key, Some(rev)).await;
                     inst.lock().owned.remove(&p);
-                    info!(instance, partition = p, "partition handed over to another node");
+                    info!(
+                        instance,
+                        partition = p,
+                        "partition handed over to another node"
+                    );
                     return;
                 }
                 let renewed = tokio::time::timeout(
@@ -436,11 +444,21 @@ async fn keep_lease(me: &Inner, instance: &str, inst: &Inst, p: u32, assigned: b
                     }
                     Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         lost(inst, p);
-                        warn!(instance, partition = p, "partition lease lost (this node could not renew it in time); its events go to the new owner");
+                        warn!(
+                            instance,
+                            partition = p,
+                            "partition lease lost (this node could not renew it in time); its events go to the new owner"
+                        );
                     }
                     // The cluster is busy or electing: keep the lease until it is stale.
-                    Ok(Err(e)) => warn!(instance, partition = p, error = %e, "cannot renew a partition lease"),
-                    Err(_) => warn!(instance, partition = p, "renewing a partition lease got no answer in time"),
+                    Ok(Err(e)) => {
+                        warn!(instance, partition = p, error = %e, "cannot renew a partition lease")
+                    }
+                    Err(_) => warn!(
+                        instance,
+                        partition = p,
+                        "renewing a partition lease got no answer in time"
+                    ),
                 }
             }
             None if assigned(p) => {
@@ -602,7 +620,11 @@ pub(crate) async fn hold_keys(
         }
         let mut set = tokio::task::JoinSet::new();
         for k in &keys {
-            let (locks, key, value) = (me.locks.clone(), me.names.lock_key(&d.instance, k), value.clone());
+            let (locks, key, value) = (
+                me.locks.clone(),
+                me.names.lock_key(&d.instance, k),
+                value.clone(),
+            );
             set.spawn(async move {
                 let r = locks.create(&key, value).await;
                 (key, r)
@@ -613,7 +635,9 @@ pub(crate) async fn hold_keys(
         while let Some(r) = set.join_next().await {
             match r {
                 Ok((key, Ok(rev))) => taken.push((key, rev)),
-                Ok((_, Err(e))) if e.kind() == kv::CreateErrorKind::AlreadyExists => conflict = true,
+                Ok((_, Err(e))) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    conflict = true
+                }
                 Ok((_, Err(e))) => failure = Some(e.to_string()),
                 Err(e) => failure = Some(e.to_string()),
             }

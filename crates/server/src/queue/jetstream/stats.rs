@@ -76,10 +76,7 @@ pub(crate) async fn stats(me: &Inner) -> Result<Vec<InstanceStats>, QueueError> 
             .await
             .map_err(|e| super::unavailable("reading counters", e))?;
         while let Some(s) = info.next().await {
-            subjects.push(
-                s.map_err(|e| super::unavailable("reading counters", e))?
-                    .0,
-            );
+            subjects.push(s.map_err(|e| super::unavailable("reading counters", e))?.0);
         }
     }
     let mut per_node: BTreeMap<(String, String), NodeCounts> = BTreeMap::new();
@@ -156,12 +153,13 @@ pub(crate) async fn stats(me: &Inner) -> Result<Vec<InstanceStats>, QueueError> 
 }
 
 /// Events received at or after `since`, settled (from their records, which keep the event
-/// until the retention window ends) or still queued. Reads them one by one: meant for
-/// `capture`-sized reads, not for bulk export.
+/// until the retention window ends) or still queued, in queue order after `after`. Reads them
+/// one by one: meant for `capture`-sized reads, not for bulk export.
 pub(crate) async fn retained(
     me: &Inner,
     instance: &str,
     since: Millis,
+    after: i64,
     limit: usize,
 ) -> Result<Vec<Retained>, QueueError> {
     let mut out: Vec<Retained> = Vec::new();
@@ -172,7 +170,11 @@ pub(crate) async fn retained(
             .await
             .map_err(|e| super::unavailable("reading a queue", e))?;
         if info.state.messages > 0 {
-            for seq in info.state.first_sequence..=info.state.last_sequence {
+            let from = info.state.first_sequence.max(after.max(0) as u64 + 1);
+            for seq in from..=info.state.last_sequence {
+                if out.len() >= limit {
+                    break;
+                }
                 let Ok(m) = s.get_raw_message(seq).await else {
                     continue;
                 };
@@ -195,11 +197,7 @@ pub(crate) async fn retained(
         .get_stream(format!("KV_{}", me.names.events_bucket()))
         .await
         .map_err(|e| super::unavailable("reading event records", e))?;
-    let prefix = format!(
-        "$KV.{}.{}.",
-        me.names.events_bucket(),
-        names::enc(instance)
-    );
+    let prefix = format!("$KV.{}.{}.", me.names.events_bucket(), names::enc(instance));
     let mut subjects = Vec::new();
     {
         let mut info = kv_stream
@@ -220,7 +218,7 @@ pub(crate) async fn retained(
         else {
             continue;
         };
-        if out.iter().any(|r| r.id == seq) {
+        if seq <= after || out.iter().any(|r| r.id == seq) {
             continue;
         }
         let Some((_, v)) = me.record(instance, seq as u64).await? else {
@@ -239,7 +237,7 @@ pub(crate) async fn retained(
             });
         }
     }
-    out.sort_by_key(|r| (r.received_at, r.id));
+    out.sort_by_key(|r| r.id);
     out.truncate(limit);
     Ok(out)
 }
