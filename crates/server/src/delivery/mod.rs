@@ -263,7 +263,9 @@ impl<Q: Queue> Deliverer<Q> {
                 // kept with the reason for a replay once fixed, and the key goes on.
                 let attempt = {
                     let (queue, active, d) = (queue.clone(), active.clone(), d.clone());
-                    tokio::spawn(async move { deliver(&*queue, &active, d, event, &names, &retry).await })
+                    tokio::spawn(async move {
+                        deliver(&*queue, &active, d, event, &names, &retry).await
+                    })
                 };
                 let retry_at = match attempt.await {
                     Ok(r) => r,
