@@ -55,6 +55,16 @@ impl NatsNode {
         self.runs += 1;
     }
 
+    fn exited(&self) -> bool {
+        // `try_wait` needs `&mut`; a process that exited shows as a zombie in /proc until then.
+        self.child.as_ref().is_some_and(|c| {
+            std::fs::read_to_string(format!("/proc/{}/stat", c.id())).map_or(true, |s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        })
+    }
+
     /// `kill -9`: the node stops without a word to its peers.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -94,7 +104,31 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// `n` JetStream servers on loopback, clustered when `n > 1`; waits until each is healthy.
+    /// A port taken between choosing and binding it (other tests run alongside) makes a server
+    /// exit at once: then all start again on fresh ports, up to three times.
     pub async fn start(n: usize) -> NatsCluster {
+        for attempt in 1..=3 {
+            let c = Self::launch(n);
+            let mut exited = false;
+            for i in 0..n {
+                if !c.wait_healthy_or_exit(i).await {
+                    exited = true;
+                    break;
+                }
+            }
+            if !exited {
+                return c;
+            }
+            assert!(
+                attempt < 3,
+                "nats-server exited at start three times:\n{}",
+                (0..n).map(|i| c.log(i)).collect::<Vec<_>>().join("\n")
+            );
+        }
+        unreachable!("the loop returns or fails")
+    }
+
+    fn launch(n: usize) -> NatsCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let route_urls = routes
@@ -142,11 +176,25 @@ impl NatsCluster {
             node.launch();
             nodes.push(node);
         }
-        let c = NatsCluster { nodes, dir };
-        for i in 0..n {
-            c.wait_healthy(i).await;
+        NatsCluster { nodes, dir }
+    }
+
+    /// `false` when the server exited before it was healthy.
+    async fn wait_healthy_or_exit(&self, i: usize) -> bool {
+        let start = Instant::now();
+        while !self.nodes[i].healthy().await {
+            if self.nodes[i].exited() {
+                return false;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "nats-server {} was not healthy within 60 s:\n{}",
+                self.nodes[i].name,
+                self.log(i)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        c
+        true
     }
 
     /// The client URL list, as `closeflow serve --queue` takes it.
