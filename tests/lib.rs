@@ -14,6 +14,29 @@ pub fn workspace_root() -> PathBuf {
 
 static BUILT: OnceLock<PathBuf> = OnceLock::new();
 
+/// Removes from a nested `cargo` command what cargo set for the running process
+/// (`CARGO_MANIFEST_DIR` and friends): build scripts watch some of them (ring does), and a changed
+/// value rebuilds them — then the next plain `cargo test` rebuilds them back.
+pub fn clean_cargo_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        let set_by_cargo = k.starts_with("CARGO_PKG_")
+            || matches!(
+                k.as_str(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if set_by_cargo {
+            cmd.env_remove(&k);
+        }
+    }
+}
+
 /// Runs another `closeflow` binary than the debug build (the cluster bench runs a release
 /// build); only before the first [`closeflow_bin`].
 pub fn set_closeflow_bin(p: PathBuf) {
@@ -26,26 +49,7 @@ pub fn closeflow_bin() -> PathBuf {
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
-            // What cargo set for this test process (CARGO_MANIFEST_DIR and friends) must not
-            // reach the nested build: build scripts watch some of them (ring does), and a
-            // changed value rebuilds them, then the next `cargo test` rebuilds them back.
-            for (k, _) in std::env::vars_os() {
-                let k = k.to_string_lossy().to_string();
-                let ours = k.starts_with("CARGO_PKG_")
-                    || matches!(
-                        k.as_str(),
-                        "CARGO_MANIFEST_DIR"
-                            | "CARGO_MANIFEST_PATH"
-                            | "CARGO_CRATE_NAME"
-                            | "CARGO_BIN_NAME"
-                            | "CARGO_PRIMARY_PACKAGE"
-                            | "CARGO_TARGET_TMPDIR"
-                            | "CARGO_RUSTC_CURRENT_DIR"
-                    );
-                if ours {
-                    cmd.env_remove(&k);
-                }
-            }
+            clean_cargo_env(&mut cmd);
             let status = cmd
                 .args([
                     "build",

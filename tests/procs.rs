@@ -324,3 +324,16 @@ pub async fn post(base: &str, path: &str, key: Option<&str>, body: &Value) -> (u
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
+
+/// The simulator in this process, served on a loopback port (for tests that drive the action
+/// core directly): its handle, and its API base URL.
+pub async fn sim_in_process(snapshot: &Value) -> (closeflow_sim::Sim, String) {
+    let sim = closeflow_sim::Sim::from_snapshot(Some(snapshot)).expect("a valid snapshot");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("bound");
+    let s = sim.clone();
+    tokio::spawn(async move { closeflow_sim::serve(listener, s).await });
+    (sim, format!("http://{addr}/api/v1/"))
+}

@@ -14,15 +14,8 @@ struct Running {
 }
 
 async fn start(snapshot: Value) -> Running {
-    let sim = Sim::from_snapshot(Some(&snapshot)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let s = sim.clone();
-    tokio::spawn(async move { closeflow_sim::serve(listener, s).await });
-    Running {
-        sim,
-        url: format!("http://{addr}/api/v1/"),
-    }
+    let (sim, url) = closeflow_e2e::procs::sim_in_process(&snapshot).await;
+    Running { sim, url }
 }
 
 fn writer(url: &str, key: &str) -> Writer {

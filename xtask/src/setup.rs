@@ -70,23 +70,8 @@ pub fn test(root: &Path, extra: &[&str]) -> Result<()> {
     install(root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    // `cargo run` set these for xtask itself; a build script that watches one (ring does)
-    // would otherwise be rebuilt for the tests, and again by every plain `cargo test`.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("CARGO_PKG_")
-            || matches!(
-                k.as_str(),
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-            )
-        {
-            cmd.env_remove(k);
-        }
-    }
+    // `cargo run` set these for xtask itself.
+    closeflow_e2e::clean_cargo_env(&mut cmd);
     run(
         cmd.args(["test", "--workspace"])
             .args(extra)

@@ -1,9 +1,9 @@
 //! What an event needs to know about Close before it can be planned, as plain data.
 //!
-//! The executor turns [`requests`] into searches (today one event at a time; the server will
-//! merge many events' requests into one `or` search and cache them) and hands the records back
-//! as [`Found`]. The planner filters them exactly itself, so near matches from Close's word
-//! search never reach a decision.
+//! The executor turns [`requests`] into searches (`crate::search`: one `or` search for the keys
+//! of one or many events; `crate::live` coalesces and caches them for live runs) and hands the
+//! records back as [`Found`]. The planner filters them exactly itself, so near matches from
+//! Close's word search never reach a decision.
 
 use crate::model::{Contact, KeyConfig, Lead};
 use crate::payload::Payload;
