@@ -362,4 +362,36 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
     assert_eq!(lines.len(), 1, "{}", text(&o));
     assert_eq!(lines[0]["messageId"], "m-u1-CTO");
     assert_eq!(lines[0]["traits"]["title"], "CTO");
+
+    // A node timed differently from the cluster refuses to start, and at once: not after the
+    // minute a node waits for a cluster that does not answer yet.
+    let other = tempfile::tempdir().unwrap();
+    let (cfg, data) = (dir.path().join("config"), other.path().join("data"));
+    let started = std::time::Instant::now();
+    let o = closeflow(&[
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--queue",
+        &urls,
+        "--node-id",
+        "late",
+        "--ack-wait",
+        "7s",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("start every node with the same --ack-wait"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "refused at once, not retried: {:?}",
+        started.elapsed()
+    );
 }

@@ -191,6 +191,41 @@ pub async fn connect_cluster(
         .with_context(|| format!("cannot use the NATS cluster at {}", c.urls.join(",")))
 }
 
+/// Connects to the cluster and reads it once. A cluster electing a leader (a NATS node just
+/// restarted) answers nothing for a few seconds, and a node started then should wait for it, not
+/// exit: every step is tried again for a minute. A mismatched `--ack-wait` fails at once.
+async fn join_cluster(
+    c: &ClusterConfig,
+    cfg: &ServeConfig,
+    registry: &Arc<Registry>,
+    wakers: &Arc<Wakers>,
+) -> Result<queue::jetstream::JetStreamQueue> {
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = async {
+            let q = connect_cluster(
+                c,
+                cfg.dedup_window,
+                Some(registry.clone()),
+                Some(wakers.clone()),
+            )
+            .await?;
+            let timing = q.check_timing().await?;
+            queue::Queue::stats(&q).await?;
+            anyhow::Ok((q, timing))
+        };
+        match attempt.await {
+            Ok((q, Ok(()))) => return Ok(q),
+            Ok((_, Err(mismatch))) => anyhow::bail!(mismatch),
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                warn!(error = %format!("{e:#}"), "the NATS cluster is not ready; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Runs the server until SIGTERM/Ctrl-C, then shuts down gracefully: intake stops (503), work
 /// in flight gets `grace` to finish, and whatever is left stays queued for the next start.
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
@@ -226,27 +261,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
             run(cfg, queue, registry, wakers, depth).await
         }
         Some(c) => {
-            // A cluster electing a leader (a NATS node just restarted) answers nothing for a
-            // few seconds: keep trying for a minute before giving up.
-            let started = std::time::Instant::now();
-            let queue = loop {
-                match connect_cluster(
-                    &c,
-                    cfg.dedup_window,
-                    Some(registry.clone()),
-                    Some(wakers.clone()),
-                )
-                .await
-                {
-                    Ok(q) => break q,
-                    Err(e) if started.elapsed() < Duration::from_secs(60) => {
-                        warn!(error = %format!("{e:#}"), "the NATS cluster is not ready; trying again");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
-            queue.check_timing().await?;
+            let queue = join_cluster(&c, &cfg, &registry, &wakers).await?;
             queue.start();
             info!(node = %queue.node(), replicas = queue.replicas(), nats = %c.urls.join(","), "joined the NATS JetStream cluster");
             let queue = Arc::new(queue);
@@ -264,10 +279,16 @@ async fn run<Q: queue::Queue>(
     wakers: Arc<Wakers>,
     queue_depth: Box<dyn Fn() -> u64 + Send + Sync>,
 ) -> Result<()> {
-    for s in queue::Queue::stats(&*queue).await? {
-        if s.queued > 0 && registry.get(&s.instance).is_none() {
-            warn!(instance = %s.instance, queued = s.queued, "events are queued for an instance that is not configured; they wait until it is");
+    // A courtesy check only: a queue that cannot be read right now is no reason not to start.
+    match queue::Queue::stats(&*queue).await {
+        Ok(stats) => {
+            for s in stats {
+                if s.queued > 0 && registry.get(&s.instance).is_none() {
+                    warn!(instance = %s.instance, queued = s.queued, "events are queued for an instance that is not configured; they wait until it is");
+                }
+            }
         }
+        Err(e) => warn!(error = %e, "cannot read the queue's counts at start"),
     }
     let app = Arc::new(App {
         queue: queue.clone(),

@@ -229,7 +229,9 @@ impl JetStreamQueue {
 
     /// Every node must time leases alike, or one would take over a partition while another
     /// still holds it: a node whose --ack-wait differs from the cluster's refuses to start.
-    pub async fn check_timing(&self) -> Result<(), QueueError> {
+    /// The outer error is the cluster not answering (worth another try), the inner one the
+    /// mismatch (not worth one).
+    pub async fn check_timing(&self) -> Result<Result<(), String>, QueueError> {
         let stored = self
             .inner
             .leases
@@ -238,13 +240,13 @@ impl JetStreamQueue {
             .map_err(|e| unavailable("reading the lease bucket", e))?
             .max_age();
         if stored != self.inner.opts.lease_ttl() {
-            return Err(QueueError::Unavailable(format!(
+            return Ok(Err(format!(
                 "the cluster's nodes use an ack deadline of {:?} (lease time {stored:?}); this node was started with --ack-wait {:?}: start every node with the same --ack-wait",
                 stored.saturating_sub(Duration::from_secs(2)) / 2,
                 self.inner.opts.ack_wait
             )));
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Starts taking part in delivery: heartbeats, partition leases, lease extension. Only a
