@@ -389,3 +389,41 @@ pub async fn ingest<Q: Queue>(
     }
     (StatusCode::OK, axum::Json(reply)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_batch_merges_its_top_level_context_and_integrations_into_items_item_wins() {
+        let body = json!({
+            "context": {"library": {"name": "analytics-python"}, "ip": "10.0.0.1"},
+            "integrations": {"All": false, "Close": true},
+            "batch": [
+                {"type": "identify", "userId": "u1", "messageId": "m1"},
+                {"type": "track", "event": "E", "userId": "u2", "messageId": "m2",
+                 "context": {"ip": "10.0.0.2"}, "integrations": {"All": true}}
+            ]
+        });
+        let raw = serde_json::to_vec(&body).unwrap();
+        let parsed = parse_request(&raw, None, None, jiff::Timestamp::now()).unwrap();
+        let events = parsed.events.unwrap();
+        assert!(events.rejected.is_empty());
+        let stored: Vec<Value> = events
+            .accepted
+            .iter()
+            .map(|e| serde_json::from_str(&e.body).unwrap())
+            .collect();
+        assert_eq!(stored[0]["context"]["ip"], "10.0.0.1");
+        assert_eq!(stored[0]["context"]["library"]["name"], "analytics-python");
+        assert_eq!(stored[0]["integrations"]["Close"], true);
+        assert_eq!(
+            stored[1]["context"]["ip"], "10.0.0.2",
+            "the item's own value wins"
+        );
+        assert_eq!(stored[1]["context"]["library"]["name"], "analytics-python");
+        assert_eq!(stored[1]["integrations"]["All"], true);
+        assert_eq!(stored[1]["integrations"]["Close"], true);
+    }
+}
