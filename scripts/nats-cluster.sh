@@ -23,7 +23,15 @@ for i in 1 2 3; do
   pids+=($!)
 done
 for i in 1 2 3; do
-  until curl -sf "http://127.0.0.1:$((8221 + i))/healthz?js-enabled-only=true" >/dev/null; do sleep 0.2; done
+  tries=0
+  until curl -sf "http://127.0.0.1:$((8221 + i))/healthz?js-enabled-only=true" >/dev/null; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 150 ]; then
+      echo "nats-server n$i is not healthy after 30 s; its log: $data/n$i.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
 done
 echo "NATS cluster up: --queue nats://127.0.0.1:4222,127.0.0.1:4223,127.0.0.1:4224 (logs in $data)"
 wait

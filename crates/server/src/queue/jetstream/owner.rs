@@ -14,7 +14,8 @@
 //! new owner receives the old events first, and per-key queue order holds across the handover.
 //!
 //! **Key locks.** Before an event is planned, every lookup key it has is locked
-//! (create-if-absent in the lock bucket, in sorted order so two nodes never deadlock), renewed
+//! (create-if-absent in the lock bucket, all or nothing: a conflict releases what was taken and
+//! backs off with jitter, so two nodes never wait on each other), renewed
 //! while the write is under way, deleted after it. Partitioning already sends events sharing
 //! their first key to one node; the locks cover events that share some other key.
 
