@@ -275,7 +275,7 @@ fn dispatch(
             .iter()
             .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
         {
-            Some(c) => ok(contact_view(st, c)),
+            Some(c) => ok(Value::Object(c.clone())),
             None => err(
                 StatusCode::NOT_FOUND,
                 "Empty query: Contact matching query does not exist.",
@@ -400,7 +400,7 @@ fn lead_view(st: &Inner, l: &Obj) -> Value {
         .contacts
         .iter()
         .filter(|c| c.get("lead_id") == Some(&id))
-        .map(|c| contact_view(st, c))
+        .map(|c| Value::Object(c.clone()))
         .collect();
     v.insert("contacts".into(), Value::Array(contacts));
     let status = l
@@ -423,7 +423,15 @@ fn lead_view(st: &Inner, l: &Obj) -> Value {
     );
     v.entry("url").or_insert(Value::Null);
     v.entry("organization_id").or_insert(json!("orga_sim"));
-    v.insert("custom".into(), custom_by_name(st, "lead", l));
+    // Replies also carry the values keyed by the custom field's *name* (a legacy form).
+    let custom: Map<String, Value> = l
+        .iter()
+        .filter_map(|(k, v)| {
+            let id = k.strip_prefix("custom.")?;
+            Some((custom_name(&st.custom_fields, "lead", id), v.clone()))
+        })
+        .collect();
+    v.insert("custom".into(), Value::Object(custom));
     for k in ["addresses", "opportunities", "tasks", "integration_links"] {
         v.entry(k).or_insert(json!([]));
     }
@@ -434,27 +442,6 @@ fn lead_view(st: &Inner, l: &Obj) -> Value {
         v.entry(k).or_insert(json!("Sim"));
     }
     Value::Object(v)
-}
-
-/// A contact as replies show it: the stored record and its custom values by field name.
-fn contact_view(st: &Inner, c: &Obj) -> Value {
-    let mut v = c.clone();
-    v.insert("custom".into(), custom_by_name(st, "contact", c));
-    Value::Object(v)
-}
-
-/// Replies also carry the values keyed by the custom field's *name* (a legacy form that
-/// clients must not take for a field of their own).
-fn custom_by_name(st: &Inner, kind: &str, record: &Obj) -> Value {
-    Value::Object(
-        record
-            .iter()
-            .filter_map(|(k, v)| {
-                let id = k.strip_prefix("custom.")?;
-                Some((custom_name(&st.custom_fields, kind, id), v.clone()))
-            })
-            .collect(),
-    )
 }
 
 fn pick(v: &Value, fields: Option<&str>) -> Value {
@@ -688,7 +675,7 @@ fn create_contact(st: &mut Inner, body: &Value) -> Response {
     };
     let c = new_contact(st, &lead_id, b);
     st.contacts.push(c.clone());
-    ok(contact_view(st, &c))
+    ok(Value::Object(c))
 }
 
 fn update(st: &mut Inner, kind: &str, id: &str, body: &Value) -> Response {
@@ -733,8 +720,7 @@ fn update(st: &mut Inner, kind: &str, id: &str, body: &Value) -> Response {
         apply_fields(c, b, CONTACT_FIELDS, &cfs);
         c.insert("date_updated".into(), json!(now));
         normalise_contact(c);
-        let c = c.clone();
-        ok(contact_view(st, &c))
+        ok(Value::Object(c.clone()))
     }
 }
 
@@ -892,22 +878,5 @@ mod tests {
         let v = lead_view(&st, &st.leads[0]);
         assert_eq!(v["custom"], json!({"Plan": "pro", "cf_other": 1}));
         assert_eq!(v["custom.cf_plan"], "pro");
-    }
-
-    #[test]
-    fn contact_replies_key_custom_by_field_name() {
-        let sim = Sim::from_snapshot(Some(&json!({
-            "custom_fields": {"contact": [{"id": "cf_user", "name": "User ID", "type": "text"}]},
-            "leads": [{"id": "lead_1", "contacts": [
-                {"id": "cont_1", "name": "Ada", "custom.cf_user": "u1"}
-            ]}]
-        })))
-        .unwrap();
-        let st = sim.lock();
-        let c = contact_view(&st, &st.contacts[0]);
-        assert_eq!(c["custom"], json!({"User ID": "u1"}));
-        assert_eq!(c["custom.cf_user"], "u1");
-        let l = lead_view(&st, &st.leads[0]);
-        assert_eq!(l["contacts"][0]["custom"], json!({"User ID": "u1"}));
     }
 }
