@@ -226,6 +226,34 @@ impl NatsCluster {
         self.wait_healthy(i).await;
     }
 
+    /// Node `i`'s JetStream streams as its monitoring port reports them: name →
+    /// (replicas configured, last sequence it stores).
+    pub async fn streams(&self, i: usize) -> std::collections::BTreeMap<String, (u64, u64)> {
+        let url = format!(
+            "http://127.0.0.1:{}/jsz?streams=true&config=true",
+            self.nodes[i].monitor
+        );
+        let Ok(r) = reqwest::get(url).await else {
+            return Default::default();
+        };
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        v["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            .filter_map(|s| {
+                Some((
+                    s["name"].as_str()?.to_string(),
+                    (
+                        s["config"]["num_replicas"].as_u64().unwrap_or(1),
+                        s["state"]["last_seq"].as_u64()?,
+                    ),
+                ))
+            })
+            .collect()
+    }
+
     pub fn log(&self, i: usize) -> String {
         let n = &self.nodes[i];
         (0..n.runs)

@@ -131,6 +131,21 @@ async fn two_nodes_over_three_nats_servers_lose_nothing_and_double_nothing_throu
         async move { a.load(Ordering::Relaxed) >= before + 40 }
     })
     .await;
+    // Delivery goes on too, on node b with the remaining NATS quorum (node a's partitions
+    // taken over once its leases lapse).
+    let by_b = |m: &str| {
+        metric(
+            m,
+            "closeflow_node_events_total",
+            "node=\"node-b\",outcome=\"applied\"",
+        )
+    };
+    let applied_b = by_b(&b.metrics().await);
+    wait_for("delivery going on without them", LONG, || {
+        let b = &b;
+        async move { by_b(&b.metrics().await) >= applied_b + 20.0 }
+    })
+    .await;
     nats.restart(1).await;
     a.restart().await;
     stop.store(true, Ordering::Relaxed);
@@ -150,6 +165,27 @@ async fn two_nodes_over_three_nats_servers_lose_nothing_and_double_nothing_throu
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The NATS node that was down caught up: it stores every stream, three replicas each, up to
+    // the same last sequence as the other two (leases and locks, renewed all the time, aside).
+    wait_for("the restarted NATS node caught up", LONG, || {
+        let nats = &nats;
+        async move {
+            let mut all = [
+                nats.streams(0).await,
+                nats.streams(1).await,
+                nats.streams(2).await,
+            ];
+            for s in &mut all {
+                s.retain(|name, _| !name.ends_with("_LEASES") && !name.ends_with("_LOCKS"));
+            }
+            !all[0].is_empty()
+                && all[0].values().all(|(replicas, _)| *replicas == 3)
+                && all[1] == all[0]
+                && all[2] == all[0]
+        }
+    })
+    .await;
 
     let st = sim.state().await;
     assert_eq!(
