@@ -2,7 +2,7 @@
 //! JetStream server, or a cluster of several, each with its own store, killed when dropped.
 
 use crate::procs::free_port;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -263,9 +263,5 @@ impl NatsCluster {
             })
             .collect::<Vec<_>>()
             .join("")
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
     }
 }

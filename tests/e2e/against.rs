@@ -41,10 +41,7 @@ async fn live_close_gives_the_same_findings_and_is_not_written() {
         &std::fs::read_to_string(closeflow_e2e::workspace_root().join(STATE)).unwrap(),
     )
     .unwrap();
-    let sim = closeflow_sim::Sim::from_snapshot(Some(&snap)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v1/", listener.local_addr().unwrap());
-    tokio::spawn(closeflow_sim::serve(listener, sim.clone()));
+    let (sim, url) = closeflow_e2e::procs::sim_in_process(&snap).await;
     let before = sim.snapshot();
     let (live, offline) = tokio::task::spawn_blocking(move || {
         let live = closeflow(&[

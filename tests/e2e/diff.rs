@@ -2,9 +2,9 @@
 //! change, identical versions, `--base` against a temporary git repository, and the event
 //! inputs `dry-run` reads.
 
-use closeflow_e2e::{closeflow, closeflow_stdin, text};
+use closeflow_e2e::{closeflow, closeflow_stdin, scratch, text};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const DIR: &str = "tests/e2e/fixtures/diff";
@@ -186,7 +186,7 @@ fn events_come_from_any_input_dry_run_reads() {
     let (old, new) = (fixture("old"), fixture("trigger"));
     // A Segment batch body on standard input, then an array file: indexes run on.
     let batch = r#"{"batch": [{"type": "identify", "messageId": "b1", "userId": "u_x", "traits": {"email": "x@y.com"}}, {"type": "page"}]}"#;
-    let dir = temp_dir("inputs");
+    let dir = scratch("diff-inputs");
     let array = dir.join("events.json");
     std::fs::write(
         &array,
@@ -263,13 +263,6 @@ fn bad_arguments_are_clear_errors() {
     );
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("closeflow-e2e-diff-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
         .arg("-C")
@@ -298,7 +291,7 @@ fn git(dir: &Path, args: &[&str]) {
 
 #[test]
 fn base_takes_the_old_version_from_a_git_revision() {
-    let repo = temp_dir("base");
+    let repo = scratch("diff-base");
     let mappings = repo.join("mappings");
     std::fs::create_dir_all(&mappings).unwrap();
     let root = closeflow_e2e::workspace_root();
@@ -382,7 +375,7 @@ fn base_takes_the_old_version_from_a_git_revision() {
 
 #[test]
 fn a_mapping_that_starts_failing_is_a_change_and_is_shown() {
-    let dir = temp_dir("error");
+    let dir = scratch("diff-error");
     let root = closeflow_e2e::workspace_root();
     let old = std::fs::read_to_string(root.join(fixture("old"))).unwrap();
     // `seats` is a number on event 1 only; the flag must be a boolean.
@@ -429,7 +422,6 @@ fn a_mapping_that_starts_failing_is_a_change_and_is_shown() {
 
 mod live {
     use super::*;
-    use closeflow_sim::Sim;
 
     #[tokio::test(flavor = "multi_thread")]
     async fn against_live_close_reads_only_and_equals_the_snapshot_diff() {
@@ -437,10 +429,7 @@ mod live {
             &std::fs::read_to_string(closeflow_e2e::workspace_root().join(&STATE[4..])).unwrap(),
         )
         .unwrap();
-        let sim = Sim::from_snapshot(Some(&snap)).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/api/v1/", listener.local_addr().unwrap());
-        tokio::spawn(closeflow_sim::serve(listener, sim.clone()));
+        let (sim, url) = closeflow_e2e::procs::sim_in_process(&snap).await;
         let before = sim.snapshot();
         let (live, snapshot) = tokio::task::spawn_blocking(move || {
             (

@@ -474,10 +474,7 @@ async fn differential(snapshot: Value, events: Vec<Value>) -> Result<(), TestCas
     }
 
     // The same events sent to a simulator started from the same snapshot.
-    let sim = closeflow_sim::Sim::from_snapshot(Some(&snapshot)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v1/", listener.local_addr().unwrap());
-    tokio::spawn(closeflow_sim::serve(listener, sim.clone()));
+    let (sim, url) = closeflow_e2e::procs::sim_in_process(&snapshot).await;
     let writer = closeflow_close::client::Writer::new(closeflow_close::client::ClientConfig::new(
         url,
         "test_key".to_string().into(),

@@ -211,7 +211,12 @@ fn learn_ids(rec: &Value, sim: &Value, ids: &mut BTreeMap<String, String>) {
 async fn recorded_traffic_replays_with_the_same_shapes() {
     let rec = recording();
     assert_eq!(rec.len(), 179);
-    let sim = closeflow_sim::Sim::from_snapshot(Some(&seed(&rec))).unwrap();
+    let (sim, api) = closeflow_e2e::procs::sim_in_process(&seed(&rec)).await;
+    // Recorded paths carry their own `/api/v1/`: requests go to the simulator's origin.
+    let origin = api
+        .strip_suffix("/api/v1/")
+        .expect("an API base ends in /api/v1/")
+        .to_string();
     sim.set_limits(closeflow_sim::Limits {
         search: 10_000,
         other: 10_000,
@@ -219,9 +224,6 @@ async fn recorded_traffic_replays_with_the_same_shapes() {
         window_secs: 8.0,
         search_conditions: 0,
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(closeflow_sim::serve(listener, sim.clone()));
     let http = reqwest::Client::new();
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     let mut diffs = Vec::new();
@@ -229,7 +231,7 @@ async fn recorded_traffic_replays_with_the_same_shapes() {
         let method: reqwest::Method = x["method"].as_str().unwrap().parse().unwrap();
         let path = rewrite(x["path"].as_str().unwrap(), &ids);
         let mut req = http
-            .request(method.clone(), format!("http://{addr}{path}"))
+            .request(method.clone(), format!("{origin}{path}"))
             .basic_auth(KEY, Some(""));
         if !x["body"].is_null() {
             let body: Value = serde_json::from_str(&rewrite(&x["body"].to_string(), &ids)).unwrap();

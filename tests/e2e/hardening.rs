@@ -1,25 +1,15 @@
 //! Issue 10 through the real binary: convergence of the shipped examples, refused custom-field
 //! keys, URLs and unreachable Close, events files with bad bytes, `eval` pairing.
 
-use closeflow_e2e::{closeflow, closeflow_stdin, text, workspace_root};
+use closeflow_e2e::{closeflow, closeflow_stdin, scratch, text, workspace_root};
 use closeflow_sim::Sim;
 use serde_json::Value;
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("closeflow-hardening-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 async fn sim_from(path: &str) -> (Sim, String) {
     let snap: Value =
         serde_json::from_str(&std::fs::read_to_string(workspace_root().join(path)).unwrap())
             .unwrap();
-    let sim = Sim::from_snapshot(Some(&snap)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v1/", listener.local_addr().unwrap());
-    tokio::spawn(closeflow_sim::serve(listener, sim.clone()));
-    (sim, url)
+    closeflow_e2e::procs::sim_in_process(&snap).await
 }
 
 async fn run(args: Vec<String>) -> std::process::Output {
@@ -48,7 +38,10 @@ fn summary(out: &std::process::Output) -> Value {
 async fn the_examples_converge_a_second_send_writes_nothing() {
     for ex in ["default", "b2b"] {
         let (_sim, url) = sim_from(&format!("mappings/{ex}.state.json")).await;
-        let resume = tmp(&format!("{ex}.done")).display().to_string();
+        let resume = scratch(&format!("hardening-converge-{ex}"))
+            .join("done")
+            .display()
+            .to_string();
         let send = || {
             [
                 "send",
@@ -87,7 +80,7 @@ async fn the_examples_converge_a_second_send_writes_nothing() {
 
 #[test]
 fn lookup_key_fields_and_field_names_are_refused_as_custom_field_keys() {
-    let file = tmp("keys.yaml");
+    let file = scratch("hardening-keys").join("keys.yaml");
     std::fs::write(
         &file,
         r#"name: keys
@@ -112,10 +105,8 @@ mappings:
     let out = closeflow(&["validate", "--format", "json", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let codes: Vec<String> = v
-        .pointer("/files/0/diagnostics")
-        .or_else(|| v.pointer("/diagnostics"))
-        .and_then(Value::as_array)
+    let codes: Vec<String> = v["diagnostics"]
+        .as_array()
         .unwrap_or_else(|| panic!("{v}"))
         .iter()
         .map(|d| format!("{} {}", d["code"].as_str().unwrap(), d["span"]["line"]))
@@ -134,7 +125,7 @@ mappings:
 
 #[test]
 fn a_dynamic_custom_field_key_that_is_a_lookup_key_is_a_payload_error() {
-    let file = tmp("dynamic.yaml");
+    let file = scratch("hardening-dynamic").join("dynamic.yaml");
     std::fs::write(
         &file,
         r#"name: dynamic
@@ -204,7 +195,7 @@ fn urls_are_checked_and_an_unreachable_close_stops_the_run_at_once() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("not a usable URL"), "{}", text(&out));
 
-    let file = tmp("endpoint.yaml");
+    let file = scratch("hardening-endpoint").join("endpoint.yaml");
     std::fs::write(
         &file,
         "name: e\nendpoint: ftp://close\nsettings: {api_key: k}\nmappings: []\n",
@@ -242,7 +233,7 @@ fn urls_are_checked_and_an_unreachable_close_stops_the_run_at_once() {
 
 #[test]
 fn a_line_with_invalid_utf8_is_reported_and_the_stream_goes_on() {
-    let file = tmp("bad-utf8.jsonl");
+    let file = scratch("hardening-bad-utf8").join("bad-utf8.jsonl");
     let mut bytes = br#"{"type": "identify", "userId": "u_42", "traits": {"title": "CTO", "company": {"id": "c_acme"}}}"#.to_vec();
     bytes.extend_from_slice(b"\n{\"type\": \"identify\", \"userId\": \"\xff\xfe\"}\n");
     bytes.extend_from_slice(br#"{"type": "track", "event": "x"}"#);

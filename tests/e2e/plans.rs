@@ -118,11 +118,7 @@ mod live {
             .unwrap(),
         )
         .unwrap();
-        let sim = Sim::from_snapshot(Some(&snap)).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/api/v1/", listener.local_addr().unwrap());
-        tokio::spawn(closeflow_sim::serve(listener, sim.clone()));
-        (sim, url)
+        closeflow_e2e::procs::sim_in_process(&snap).await
     }
 
     async fn run(args: Vec<String>) -> std::process::Output {

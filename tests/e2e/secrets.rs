@@ -85,6 +85,17 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().expect("closeflow runs")
 }
 
+/// A CLI run that got as far as doing its work: it exited 0 or 1, not 2 (a clap usage error,
+/// e.g. a renamed flag — then its output holds no key for a vacuous reason; none of these runs
+/// asks for `--detailed-exitcode`) and was not killed.
+fn ran(what: &str, o: &Output) {
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{what}: not a completed run: {}",
+        text(o)
+    );
+}
+
 async fn http(seen: &mut Seen, what: &str, r: reqwest::RequestBuilder) -> u16 {
     let resp = r.send().await.expect("the server answers");
     let status = resp.status().as_u16();
@@ -356,6 +367,7 @@ async fn no_secret_appears_in_any_output_log_metric_reply_or_file() {
     ];
     for (what, args, env) in runs {
         let o = cli(&args, env);
+        ran(what, &o);
         seen.output(what, &o);
     }
     // An operator who wrote keys into the file itself (where keys go: `write_key`, `api_key`),
@@ -374,16 +386,22 @@ async fn no_secret_appears_in_any_output_log_metric_reply_or_file() {
             &[],
         );
         assert!(!o.status.success(), "the file is invalid: {}", text(&o));
+        ran(&format!("validate {format} of a file holding keys"), &o);
         seen.output(&format!("validate {format} of a file holding keys"), &o);
     }
     let o = cli(
         &["dry-run", "--instance", literal.to_str().unwrap(), e],
         &[],
     );
+    ran("dry-run of a file holding keys", &o);
     seen.output("dry-run of a file holding keys", &o);
-    // The resume file is ours to write: no key in it.
-    if resume.exists() {
-        seen.add("resume file", std::fs::read(&resume).unwrap());
-    }
+    // The resume file is ours to write (the first send, with the right key, opens it before
+    // its first event): no key in it.
+    assert!(
+        resume.exists(),
+        "the first send wrote no resume file at {}",
+        resume.display()
+    );
+    seen.add("resume file", std::fs::read(&resume).unwrap());
     seen.assert_clean();
 }

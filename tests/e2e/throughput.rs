@@ -95,7 +95,7 @@ async fn the_keys_of_several_events_go_out_as_one_search_and_come_back_to_the_ri
         want(json!({"contact_email": "linus@kernel.org"})),
     ];
     let before = r.calls("search").await;
-    let found = w.reader().find_many(&keys(), &wants).await.unwrap();
+    let found = w.reader().find_many(&wants).await.unwrap();
     assert_eq!(
         r.calls("search").await - before,
         1,
@@ -135,12 +135,9 @@ async fn no_get_lead_for_a_lead_the_search_returned() {
     let before = r.calls("other").await;
     let found = w
         .reader()
-        .find_many(
-            &keys(),
-            &[want(
-                json!({"lead_external_id": "c_1", "contact_external_id": "u_1"}),
-            )],
-        )
+        .find_many(&[want(
+            json!({"lead_external_id": "c_1", "contact_external_id": "u_1"}),
+        )])
         .await
         .unwrap();
     assert_eq!(found[0].leads[0].id, "lead_1");
@@ -152,13 +149,10 @@ async fn no_get_lead_for_a_lead_the_search_returned() {
     // A contact whose lead the search did not return: its lead is read once.
     let found = w
         .reader()
-        .find_many(
-            &keys(),
-            &[
-                want(json!({"contact_external_id": "u_4"})),
-                want(json!({"contact_email": "linus@kernel.org"})),
-            ],
-        )
+        .find_many(&[
+            want(json!({"contact_external_id": "u_4"})),
+            want(json!({"contact_email": "linus@kernel.org"})),
+        ])
         .await
         .unwrap();
     assert_eq!(found[1].leads[0].id, "lead_3");
@@ -182,7 +176,7 @@ async fn a_400_on_a_large_query_splits_the_chunk_and_retries_the_halves() {
         want(json!({"lead_external_id": "c_2"})),
         want(json!({"contact_email": "linus@kernel.org"})),
     ];
-    let found = w.reader().find_many(&keys(), &wants).await.unwrap();
+    let found = w.reader().find_many(&wants).await.unwrap();
     assert_eq!(found[0].contacts[0].id, "cont_1");
     assert_eq!(found[1].contacts[0].id, "cont_3");
     assert_eq!(found[2].leads_by_company[0].id, "lead_1");

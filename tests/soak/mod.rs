@@ -92,13 +92,16 @@ fn route(body: &Value) -> &'static str {
 }
 
 /// Sends one request until it is answered 200, as Segment's libraries retry (same body, so
-/// same `messageId`). A 4xx other than 408/429 can never succeed: reported, not retried.
+/// same `messageId`). A 4xx other than 408/429 can never succeed: reported, not retried. Nor is
+/// a request still unanswered at `until` (the run's deadline): a server that never comes back
+/// is a failure of the run, not a hang.
 async fn send_until_accepted(
     http: &reqwest::Client,
     base: &str,
     path: &str,
     mut body: Value,
     body_key: bool,
+    until: Instant,
 ) -> Result<(), String> {
     if body_key {
         body["writeKey"] = json!(WRITE_KEY);
@@ -108,7 +111,7 @@ async fn send_until_accepted(
         if !body_key {
             req = req.basic_auth(WRITE_KEY, Some(""));
         }
-        match req.send().await {
+        let last = match req.send().await {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) if r.status().is_client_error() && ![408, 429].contains(&r.status().as_u16()) => {
                 let st = r.status();
@@ -117,19 +120,28 @@ async fn send_until_accepted(
                     r.text().await.unwrap_or_default()
                 ));
             }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(r) => format!("answered {}", r.status()),
+            Err(e) => format!("failed: {e}"),
+        };
+        if Instant::now() >= until {
+            return Err(format!(
+                "{path}: not accepted by the run's deadline; the last attempt {last}"
+            ));
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Sends every lane's events in order (lanes concurrently), in single-event requests and
-/// small batches, with both auth forms.
+/// small batches, with both auth forms; a lane stops at its first request still unaccepted at
+/// `until`.
 async fn send_all(
     w: Arc<Workload>,
     base: String,
     seed: u64,
     senders: usize,
     acked: Arc<AtomicUsize>,
+    until: Instant,
 ) -> Vec<String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -165,13 +177,21 @@ async fn send_all(
                     ("/v1/batch", json!({"batch": batch}))
                 };
                 let _permit = gate.acquire().await.expect("the gate stays open");
-                match send_until_accepted(&http, &base, path, body, rng.random_bool(0.3)).await {
+                let body_key = rng.random_bool(0.3);
+                match send_until_accepted(&http, &base, path, body, body_key, until).await {
                     Ok(()) => {
                         acked.fetch_add(take, Ordering::Relaxed);
                     }
                     Err(e) => errors.push(e),
                 }
                 i += take;
+                if i < lane.len() && Instant::now() >= until {
+                    errors.push(format!(
+                        "lane {n}: {} event(s) never sent: the run's deadline passed",
+                        lane.len() - i
+                    ));
+                    break;
+                }
             }
             errors
         }));
@@ -238,15 +258,22 @@ pub async fn run(cfg: &Config) -> Report {
     let throttled = Arc::new(AtomicU64::new(0));
     let mut thresholds: Vec<f64> = (0..cfg.kills).map(|_| rng.random_range(0.1..1.0)).collect();
     thresholds.sort_by(f64::total_cmp);
+    let until = started + cfg.deadline;
     let killer = {
         let (server, acked, throttled) = (server.clone(), acked.clone(), throttled.clone());
         let n = cfg.events;
         let seed = cfg.seed;
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(2));
+            let mut killed = 0;
             for t in thresholds {
                 let at = ((n as f64) * t) as usize;
+                // Events that were never acknowledged (refused, or past the deadline) would
+                // leave this waiting forever.
                 while acked.load(Ordering::Relaxed) < at.min(n) {
+                    if Instant::now() >= until {
+                        return killed;
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
@@ -257,13 +284,20 @@ pub async fn run(cfg: &Config) -> Report {
                 s.kill9();
                 tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
                 s.restart().await;
+                killed += 1;
             }
+            killed
         })
     };
 
-    let mut problems = send_all(w.clone(), base, cfg.seed, cfg.senders, acked.clone()).await;
-    if let Err(e) = killer.await {
-        problems.push(format!("the kill loop failed: {e}"));
+    let mut problems = send_all(w.clone(), base, cfg.seed, cfg.senders, acked.clone(), until).await;
+    match killer.await {
+        Ok(k) if k < cfg.kills => problems.push(format!(
+            "the kill loop made {k} of {} kills: the run's deadline passed first",
+            cfg.kills
+        )),
+        Ok(_) => {}
+        Err(e) => problems.push(format!("the kill loop failed: {e}")),
     }
 
     // Wait until every accepted event has a final outcome, faults still on.

@@ -62,7 +62,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         ["diff"] => crate::bench_diff::run(),
         ["dry-run", rest @ ..] => crate::bench_dry_run::run(rest),
         ["delivery", rest @ ..] => crate::bench_delivery::run(rest),
-        ["cluster"] => crate::bench_cluster::run(&crate::root()),
+        ["cluster"] => crate::bench_cluster::run(),
         _ => bail!(
             "usage: cargo xtask bench engine|diff|dry-run [--leads N] [--events M]|delivery [--events N] [--baseline-events M] [--scale-events K] [--seed S]|cluster"
         ),

@@ -3,11 +3,10 @@
 //! simulator with its rate limits lifted so that Close is not what is measured).
 //! Figures are printed with their ratios to one node; nothing here is a pass/fail test.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use closeflow_e2e::nats::NatsCluster;
 use closeflow_e2e::procs::{ServerProc, SimProc, empty_org, metric};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -249,29 +248,8 @@ async fn wait_applied(base: &str, n: usize) -> Result<()> {
     }
 }
 
-fn release_binary(root: &Path) -> Result<std::path::PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "closeflow-cli",
-            "--bin",
-            "closeflow",
-        ])
-        .current_dir(root)
-        .status()
-        .context("cargo build runs")?;
-    if !status.success() {
-        bail!("building closeflow (release) failed");
-    }
-    Ok(root.join("target/release/closeflow"))
-}
-
-pub fn run(root: &Path) -> Result<()> {
-    closeflow_e2e::set_closeflow_bin(release_binary(root)?);
+pub fn run() -> Result<()> {
+    closeflow_e2e::set_closeflow_bin(crate::release_closeflow()?);
     let rt = tokio::runtime::Runtime::new()?;
     let mut rows = Vec::new();
     for (run, nodes) in [0usize, 1, 2, 3].into_iter().enumerate() {

@@ -29,10 +29,6 @@ impl Rng {
     }
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// One person of the organisation: who they are, as the snapshot and an unchanged identify
 /// say it alike.
 #[derive(Clone)]
@@ -151,17 +147,6 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-fn binary() -> Result<PathBuf> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "closeflow-cli"])
-        .current_dir(root())
-        .status()?;
-    if !status.success() {
-        bail!("building closeflow (release) failed");
-    }
-    Ok(root().join("target/release/closeflow"))
 }
 
 fn get(url: &str) -> Result<Value> {
@@ -424,7 +409,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let n_base = arg(args, "--baseline-events", 60)?;
     let n_scale = arg(args, "--scale-events", 4_000)?;
     let seed = arg(args, "--seed", 7)? as u64;
-    let bin = binary()?;
+    let bin = crate::release_closeflow()?;
     let people = base_people(seed);
     let mut after = people.clone();
     let (events, repeated) = mix(&mut after, n, seed);

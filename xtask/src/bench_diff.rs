@@ -191,8 +191,17 @@ pub fn run() -> Result<()> {
         compare_only / one_version
     );
 
-    // Plans: each version dry-run over its own overlay on a snapshot, against one dry-run.
-    let source = State::from_snapshot(&snapshot()).map_err(anyhow::Error::msg)?;
+    // Plans: each version dry-run over its own overlay on a snapshot, against one dry-run. The
+    // snapshot is read as `closeflow diff --against sim:` reads it: indexed by both versions'
+    // lookup keys.
+    let keys: Vec<_> = old
+        .iter()
+        .chain(&new)
+        .map(closeflow_close::run::key_config)
+        .collect();
+    let source =
+        closeflow_close::snapshot::Snapshot::read(snapshot().to_string().as_bytes(), &keys)
+            .map_err(anyhow::Error::msg)?;
     let planned: Vec<Entry> = entries.into_iter().take(PLANNED_EVENTS).collect();
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let t = Instant::now();

@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result, bail};
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -197,25 +197,7 @@ fn mb(b: u64) -> f64 {
 pub fn run(args: &[&str]) -> Result<()> {
     let leads = arg(args, "--leads", 10_000)?;
     let events = arg(args, "--events", 10_000)?;
-    let root = crate::root();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "closeflow-cli",
-            "--bin",
-            "closeflow",
-        ])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        bail!("building closeflow (release) failed");
-    }
-    let target =
-        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
-    let bin = target.join("release/closeflow");
+    let bin = crate::release_closeflow()?;
     let dir = std::env::temp_dir().join(format!("closeflow-bench-dry-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("bench.yaml"), INSTANCE)?;

@@ -11,9 +11,40 @@ mod soak;
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
+use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds the release `closeflow` binary (the benchmarks run it) and returns its path, under
+/// `$CARGO_TARGET_DIR` when that is set. The nested cargo runs without the variables cargo set
+/// for this process, which would otherwise rerun build scripts (see
+/// [`closeflow_e2e::clean_cargo_env`]).
+fn release_closeflow() -> Result<PathBuf> {
+    let root = root();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    closeflow_e2e::clean_cargo_env(&mut cmd);
+    let status = cmd
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "closeflow-cli",
+            "--bin",
+            "closeflow",
+        ])
+        .current_dir(&root)
+        .status()
+        .context("cargo build runs")?;
+    if !status.success() {
+        bail!("building closeflow (release) failed");
+    }
+    // A relative CARGO_TARGET_DIR is relative to where cargo ran: the workspace root.
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
+    Ok(target.join("release").join("closeflow"))
 }
 
 /// The JSON Schema of instance files, as generated from the code.

@@ -6,7 +6,9 @@ use crate::plan_view::Style;
 use anyhow::{Context, Result, bail};
 use closeflow_close::client::Reader;
 use closeflow_close::diff::{Differ, EventDiff, Review};
-use closeflow_close::state::State;
+use closeflow_close::model::KeyConfig;
+use closeflow_close::run;
+use closeflow_close::snapshot::Snapshot;
 use closeflow_mapping::Instance;
 use serde_json::json;
 use std::path::PathBuf;
@@ -38,11 +40,12 @@ pub struct Diff<'a> {
 /// Where plans are read from: nowhere (verdicts and payloads only), a snapshot, or live Close.
 enum Against {
     Nothing,
-    Snapshot(State, String),
+    Snapshot(Snapshot, String),
     Close,
 }
 
-fn against(spec: Option<&str>) -> Result<Against> {
+/// `keys`: the lookup keys of every instance of both versions (the snapshot is indexed by all).
+fn against(spec: Option<&str>, keys: &[KeyConfig]) -> Result<Against> {
     let Some(spec) = spec else {
         return Ok(Against::Nothing);
     };
@@ -52,14 +55,9 @@ fn against(spec: Option<&str>) -> Result<Against> {
     let path = spec
         .strip_prefix("sim:")
         .with_context(|| format!("--against takes sim:STATE.json or close, got {spec}"))?;
-    let snap: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
-    )
-    .with_context(|| format!("{path} is not valid JSON"))?;
-    let state = State::from_snapshot(&snap)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("{path} is not a simulator snapshot"))?;
-    Ok(Against::Snapshot(state, path.to_string()))
+    // Opened as dry-run opens it, so that the diff plans exactly as dry-run does.
+    let snapshot = crate::runs::open_snapshot(path, keys)?;
+    Ok(Against::Snapshot(snapshot, path.to_string()))
 }
 
 fn unique(version: &str, insts: &[Instance]) -> Result<()> {
@@ -137,7 +135,13 @@ impl Output {
 pub fn run(a: Diff<'_>) -> Result<ExitCode> {
     let new = load_new(a.new, a.color)?;
     let old = load_old(&a)?;
-    let against = against(a.against)?;
+    let mut keys: Vec<KeyConfig> = Vec::new();
+    for k in old.iter().chain(&new).map(run::key_config) {
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let against = against(a.against, &keys)?;
     let mut differ = Differ::new(&old, &new);
     let readers: Vec<Reader> = match against {
         Against::Close => differ
@@ -168,6 +172,10 @@ pub fn run(a: Diff<'_>) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // As dry-run does: a wrong key or a Close that does not answer stops the diff at once.
+    for r in &readers {
+        rt.block_on(r.check_credentials())?;
+    }
     let mut index = 0;
     for file in a.events {
         // Streamed, as dry-run and send read: each event compared and freed in turn.
@@ -179,8 +187,8 @@ pub fn run(a: Diff<'_>) -> Result<ExitCode> {
             let e = &e?;
             let ev = match &against {
                 Against::Nothing => differ.event(index, e),
-                Against::Snapshot(state, _) => {
-                    let sources = vec![state; pairs];
+                Against::Snapshot(snapshot, _) => {
+                    let sources = vec![snapshot; pairs];
                     rt.block_on(differ.event_planned(&sources, index, e))
                 }
                 Against::Close => {

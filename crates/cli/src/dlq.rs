@@ -19,7 +19,8 @@ pub enum DlqCmd {
         #[arg(long, value_enum, default_value = "human")]
         format: crate::Format,
     },
-    /// A dead letter in full (JSON): its event, reason, attempts and Close's last reply.
+    /// A dead letter in full (JSON): its event, reason, attempts, error and last reply (Close's
+    /// reply to a refusal, or the last failure's kind when retries ran out).
     Show {
         #[command(flatten)]
         at: At,

@@ -47,7 +47,7 @@ impl LookupArgs {
             coalesce_window: self.coalesce_window,
             coalesce_max: self.coalesce.max(1),
             ttl: self.cache_ttl,
-            empty_ttl: LiveOptions::default().empty_ttl.min(self.cache_ttl),
+            // `empty_ttl` stays the default: the cache bounds it by the TTL itself.
             ..LiveOptions::default()
         }
     }

@@ -81,7 +81,7 @@ enum Cmd {
         #[arg(long)]
         against: Option<String>,
         /// The Close API base URL for `--against close` (overrides the instance's endpoint).
-        #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
+        #[arg(long, env = "CLOSEFLOW_CLOSE_URL", value_parser = close_url)]
         close_url: Option<String>,
     },
     /// Run mapping tests (*.test.yaml); a diff for each failure, exit 1 on any.
@@ -139,7 +139,7 @@ enum Cmd {
         #[arg(long)]
         against: Option<String>,
         /// The Close API base URL, for `--against close`.
-        #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
+        #[arg(long, env = "CLOSEFLOW_CLOSE_URL", value_parser = close_url)]
         close_url: Option<String>,
         #[arg(long, value_enum, default_value = "human")]
         format: diff::DiffFormat,

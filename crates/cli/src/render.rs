@@ -1,5 +1,6 @@
 //! Rendering diagnostics: one place, miette for people, JSON for scripts.
 
+use closeflow_mapping::diag::floor_char_boundary;
 use closeflow_mapping::{Diagnostic, Severity};
 use miette::{
     GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, MietteError,
@@ -94,7 +95,9 @@ impl Excerpt {
                 ex.text.push_str(body);
             } else {
                 let col = if here {
-                    body[..floor(body, offset - line_start)].chars().count()
+                    body[..floor_char_boundary(body, offset - line_start)]
+                        .chars()
+                        .count()
                 } else {
                     0
                 };
@@ -105,7 +108,7 @@ impl Excerpt {
                     ex.text.push('…');
                 }
                 if here {
-                    let at = floor(body, offset - line_start).max(from);
+                    let at = floor_char_boundary(body, offset - line_start).max(from);
                     ex.label_at = ex.text.len() + (at - from);
                     ex.label_len = len.min(to.saturating_sub(at)).max(1);
                 }
@@ -129,14 +132,6 @@ impl Excerpt {
         ex.label_len = ex.label_len.min(ex.text.len() - ex.label_at);
         ex
     }
-}
-
-fn floor(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 /// The byte offset of character `n` of `s` (its length when `s` is shorter).

@@ -39,6 +39,16 @@ pub fn client_config(inst: &Instance, close_url: Option<&str>) -> Result<ClientC
     Ok(ClientConfig::new(url, key))
 }
 
+/// Opens a simulator snapshot to plan against (`dry-run` and `diff --against sim:PATH`),
+/// indexed by the lookup keys of the instances that will read it. Streamed lead by lead into a
+/// compact index: neither the file nor its parsed form is held whole.
+pub fn open_snapshot(path: &str, keys: &[KeyConfig]) -> Result<Snapshot> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {path}"))?;
+    Snapshot::read(file, keys)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("{path} is not a usable simulator snapshot"))
+}
+
 /// A counter on standard error, for streamed events (their number is not known ahead).
 pub fn counter(what: &str) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
@@ -135,12 +145,7 @@ pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
             let path = spec
                 .strip_prefix("sim:")
                 .with_context(|| format!("--against takes sim:STATE.json, got {spec}"))?;
-            // Streamed lead by lead into a compact index: neither the file nor its parsed
-            // form is held whole.
-            let file = std::fs::File::open(path).with_context(|| format!("cannot read {path}"))?;
-            let source = Snapshot::read(file, &run::key_config(&inst))
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("{path} is not a usable simulator snapshot"))?;
+            let source = open_snapshot(path, &[run::key_config(&inst)])?;
             let entries = crate::stream::open(a.events)?;
             pb = counter("planned");
             for (i, e) in entries.enumerate() {
@@ -200,9 +205,14 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
     a.lookups.configure(&mut cfg);
     let endpoint = cfg.base_url.clone();
     let writer = Writer::new(cfg)?;
-    let keys = run::key_config(&inst);
-    let source = LiveSource::new(writer.reader().clone(), keys.clone(), a.lookups.options());
-    let lookahead = if a.lookups.naive { 0 } else { a.lookahead };
+    let source = LiveSource::new(
+        writer.reader().clone(),
+        run::key_config(&inst),
+        a.lookups.options(),
+    );
+    // Read ahead only into a cache (not with --naive or --cache-ttl 0): nothing else keeps
+    // what a prefetch finds.
+    let lookahead = if source.caching() { a.lookahead } else { 0 };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(writer.reader().check_credentials())?;
     let resume_path = a
@@ -230,19 +240,14 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
     let mut first = true;
     loop {
         if !exhausted && ahead.len() <= lookahead {
-            let mut batch: Vec<(KeyConfig, Payload)> = Vec::new();
+            let mut batch: Vec<Payload> = Vec::new();
             let mut read = 0;
             for (i, e) in entries.by_ref().take(lookahead.max(1)) {
                 let e = e?;
                 read += 1;
                 let already = a.resume && e.message_id().is_some_and(|m| done.ids.contains(m));
                 if lookahead > 0 && !already {
-                    batch.extend(
-                        run::prepare(&inst, i, &e)
-                            .1
-                            .into_iter()
-                            .map(|(_, p)| (keys.clone(), p)),
-                    );
+                    batch.extend(run::prepare(&inst, i, &e).1.into_iter().map(|(_, p)| p));
                 }
                 ahead.push_back((i, e));
             }
@@ -282,14 +287,10 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
             }
         }
         let (r, err) = rt.block_on(run::send_via(&inst, &writer, &source, i, &e));
-        if matches!(err, Some(CloseError::Unreachable { .. })) {
-            out.event(r)?;
-            return stop_if_unreachable(&err, i).map(|()| ExitCode::from(1));
-        }
         let bad = r
             .error
             .clone()
-            .or_else(|| err.map(|e| e.to_string()))
+            .or_else(|| err.as_ref().map(ToString::to_string))
             .or_else(|| r.mappings.iter().find_map(|m| m.error.clone()));
         match bad {
             Some(why) => failed.push(format!(
@@ -304,6 +305,8 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
             }
         }
         out.event(r)?;
+        // As in dry-run: the event is shown, then the run stops.
+        stop_if_unreachable(&err, i)?;
         if let Some(p) = &pb {
             p.inc(1);
         }

@@ -100,7 +100,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub node_id: Option<String>,
     /// Cluster: an event a node took but neither settled nor extended within this goes to
-    /// another node (extended every third of it while Close is slow). Same on every node.
+    /// another node (extended at each lease tick, a quarter of it, while Close is slow). Same on
+    /// every node.
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub ack_wait: Duration,
     /// Cluster: partitions of a new instance's queue (spread over the live nodes).

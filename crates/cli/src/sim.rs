@@ -19,7 +19,10 @@ body replaces the faults in force, so {} switches them all off):
 
 Rate limits, per key and endpoint group, from the snapshot's `limits` (any subset; the rest
 keep the recorded profile, and a non-default profile is saved back by --save):
-  \"limits\": {\"search\": 16, \"other\": 240, \"delete_lead\": 80, \"window_secs\": 8.0}
+  \"limits\": {\"search\": 16, \"other\": 240, \"delete_lead\": 80, \"window_secs\": 8.0,
+              \"search_conditions\": 0}
+  (search_conditions: the most conditions one search may hold before it is answered 400;
+  0 is no bound)
 
 GET /_sim/state returns the state in the snapshot format.";
 
@@ -47,10 +50,11 @@ pub fn run(state: Option<&Path>, port: u16, save: Option<&Path>) -> Result<ExitC
             sim.key_hint()
         );
         let server = closeflow_sim::serve(listener, sim.clone());
+        // SIGTERM (how service managers and `kill` stop a process) ends the simulator as
+        // Ctrl-C does, so that `--save` still saves.
         tokio::select! {
             r = server => r?,
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminated() => {}
+            () = closeflow_server::terminated() => {}
         }
         if let Some(path) = save {
             std::fs::write(path, serde_json::to_string_pretty(&sim.snapshot())?)
@@ -60,22 +64,4 @@ pub fn run(state: Option<&Path>, port: u16, save: Option<&Path>) -> Result<ExitC
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGTERM (how service managers and `kill` stop a process) ends the simulator as Ctrl-C does,
-/// so that `--save` still saves.
-#[cfg(unix)]
-async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
-}
-
-#[cfg(not(unix))]
-async fn terminated() {
-    std::future::pending().await
 }

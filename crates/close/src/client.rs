@@ -66,23 +66,12 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
-/// Checks a Close base URL: `http` or `https`, with a host.
+/// Checks a Close base URL: `http` or `https`, with a host (the check instance files get).
 pub fn check_base_url(url: &str) -> Result<(), CloseError> {
-    let bad = |message: String| CloseError::BadUrl {
+    closeflow_mapping::instance::check_url(url).map_err(|message| CloseError::BadUrl {
         url: shown_url(url),
         message,
-    };
-    let u = reqwest::Url::parse(url.trim()).map_err(|e| bad(e.to_string()))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(bad(format!(
-            "the scheme is `{}`, not http or https",
-            u.scheme()
-        )));
-    }
-    if u.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host".into()));
-    }
-    Ok(())
+    })
 }
 
 /// What went wrong on the wire, in words: the innermost cause (e.g. "Connection refused (os
@@ -489,7 +478,7 @@ impl Reader {
         reqs: &[LookupRequest],
     ) -> Result<Found, CloseError> {
         let want = crate::search::Want::of(cfg, p, reqs);
-        let mut found = self.find_many(cfg, std::slice::from_ref(&want)).await?;
+        let mut found = self.find_many(std::slice::from_ref(&want)).await?;
         Ok(found.pop().unwrap_or_default())
     }
 

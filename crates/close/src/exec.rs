@@ -199,15 +199,6 @@ pub async fn apply_via<S: Source + Sync>(
     cfg: &KeyConfig,
     p: &Payload,
 ) -> Result<Applied, CloseError> {
-    apply_attempts(writer, source, cfg, p).await
-}
-
-async fn apply_attempts<S: Source + Sync>(
-    writer: &Writer,
-    source: &S,
-    cfg: &KeyConfig,
-    p: &Payload,
-) -> Result<Applied, CloseError> {
     let mut so_far = Progress::default();
     let mut attempt = 0;
     loop {

@@ -442,7 +442,9 @@ impl LiveSource {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn caching(&self) -> bool {
+    /// Whether lookups are cached (a TTL above zero): without a cache, [`LiveSource::prefetch`]
+    /// has nowhere to keep what it would read, and does nothing.
+    pub fn caching(&self) -> bool {
         !self.inner.opts.ttl.is_zero()
     }
 
@@ -477,12 +479,13 @@ impl LiveSource {
 
     /// Looks up the keys of upcoming events not cached yet, in as few searches as the chunk
     /// size allows (`send`'s look-ahead). Errors are left for the events themselves to meet.
-    pub async fn prefetch(&self, items: &[(KeyConfig, Payload)]) {
+    pub async fn prefetch(&self, payloads: &[Payload]) {
         if !self.caching() {
             return;
         }
+        let cfg = &self.inner.keys;
         let mut wants: Vec<Want> = Vec::new();
-        for (cfg, p) in items {
+        for p in payloads {
             let reqs = crate::lookup::requests(cfg, p);
             if reqs.is_empty() {
                 continue;
@@ -494,7 +497,7 @@ impl LiveSource {
         }
         for chunk in wants.chunks(self.inner.opts.coalesce_max.max(1)) {
             let asked = Instant::now();
-            if let Ok(found) = self.inner.reader.find_many(&self.inner.keys, chunk).await {
+            if let Ok(found) = self.inner.reader.find_many(chunk).await {
                 self.bump_batches(chunk.len());
                 self.remember(chunk, &found, asked);
             }
@@ -536,7 +539,7 @@ impl LiveSource {
         let wants: Vec<Want> = batch.iter().map(|w| w.want.clone()).collect();
         self.bump_batches(wants.len());
         let asked = Instant::now();
-        match self.inner.reader.find_many(&self.inner.keys, &wants).await {
+        match self.inner.reader.find_many(&wants).await {
             Ok(found) => {
                 self.remember(&wants, &found, asked);
                 for (w, f) in batch.into_iter().zip(found) {
@@ -551,7 +554,7 @@ impl LiveSource {
                     let r = self
                         .inner
                         .reader
-                        .find_many(&self.inner.keys, std::slice::from_ref(&w.want))
+                        .find_many(std::slice::from_ref(&w.want))
                         .await;
                     if let Ok(f) = &r {
                         self.remember(std::slice::from_ref(&w.want), f, asked);
@@ -650,7 +653,7 @@ impl Source for LiveSource {
             let found = self
                 .inner
                 .reader
-                .find_many(cfg, std::slice::from_ref(&want))
+                .find_many(std::slice::from_ref(&want))
                 .await?;
             self.remember(std::slice::from_ref(&want), &found, asked);
             return Ok(found.into_iter().next().unwrap_or_default());

@@ -29,6 +29,30 @@ pub enum Object {
     Contact,
 }
 
+impl StepKind {
+    /// The name a step's `kind` is serialized as.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::CreateLead => "create_lead",
+            StepKind::CreateContact => "create_contact",
+            StepKind::UpdateLead => "update_lead",
+            StepKind::UpdateContact => "update_contact",
+            StepKind::Unchanged => "unchanged",
+            StepKind::Skipped => "skipped",
+        }
+    }
+}
+
+impl Object {
+    /// The name a step's `object` is serialized as.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Object::Lead => "lead",
+            Object::Contact => "contact",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
     pub field: String,
@@ -826,4 +850,26 @@ fn create_lead(cfg: &KeyConfig, keys: &Keys, p: &Payload, with_contact: bool) ->
         None => {}
     }
     steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_serialized_names() {
+        for k in [
+            StepKind::CreateLead,
+            StepKind::CreateContact,
+            StepKind::UpdateLead,
+            StepKind::UpdateContact,
+            StepKind::Unchanged,
+            StepKind::Skipped,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        for o in [Object::Lead, Object::Contact] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+    }
 }

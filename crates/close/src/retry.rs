@@ -19,7 +19,7 @@ pub fn classify(status: u16, wait: Option<Duration>) -> RetryAction {
     }
 }
 
-/// Exponential backoff with full jitter, capped.
+/// Exponential backoff, capped, with half jitter (a delay between half and all of the step).
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     pub base: Duration,

@@ -123,13 +123,8 @@ struct Results {
 
 impl Reader {
     /// Looks up many events' keys at once (see the module doc); one `Found` per want, in order.
-    pub async fn find_many(
-        &self,
-        cfg: &KeyConfig,
-        wants: &[Want],
-    ) -> Result<Vec<Found>, CloseError> {
+    pub async fn find_many(&self, wants: &[Want]) -> Result<Vec<Found>, CloseError> {
         let types = self.field_types().await?;
-        let _ = cfg;
         let mut results = Results::default();
         let lead_custom: BTreeSet<String> =
             wants.iter().flat_map(|w| w.lead_custom.clone()).collect();

@@ -1,7 +1,7 @@
-//! A simulator snapshot as a read-only source for `dry-run --against sim:`, sized for large
+//! A simulator snapshot as a read-only source for `dry-run` and `diff --against sim:`, sized for large
 //! snapshots: each lead (with its contacts) is kept as compact JSON text holding only what the
-//! planner reads, and indexed by Company ID, User ID and normalised email; a lookup parses only
-//! the leads it finds. Reading goes lead by lead through the one reading the simulator uses
+//! planner reads, and indexed by the Company ID and User ID fields of the instances it serves
+//! and by normalised email; a lookup parses only the leads it finds. Reading goes lead by lead through the one reading the simulator uses
 //! (`closeflow_snapshot`), so the parsed snapshot is never held whole.
 
 use crate::lookup::{Found, LookupRequest};
@@ -14,10 +14,11 @@ use std::collections::HashMap;
 #[derive(Debug, Default)]
 pub struct Snapshot {
     leads: Vec<Box<str>>,
-    by_company: Index,
-    by_user: Index,
+    /// Leads by a lead custom field's text, for each Company ID field indexed.
+    by_company: HashMap<String, Index>,
+    /// Leads by a contact custom field's text, for each User ID field indexed.
+    by_user: HashMap<String, Index>,
     by_email: Index,
-    keys: KeyConfig,
     types: FieldTypes,
 }
 
@@ -71,24 +72,31 @@ fn push(m: &mut Index, key: &str, i: u32) {
 }
 
 impl Snapshot {
-    /// Reads a snapshot file's bytes, indexing by the instance's key fields.
+    /// Reads a snapshot file's bytes, indexing by one instance's key fields.
     pub fn load(bytes: &[u8], keys: &KeyConfig) -> Result<Snapshot, String> {
-        Snapshot::read(bytes, keys)
+        Snapshot::read(bytes, std::slice::from_ref(keys))
     }
 
     /// Reads a snapshot as a stream, lead by lead: neither the file nor its parsed form is
     /// held whole. (Leads listed before `custom_fields` and `lead_statuses`, which a lead's
-    /// reading needs, are kept as raw text until the end.)
-    pub fn read(input: impl std::io::Read, keys: &KeyConfig) -> Result<Snapshot, String> {
+    /// reading needs, are kept as raw text until the end.) Indexed by the key fields of every
+    /// instance in `keys` (those it will serve); a lookup on another field reads every lead.
+    pub fn read(input: impl std::io::Read, keys: &[KeyConfig]) -> Result<Snapshot, String> {
         let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
             1 << 16,
             input,
         ));
+        let mut snapshot = Snapshot::default();
+        for k in keys {
+            if let Some(f) = &k.company_field {
+                snapshot.by_company.entry(f.clone()).or_default();
+            }
+            if let Some(f) = &k.user_field {
+                snapshot.by_user.entry(f.clone()).or_default();
+            }
+        }
         let mut b = Builder {
-            snapshot: Snapshot {
-                keys: keys.clone(),
-                ..Snapshot::default()
-            },
+            snapshot,
             custom_fields: None,
             lead_statuses: None,
             reader: None,
@@ -123,22 +131,16 @@ impl Snapshot {
 
     fn add(&mut self, lead: &Lead, contacts: &[Contact]) {
         let i = u32::try_from(self.leads.len()).unwrap_or(u32::MAX);
-        if let Some(v) = self
-            .keys
-            .company_field
-            .as_deref()
-            .and_then(|f| lead.custom_text(f))
-        {
-            push(&mut self.by_company, &v, i);
+        for (f, index) in &mut self.by_company {
+            if let Some(v) = lead.custom_text(f) {
+                push(index, &v, i);
+            }
         }
         for c in contacts {
-            if let Some(v) = self
-                .keys
-                .user_field
-                .as_deref()
-                .and_then(|f| c.custom_text(f))
-            {
-                push(&mut self.by_user, &v, i);
+            for (f, index) in &mut self.by_user {
+                if let Some(v) = c.custom_text(f) {
+                    push(index, &v, i);
+                }
             }
             for e in c.email_texts() {
                 push(&mut self.by_email, &norm_email(&e), i);
@@ -172,20 +174,14 @@ impl Snapshot {
         let at =
             |index: &Index, key: &str| index.get(&hash(key)).map(Slots::to_vec).unwrap_or_default();
         match r {
-            LookupRequest::LeadsByCompany { field, value } => {
-                if self.keys.company_field.as_deref() == Some(field.as_str()) {
-                    at(&self.by_company, value)
-                } else {
-                    all()
-                }
-            }
-            LookupRequest::ContactsByUser { field, value } => {
-                if self.keys.user_field.as_deref() == Some(field.as_str()) {
-                    at(&self.by_user, value)
-                } else {
-                    all()
-                }
-            }
+            LookupRequest::LeadsByCompany { field, value } => match self.by_company.get(field) {
+                Some(index) => at(index, value),
+                None => all(),
+            },
+            LookupRequest::ContactsByUser { field, value } => match self.by_user.get(field) {
+                Some(index) => at(index, value),
+                None => all(),
+            },
             LookupRequest::ContactsByEmail { email } => at(&self.by_email, &norm_email(email)),
         }
     }
@@ -455,5 +451,45 @@ mod tests {
             .contacts,
             vec![]
         );
+    }
+
+    #[test]
+    fn several_instances_keys_are_indexed_and_others_are_read_in_full() {
+        let snap = json!({"leads": [
+            {"id": "l1", "name": "Acme", "custom.cf_a": "x", "custom.cf_b": "y",
+             "contacts": [{"id": "c1", "custom.cf_u": "u1", "custom.cf_v": "v1"}]},
+            {"id": "l2", "name": "Beta", "custom.cf_a": "y", "custom.cf_b": "x"}]});
+        let keys = [
+            KeyConfig {
+                company_field: Some("cf_a".into()),
+                user_field: Some("cf_u".into()),
+            },
+            KeyConfig {
+                company_field: Some("cf_b".into()),
+                user_field: None,
+            },
+        ];
+        let s = Snapshot::read(snap.to_string().as_bytes(), &keys).unwrap();
+        assert_eq!(s.by_company.len(), 2);
+        assert_eq!(s.by_user.len(), 1);
+        let want = crate::state::State::from_snapshot(&snap).unwrap();
+        for (field, value) in [("cf_a", "x"), ("cf_b", "x"), ("cf_a", "y"), ("cf_b", "z")] {
+            let req = LookupRequest::LeadsByCompany {
+                field: field.into(),
+                value: value.into(),
+            };
+            let found = s.lookup(std::slice::from_ref(&req));
+            assert_eq!(found, want.lookup(std::slice::from_ref(&req)), "{req:?}");
+        }
+        // Indexed (cf_u) and not (cf_v): the same answer.
+        for field in ["cf_u", "cf_v"] {
+            let req = LookupRequest::ContactsByUser {
+                field: field.into(),
+                value: if field == "cf_u" { "u1" } else { "v1" }.into(),
+            };
+            let found = s.lookup(std::slice::from_ref(&req));
+            assert_eq!(found.contacts.len(), 1, "{req:?}");
+            assert_eq!(found, want.lookup(std::slice::from_ref(&req)), "{req:?}");
+        }
     }
 }

@@ -2,9 +2,10 @@
 //! the property tests apply plans to, and small snapshots (mapping tests). Plans are applied
 //! through the very request bodies the executor would send.
 //!
-//! Records are indexed by id, by every custom field's text (the lookup keys are custom
-//! fields) and by normalised email, so a lookup costs the records it finds, not the records
-//! held: a dry-run of many events stays linear however much its overlay holds.
+//! Records are indexed by id, by normalised email and by the text of the custom fields that
+//! hold the lookup keys (those given to [`State::track_keys`]; a lookup on another field reads
+//! every record), so a lookup costs the records it finds, not the records held: a dry-run of
+//! many events stays linear however much its overlay holds.
 
 use crate::lookup::{Found, LookupRequest};
 use crate::model::{Contact, Customs, Lead, norm_email};

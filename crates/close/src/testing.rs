@@ -446,8 +446,7 @@ fn describe(n: &Node) -> String {
 
 /// A step as a test states it: `kind`, `kind id`, `{kind: id, changes: {...}}`, `{skipped: reason}`.
 fn step_matches(expected: &Value, s: &Step) -> bool {
-    let kind = serde_json::to_value(s.kind).unwrap_or_default();
-    let kind = kind.as_str().unwrap_or_default();
+    let kind = s.kind.as_str();
     match expected {
         Value::String(text) => {
             let mut parts = text.split_whitespace();
@@ -488,8 +487,7 @@ fn step_matches(expected: &Value, s: &Step) -> bool {
 
 /// How a step reads in a test file (for showing what actually happened).
 pub fn step_text(s: &Step) -> Value {
-    let kind = serde_json::to_value(s.kind).unwrap_or_default();
-    let kind = kind.as_str().unwrap_or_default().to_string();
+    let kind = s.kind.as_str();
     let target = if kind == "skipped" {
         s.reason.clone()
     } else {
@@ -498,7 +496,7 @@ pub fn step_text(s: &Step) -> Value {
     if s.changes.is_empty() {
         return json!(match target {
             Some(t) => format!("{kind} {t}"),
-            None => kind,
+            None => kind.to_string(),
         });
     }
     let changes: Map<String, Value> = s

@@ -26,7 +26,7 @@ impl Span {
         // Whole characters only: a span that cuts one cannot be shown (or sliced) later. A
         // parser may count in characters where we count in bytes (a byte order mark, say).
         let end = offset.saturating_add(len).min(source.len());
-        let offset = floor_char_boundary(source, offset.min(source.len()));
+        let offset = floor_char_boundary(source, offset);
         let mut end = end.max(offset);
         while !source.is_char_boundary(end) {
             end += 1;
@@ -41,15 +41,12 @@ impl Span {
             column,
         }
     }
-
-    /// A sub-span `start..start+len` (bytes) inside this span, e.g. a token inside a trigger string.
-    pub fn narrow(self, source: &str, start: usize, len: usize) -> Span {
-        Span::from_offset(source, self.offset + start, len)
-    }
 }
 
-fn floor_char_boundary(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
+/// The largest character boundary of `s` at or before byte `i` (`s.len()` past the end).
+pub fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
         i -= 1;
     }
     i

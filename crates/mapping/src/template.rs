@@ -41,10 +41,6 @@ impl Template {
         Template { parts }
     }
 
-    pub fn has_placeholders(src: &str) -> bool {
-        split(src, 2).iter().any(|(p, _)| *p)
-    }
-
     /// The byte offset of a `{{` that opens no placeholder (unclosed, or `{{}}`): such text
     /// would be sent as it is, braces and all, which is never what a mapping meant.
     pub fn stray_open(src: &str) -> Option<usize> {

@@ -4,7 +4,7 @@
 //! first so that validation can look at the whole document, report every problem at once and
 //! point at the exact key or value (ripgrep-style two stages: raw tree → validated config).
 
-use crate::diag::{Diagnostic, Span, code};
+use crate::diag::{Diagnostic, Span, code, floor_char_boundary};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use serde_saphyr::Spanned;
@@ -265,7 +265,7 @@ pub fn scalar_span(source: &str, node: Span, value: &str, start: usize, len: usi
     } else {
         // One past the last character of the range.
         let last = (start + len - 1).min(value.len().saturating_sub(1));
-        let last_char = value[floor_boundary(value, last)..]
+        let last_char = value[floor_char_boundary(value, last)..]
             .chars()
             .next()
             .map_or(0, char::len_utf8);
@@ -278,13 +278,6 @@ pub fn scalar_span(source: &str, node: Span, value: &str, start: usize, len: usi
         src_last + width
     };
     Span::from_offset(source, begin, end.max(begin) - begin)
-}
-
-fn floor_boundary(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 fn first_line(s: &str) -> String {

@@ -27,11 +27,9 @@ pub struct App<Q: Queue> {
     /// Set by the disk watcher (and by a failed write), cleared when space is back.
     pub disk_full: AtomicBool,
     pub shutting_down: AtomicBool,
-    pub ready: AtomicBool,
     pub body_timeout: Duration,
     /// `CLOSEFLOW_ADMIN_TOKEN`; the admin routes answer 404 without it.
     pub admin_token: Option<SecretString>,
-    pub queue_depth: Box<dyn Fn() -> u64 + Send + Sync>,
     pub free_disk: AtomicU64,
 }
 
@@ -45,7 +43,7 @@ impl<Q: Queue> App<Q> {
                 "the queue's disk is nearly full; retry later",
             ));
         }
-        let depth = (self.queue_depth)();
+        let depth = self.queue.depth();
         if depth >= self.max_queue {
             return Some(refuse(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -130,11 +130,6 @@ fn emit_reports(reports: &[FileReport]) -> bool {
     loaded
 }
 
-/// Opens the embedded queue under `data_dir`.
-pub fn open_queue(data_dir: &std::path::Path, dedup_window: Duration) -> Result<SqliteQueue> {
-    open_queue_with(Options::in_dir(data_dir), dedup_window)
-}
-
 fn open_queue_with(mut o: Options, dedup_window: Duration) -> Result<SqliteQueue> {
     let data_dir = o
         .path
@@ -146,8 +141,8 @@ fn open_queue_with(mut o: Options, dedup_window: Duration) -> Result<SqliteQueue
     SqliteQueue::open(o).with_context(|| format!("cannot open the queue in {}", data_dir.display()))
 }
 
-/// Waits for SIGTERM or Ctrl-C.
-async fn terminated() {
+/// Resolves at the first SIGTERM or Ctrl-C (only Ctrl-C off Unix).
+pub async fn terminated() {
     #[cfg(unix)]
     {
         let mut term =
@@ -256,18 +251,13 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
                     "unreadable queue records were set aside (table `quarantine`)"
                 );
             }
-            let depth_queue = queue.clone();
-            let depth = Box::new(move || depth_queue.depth());
-            run(cfg, queue, registry, wakers, depth).await
+            run(cfg, queue, registry, wakers).await
         }
         Some(c) => {
             let queue = join_cluster(&c, &cfg, &registry, &wakers).await?;
             queue.start();
             info!(node = %queue.node(), replicas = queue.replicas(), nats = %c.urls.join(","), "joined the NATS JetStream cluster");
-            let queue = Arc::new(queue);
-            let depth_queue = queue.clone();
-            let depth = Box::new(move || depth_queue.depth());
-            run(cfg, queue, registry, wakers, depth).await
+            run(cfg, Arc::new(queue), registry, wakers).await
         }
     }
 }
@@ -277,7 +267,6 @@ async fn run<Q: queue::Queue>(
     queue: Arc<Q>,
     registry: Arc<Registry>,
     wakers: Arc<Wakers>,
-    queue_depth: Box<dyn Fn() -> u64 + Send + Sync>,
 ) -> Result<()> {
     // A courtesy check only: a queue that cannot be read right now is no reason not to start.
     match queue::Queue::stats(&*queue).await {
@@ -299,10 +288,8 @@ async fn run<Q: queue::Queue>(
         data_dir: cfg.data_dir.clone(),
         disk_full: AtomicBool::new(false),
         shutting_down: AtomicBool::new(false),
-        ready: AtomicBool::new(false),
         body_timeout: cfg.body_timeout,
         admin_token: cfg.admin_token.clone(),
-        queue_depth,
         free_disk: AtomicU64::new(0),
     });
     app.check_disk();
@@ -362,7 +349,6 @@ async fn run<Q: queue::Queue>(
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    app.ready.store(true, Ordering::Relaxed);
     info!(%addr, config = %cfg.config_dir.display(), data = %cfg.data_dir.display(), "closeflow serve is listening");
 
     let router = app::router(app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());

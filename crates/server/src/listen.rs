@@ -60,10 +60,7 @@ pub async fn serve(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            telemetry::ConnectionRefused {
-                limit: limits.max_connections,
-            }
-            .emit();
+            telemetry::ConnectionRefused.emit();
             drop(stream);
             continue;
         };

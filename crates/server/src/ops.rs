@@ -22,9 +22,6 @@ async fn readyz<Q: Queue>(State(app): State<Arc<App<Q>>>) -> Response {
     if app.shutting_down.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    if !app.ready.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
-    }
     (StatusCode::OK, "ready\n").into_response()
 }
 

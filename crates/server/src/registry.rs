@@ -164,10 +164,6 @@ impl Registry {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner
             .read()
@@ -178,10 +174,6 @@ impl Registry {
     pub fn get(&self, name: &str) -> Option<Arc<Active>> {
         let g = self.read();
         g.active.get(name).or_else(|| g.retired.get(name)).cloned()
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        self.read().active.keys().cloned().collect()
     }
 
     /// Every instance delivery must serve: running and retired.

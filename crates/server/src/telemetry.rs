@@ -246,15 +246,12 @@ impl InternalEvent for AcceptFailed<'_> {
 }
 
 /// A connection closed at once because `--max-connections` were open.
-pub struct ConnectionRefused {
-    pub limit: usize,
-}
+pub struct ConnectionRefused;
 
 impl InternalEvent for ConnectionRefused {
     fn emit(self) {
         // Counted, not logged one by one: a flood must not become a flood of log lines.
         counter!("closeflow_connections_refused_total").increment(1);
-        let _ = self.limit;
     }
 }
 

@@ -47,6 +47,9 @@ impl Queue for Panicky {
     async fn stats(&self) -> Result<Vec<InstanceStats>, QueueError> {
         self.0.stats().await
     }
+    fn depth(&self) -> u64 {
+        self.0.depth()
+    }
     async fn retained(
         &self,
         instance: &str,

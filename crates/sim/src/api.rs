@@ -741,14 +741,14 @@ fn search(st: &mut Inner, body: &Value) -> Response {
         return bad_field("query", "This field is required.");
     };
     let most = st.limits.search_conditions;
-    if most > 0 && conditions(query) > most {
-        return err(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "The query is too complex ({} conditions; at most {most}).",
-                conditions(query)
-            ),
-        );
+    if most > 0 {
+        let n = conditions(query);
+        if n > most {
+            return err(
+                StatusCode::BAD_REQUEST,
+                &format!("The query is too complex ({n} conditions; at most {most})."),
+            );
+        }
     }
     // A cursor continues an earlier result set.
     let page_size = body

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Requests per window, per endpoint group and key. The default is the recorded profile.
 ///
-/// In a snapshot: `"limits": {"search": 16, "other": 240, "delete_lead": 80, "window_secs": 8.0}`,
-/// any subset of the four (the others keep the recorded values); saved back when not the default.
+/// In a snapshot: `"limits": {"search": 16, "other": 240, "delete_lead": 80, "window_secs": 8.0,
+/// "search_conditions": 0}`, any subset of the five (the others keep the recorded values); saved
+/// back when not the default.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -183,7 +184,7 @@ impl Sim {
             None | Some(Value::Null) => Limits::default(),
             Some(l) => {
                 let limits: Limits = serde_json::from_value(l.clone()).map_err(|e| {
-                    format!("`limits`: {e} (keys: search, other, delete_lead, window_secs)")
+                    format!("`limits`: {e} (keys: search, other, delete_lead, window_secs, search_conditions)")
                 })?;
                 if !(limits.window_secs > 0.0 && limits.window_secs.is_finite()) {
                     return Err("`limits.window_secs` must be a positive number of seconds".into());

@@ -99,24 +99,6 @@ impl StepChange {
     }
 }
 
-pub fn kind_name(k: StepKind) -> &'static str {
-    match k {
-        StepKind::CreateLead => "create_lead",
-        StepKind::CreateContact => "create_contact",
-        StepKind::UpdateLead => "update_lead",
-        StepKind::UpdateContact => "update_contact",
-        StepKind::Unchanged => "unchanged",
-        StepKind::Skipped => "skipped",
-    }
-}
-
-fn object_name(o: Object) -> &'static str {
-    match o {
-        Object::Lead => "lead",
-        Object::Contact => "contact",
-    }
-}
-
 /// The fields a brief names at most (then `…`).
 const BRIEF_FIELDS: usize = 4;
 
@@ -124,10 +106,10 @@ fn brief(s: &Step) -> String {
     match s.kind {
         StepKind::Skipped => format!(
             "skipped {}: {}",
-            object_name(s.object),
+            s.object.as_str(),
             s.reason.as_deref().unwrap_or("skipped")
         ),
-        StepKind::Unchanged => format!("unchanged {}", object_name(s.object)),
+        StepKind::Unchanged => format!("unchanged {}", s.object.as_str()),
         k => {
             let mut fields: Vec<&str> = s
                 .changes
@@ -139,9 +121,9 @@ fn brief(s: &Step) -> String {
                 fields.push("…");
             }
             if fields.is_empty() {
-                kind_name(k).to_string()
+                k.as_str().to_string()
             } else {
-                format!("{} {}", kind_name(k), fields.join(", "))
+                format!("{} {}", k.as_str(), fields.join(", "))
             }
         }
     }

@@ -16,7 +16,7 @@
 mod compare;
 mod review;
 
-pub use compare::{FieldChange, Op, StepChange, kind_name, payload_changes, plan_changes};
+pub use compare::{FieldChange, Op, StepChange, payload_changes, plan_changes};
 pub use review::{Group, GroupKind, Review, Summary, ValueCount};
 
 use crate::exec::Source;

@@ -3,6 +3,7 @@
 //! Two events that share any key (Company ID, User ID or email, after the mapping ran) are
 //! never in flight together, so two events for one new person cannot both decide to create it.
 
+use closeflow_close::model::norm_email;
 use closeflow_close::{lookup, run};
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::Entry;
@@ -13,7 +14,7 @@ use serde_json::Value;
 pub enum Key {
     Company(String),
     User(String),
-    /// Trimmed and lowercased, as the planner compares emails.
+    /// Normalised by [`norm_email`], as the planner compares emails.
     Email(String),
 }
 
@@ -39,7 +40,7 @@ pub fn of(inst: &Instance, event: &Value) -> Vec<Key> {
         let (k, _) = lookup::keys(&cfg, &p);
         out.extend(k.company.map(Key::Company));
         out.extend(k.user.map(Key::User));
-        out.extend(k.email.map(|e| Key::Email(e.trim().to_lowercase())));
+        out.extend(k.email.map(|e| Key::Email(norm_email(&e))));
     }
     out.sort();
     out.dedup();

@@ -4,6 +4,7 @@
 use crate::queue::{Millis, Settle};
 use closeflow_close::client::CloseError;
 use closeflow_close::plan::StepKind;
+use closeflow_close::retry::Backoff;
 use closeflow_close::run::EventReport;
 use std::time::Duration;
 
@@ -29,13 +30,14 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Exponential backoff with jitter (half fixed, half random) before attempt `n + 1`.
+    /// Exponential backoff with jitter (half fixed, half random) before attempt `n + 1`: the
+    /// Close client's [`Backoff`], shifted one step so that the first retry waits about `base`.
     pub fn backoff(&self, failures: u32) -> Duration {
-        let exp = self
-            .backoff_base
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-            .min(self.backoff_cap);
-        exp.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+        Backoff {
+            base: self.backoff_base,
+            cap: self.backoff_cap,
+        }
+        .delay(failures.saturating_sub(1), None)
     }
 }
 

@@ -55,7 +55,7 @@ pub fn refuse(status: StatusCode, code: &'static str, message: impl Into<String>
         axum::Json(json!({"success": false, "code": code, "error": message})),
     )
         .into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
         let wait = if code == "disk_full" { "30" } else { "5" };
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static(wait));

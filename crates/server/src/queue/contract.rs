@@ -22,8 +22,9 @@ pub trait Harness: Send {
 }
 
 /// After a restart: what `fetch` hands out once the previous process's leases lapsed, polling
-/// until `want` events came back or `limit` passed. With a zero limit this is one `fetch`,
-/// exactly what the check did before backends with time-bound leases existed.
+/// until `want` events came back or `limit` passed, then one more `fetch`, so that a
+/// duplicate hand-out shows in the result. With a zero limit this is two `fetch`es back to
+/// back: the one the check did before backends with time-bound leases existed, and that one.
 async fn fetch_after_restart<Q: Queue>(
     q: &Q,
     instance: &str,

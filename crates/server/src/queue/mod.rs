@@ -203,6 +203,10 @@ pub trait Queue: Send + Sync + 'static {
 
     fn stats(&self) -> impl Future<Output = Result<Vec<InstanceStats>, QueueError>> + Send;
 
+    /// Events waiting or in flight, all instances, as last known (no I/O): what intake's
+    /// back-pressure compares with `--max-queue`.
+    fn depth(&self) -> u64;
+
     /// Events of `instance` still retained (queued, or settled within the retention window)
     /// that were received at or after `since`, in queue order after the event `after` (0: from
     /// the start), at most `limit`: pages for `closeflow capture`.

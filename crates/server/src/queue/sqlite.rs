@@ -686,6 +686,10 @@ impl Queue for SqliteQueue {
         .await
     }
 
+    fn depth(&self) -> u64 {
+        SqliteQueue::depth(self)
+    }
+
     async fn stats(&self) -> Result<Vec<InstanceStats>, QueueError> {
         let queued_total = self.queued.clone();
         self.run(move |ctx| {

@@ -255,7 +255,9 @@ impl JetStreamQueue {
         owner::start(&self.inner);
     }
 
-    /// Events queued in every instance (refreshed about once a second while started).
+    /// Events queued in every instance, as last read. Refreshed while started, by the lease
+    /// loop, on its first tick at least a second after the last refresh; the loop ticks every
+    /// `max(ack_wait / 4, 200 ms)`, so with the default 30 s ack deadline every 7.5 s.
     pub fn depth(&self) -> u64 {
         self.inner.depth.load(Ordering::Relaxed)
     }
@@ -631,6 +633,10 @@ impl Queue for JetStreamQueue {
             return Ok(false);
         }
         Ok(self.inner.dlq.delete_message(id as u64).await.is_ok())
+    }
+
+    fn depth(&self) -> u64 {
+        JetStreamQueue::depth(self)
     }
 
     async fn stats(&self) -> Result<Vec<InstanceStats>, QueueError> {

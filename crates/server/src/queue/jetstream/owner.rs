@@ -126,7 +126,7 @@ pub(crate) async fn open(me: &Inner, instance: &str) -> Result<Arc<Inst>, QueueE
         me.opts.partitions.to_string(),
     );
     meta.insert("closeflow_instance".to_string(), instance.to_string());
-    let mut stream = me
+    let stream = me
         .js
         .get_or_create_stream(stream::Config {
             name: me.names.queue_stream(instance),
@@ -139,12 +139,14 @@ pub(crate) async fn open(me: &Inner, instance: &str) -> Result<Arc<Inst>, QueueE
         })
         .await
         .map_err(|e| super::unavailable(&format!("opening the queue of {instance}"), e))?;
-    // An existing queue keeps the partitions it was made with, whatever this node was told.
+    // An existing queue keeps the partitions it was made with, whatever this node was told:
+    // read from the stream's info as `get_or_create_stream` returned it (found or created).
     let partitions = stream
-        .info()
-        .await
-        .ok()
-        .and_then(|i| i.config.metadata.get("closeflow_partitions")?.parse().ok())
+        .cached_info()
+        .config
+        .metadata
+        .get("closeflow_partitions")
+        .and_then(|p| p.parse().ok())
         .filter(|p| *p > 0)
         .unwrap_or(me.opts.partitions);
     let inst = Arc::new(Inst {
@@ -397,97 +399,101 @@ async fn manage(me: &Arc<Inner>, instance: &str, inst: &Arc<Inst>, nodes: &[Stri
 }
 
 async fn keep_lease(me: &Inner, instance: &str, inst: &Inst, p: u32, assigned: bool) {
-    let assigned = |_: u32| assigned;
-    {
-        let key = me.names.lease_key(instance, p);
-        let lease = inst.lock().owned.get(&p).map(|l| l.rev);
-        match lease {
-            Some(rev) => {
-                let held_here = inst.lock().held.values().any(|h| h.partition == p);
-                if !assigned(p) && !held_here {
-                    let _ = me.leases.delete_expect_revision(&key, Some(rev)).await;
-                    inst.lock().owned.remove(&p);
-                    info!(
+    let key = me.names.lease_key(instance, p);
+    // The lease's revision, and whether this node still holds events from the partition.
+    let lease = {
+        let st = inst.lock();
+        st.owned
+            .get(&p)
+            .map(|l| (l.rev, st.held.values().any(|h| h.partition == p)))
+    };
+    match lease {
+        Some((rev, held_here)) => {
+            if !assigned && !held_here {
+                let _ = me.leases.delete_expect_revision(&key, Some(rev)).await;
+                inst.lock().owned.remove(&p);
+                info!(
+                    instance,
+                    partition = p,
+                    "partition handed over to another node"
+                );
+                return;
+            }
+            let renewed = tokio::time::timeout(
+                step_bound(me),
+                me.leases.update(&key, me.opts.node.clone().into(), rev),
+            )
+            .await;
+            let renewed = match renewed {
+                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    // An earlier renewal may have landed with its reply lost: the lease is
+                    // still ours if it still names this node.
+                    match me.leases.entry(&key).await {
+                        Ok(Some(en))
+                            if en.operation == kv::Operation::Put
+                                && en.value.as_ref() == me.opts.node.as_bytes() =>
+                        {
+                            Ok(Ok(en.revision))
+                        }
+                        _ => Ok(Err(e)),
+                    }
+                }
+                other => other,
+            };
+            match renewed {
+                Ok(Ok(rev)) => {
+                    if let Some(l) = inst.lock().owned.get_mut(&p) {
+                        l.rev = rev;
+                        l.renewed = Instant::now();
+                        l.draining = !assigned;
+                    }
+                }
+                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    lost(inst, p);
+                    warn!(
                         instance,
                         partition = p,
-                        "partition handed over to another node"
+                        "partition lease lost (this node could not renew it in time); its events go to the new owner"
                     );
-                    return;
                 }
-                let renewed = tokio::time::timeout(
-                    step_bound(me),
-                    me.leases.update(&key, me.opts.node.clone().into(), rev),
-                )
-                .await;
-                let renewed = match renewed {
-                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                        // An earlier renewal may have landed with its reply lost: the lease is
-                        // still ours if it still names this node.
-                        match me.leases.entry(&key).await {
-                            Ok(Some(en))
-                                if en.operation == kv::Operation::Put
-                                    && en.value.as_ref() == me.opts.node.as_bytes() =>
-                            {
-                                Ok(Ok(en.revision))
-                            }
-                            _ => Ok(Err(e)),
-                        }
-                    }
-                    other => other,
-                };
-                match renewed {
-                    Ok(Ok(rev)) => {
-                        if let Some(l) = inst.lock().owned.get_mut(&p) {
-                            l.rev = rev;
-                            l.renewed = Instant::now();
-                            l.draining = !assigned(p);
-                        }
-                    }
-                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                        lost(inst, p);
-                        warn!(
-                            instance,
-                            partition = p,
-                            "partition lease lost (this node could not renew it in time); its events go to the new owner"
-                        );
-                    }
-                    // The cluster is busy or electing: keep the lease until it is stale.
-                    Ok(Err(e)) => {
-                        warn!(instance, partition = p, error = %e, "cannot renew a partition lease")
-                    }
-                    Err(_) => warn!(
-                        instance,
-                        partition = p,
-                        "renewing a partition lease got no answer in time"
-                    ),
+                // The cluster is busy or electing: keep the lease until it is stale.
+                Ok(Err(e)) => {
+                    warn!(instance, partition = p, error = %e, "cannot renew a partition lease")
                 }
+                Err(_) => warn!(
+                    instance,
+                    partition = p,
+                    "renewing a partition lease got no answer in time"
+                ),
             }
-            None if assigned(p) => {
-                let created = tokio::time::timeout(
-                    step_bound(me),
-                    me.leases.create(&key, me.opts.node.clone().into()),
-                )
-                .await;
-                if let Ok(Ok(rev)) = created {
-                    inst.lock().owned.insert(
-                        p,
-                        Lease {
-                            rev,
-                            renewed: Instant::now(),
-                            draining: false,
-                        },
-                    );
-                    inst.mark_dirty();
-                    info!(instance, partition = p, "partition taken");
-                }
-            }
-            None => {}
         }
+        None if assigned => {
+            let created = tokio::time::timeout(
+                step_bound(me),
+                me.leases.create(&key, me.opts.node.clone().into()),
+            )
+            .await;
+            if let Ok(Ok(rev)) = created {
+                inst.lock().owned.insert(
+                    p,
+                    Lease {
+                        rev,
+                        renewed: Instant::now(),
+                        draining: false,
+                    },
+                );
+                inst.mark_dirty();
+                info!(instance, partition = p, "partition taken");
+            }
+        }
+        None => {}
     }
 }
 
-/// The lease is gone: forget the partition's events not in flight (they are redelivered to
-/// the new owner); the scheduler drops them when it tries to start them.
+/// The lease is gone: forget every event held from the partition, in flight or not (all are
+/// redelivered to the new owner). One not started yet is dropped when the scheduler tries to
+/// start it (`hold_keys` answers `None`); one in flight cannot be settled here any more
+/// (`settle` answers `NotFound`).
 fn lost(inst: &Inst, p: u32) {
     let mut st = inst.lock();
     st.owned.remove(&p);

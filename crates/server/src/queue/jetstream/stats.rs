@@ -7,6 +7,7 @@
 
 use super::{Inner, names};
 use crate::queue::{InstanceStats, Millis, NodeCounts, QueueError, Retained};
+use async_nats::jetstream::stream;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 
@@ -23,19 +24,22 @@ async fn queues(me: &Inner) -> Result<Vec<(String, String)>, QueueError> {
     Ok(out)
 }
 
+/// The current info of the queue stream named `s`.
+async fn queue_info(me: &Inner, s: &str) -> Result<stream::Info, QueueError> {
+    me.js
+        .get_stream_no_info(s)
+        .await
+        .map_err(|e| super::unavailable("reading a queue", e))?
+        .get_info()
+        .await
+        .map_err(|e| super::unavailable("reading a queue", e))
+}
+
 /// Events queued in every instance.
 pub(crate) async fn depth(me: &Inner) -> Result<u64, QueueError> {
     let mut total = 0;
     for (_, s) in queues(me).await? {
-        let st = me
-            .js
-            .get_stream_no_info(&s)
-            .await
-            .map_err(|e| super::unavailable("reading a queue", e))?
-            .get_info()
-            .await
-            .map_err(|e| super::unavailable("reading a queue", e))?;
-        total += st.state.messages;
+        total += queue_info(me, &s).await?.state.messages;
     }
     Ok(total)
 }
@@ -50,14 +54,7 @@ pub(crate) async fn stats(me: &Inner) -> Result<Vec<InstanceStats>, QueueError> 
     };
     let mut last_seq: BTreeMap<String, u64> = BTreeMap::new();
     for (i, s) in queues(me).await? {
-        let info = me
-            .js
-            .get_stream_no_info(&s)
-            .await
-            .map_err(|e| super::unavailable("reading a queue", e))?
-            .get_info()
-            .await
-            .map_err(|e| super::unavailable("reading a queue", e))?;
+        let info = queue_info(me, &s).await?;
         entry(&mut by, &i);
         let st = by.get_mut(&i).expect("inserted above");
         st.queued = info.state.messages;
