@@ -11,7 +11,12 @@
 //! ack deadlines (in-progress acks) only while its lease was renewed within half an ack
 //! deadline. So when a lease expires, every event its owner held has passed its ack deadline
 //! and waits for redelivery, and JetStream redelivers before it delivers anything newer: the
-//! new owner receives the old events first, and per-key queue order holds across the handover.
+//! new owner receives the old events first. That alone does not hold when a delivery is lost
+//! on the way (a pull cut short while NATS elects a leader) or the old events are still within
+//! their deadline: newer events arrive while an older one is out. So after every pull a node
+//! compares what it holds of each partition with the consumer's count of events delivered and
+//! unacknowledged; while the consumer counts more, nothing newer of that partition is handed
+//! out (`gapped`), and per-key queue order holds across the handover.
 //!
 //! **Key locks.** Before an event is planned, every lookup key it has is locked
 //! (create-if-absent in the lock bucket, all or nothing: a conflict releases what was taken and
@@ -57,6 +62,10 @@ struct State {
     delivering: bool,
     last_pull: Option<Instant>,
     last_full: bool,
+    /// Partitions with an event delivered that this node does not hold (lost on the way in a
+    /// pull cut short, or held by a node that died and not redelivered yet): nothing newer of
+    /// theirs is handed out until it arrives, or per-key order would break.
+    gapped: BTreeSet<u32>,
 }
 
 #[derive(Clone)]
@@ -101,11 +110,12 @@ impl Inst {
     pub fn hand_out(&self, max: usize) -> Vec<Delivery> {
         let mut st = self.lock();
         let mut out = Vec::new();
-        for h in st.held.values_mut() {
+        let State { held, gapped, .. } = &mut *st;
+        for h in held.values_mut() {
             if out.len() >= max {
                 break;
             }
-            if !h.handed_out {
+            if !h.handed_out && !gapped.contains(&h.partition) {
                 h.handed_out = true;
                 out.push(h.d.clone());
             }
@@ -219,20 +229,23 @@ pub(crate) async fn pull(me: &Inner, inst: &Inst, max: usize) -> Result<(), Queu
         }
         st.last_pull = Some(Instant::now());
         let waiting = st.held.values().filter(|h| !h.handed_out).count();
-        if waiting >= max {
-            return Ok(());
-        }
+        // With enough waiting, pull only where an event is missing: the pull is what brings
+        // it back (redeliveries come before anything newer).
+        let full = waiting >= max;
         st.owned
             .iter()
-            .filter(|(_, l)| !l.draining && fresh(me, l))
+            .filter(|(p, l)| !l.draining && fresh(me, l) && (!full || st.gapped.contains(p)))
             .map(|(p, _)| *p)
             .collect()
     };
+    if partitions.is_empty() {
+        return Ok(());
+    }
     let Some(consumers) = inst.consumers.get() else {
         return Ok(());
     };
     let mut set = tokio::task::JoinSet::new();
-    for p in partitions {
+    for &p in &partitions {
         let c = consumers[p as usize].clone();
         set.spawn(async move {
             // Bounded: while the cluster elects a leader a pull may get no answer at all, and
@@ -265,7 +278,41 @@ pub(crate) async fn pull(me: &Inner, inst: &Inst, max: usize) -> Result<(), Queu
     for (p, msg) in pulled {
         admit(me, inst, p, msg).await?;
     }
+    find_gaps(inst, consumers, &partitions).await;
     Ok(())
+}
+
+/// Marks the partitions where the consumer counts more events delivered and unacknowledged
+/// than this node holds. Held events are counted before the consumer is asked: an event
+/// acknowledged in between lowers only the consumer's count, so a settle never looks like a
+/// gap. A partition whose count cannot be read is treated as gapped (until the next pull).
+async fn find_gaps(inst: &Inst, consumers: &[PullConsumer], partitions: &[u32]) {
+    let asks = partitions.iter().map(|&p| {
+        let held = inst
+            .lock()
+            .held
+            .values()
+            .filter(|h| h.partition == p)
+            .count();
+        let c = consumers[p as usize].clone();
+        async move {
+            let pending = tokio::time::timeout(PULL_BOUND, c.get_info())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|i| i.num_ack_pending);
+            (p, pending.is_none_or(|n| n > held))
+        }
+    });
+    let gaps = futures_util::future::join_all(asks).await;
+    let mut st = inst.lock();
+    for (p, gapped) in gaps {
+        if gapped {
+            st.gapped.insert(p);
+        } else {
+            st.gapped.remove(&p);
+        }
+    }
 }
 
 /// Takes a pulled message into the held set: a redelivery of one already held replaces the
@@ -497,6 +544,7 @@ async fn keep_lease(me: &Inner, instance: &str, inst: &Inst, p: u32, assigned: b
 fn lost(inst: &Inst, p: u32) {
     let mut st = inst.lock();
     st.owned.remove(&p);
+    st.gapped.remove(&p);
     st.held.retain(|_, h| h.partition != p);
 }
 
