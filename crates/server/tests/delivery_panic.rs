@@ -7,8 +7,8 @@ use closeflow_e2e::procs::{contacts, empty_org, sim_in_process};
 use closeflow_server::delivery::{Deliverer, Policy, Wakers};
 use closeflow_server::queue::sqlite::{Options, SqliteQueue};
 use closeflow_server::queue::{
-    DeadLetter, Delivery, Enqueued, InstanceStats, KeyHold, Millis, NewEvent, Queue, QueueError,
-    Retained, Settle, now_ms,
+    DeadLetter, Delivery, Enqueued, InstanceStats, KeyHold, Load, Millis, NewEvent, Queue,
+    QueueError, Retained, Settle, now_ms,
 };
 use closeflow_server::registry::{ClientPolicy, Registry};
 use std::collections::HashSet;
@@ -47,8 +47,8 @@ impl Queue for Panicky {
     async fn stats(&self) -> Result<Vec<InstanceStats>, QueueError> {
         self.0.stats().await
     }
-    fn depth(&self) -> u64 {
-        self.0.depth()
+    fn load(&self, instance: &str) -> Load {
+        self.0.load(instance)
     }
     async fn retained(
         &self,

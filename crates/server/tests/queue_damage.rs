@@ -1,8 +1,9 @@
-//! The embedded queue when its file is damaged or full: what opening sets aside and counts,
-//! and that a full queue refuses new events without losing or blocking the queued ones.
+//! The embedded queue when its file is damaged: what opening sets aside and counts; and what
+//! each instance holds (its depth and waiting bytes, what intake's back-pressure reads), read
+//! from the file itself.
 
 use closeflow_server::queue::sqlite::{Options, SqliteQueue};
-use closeflow_server::queue::{Enqueued, NewEvent, Queue, QueueError, Settle, now_ms};
+use closeflow_server::queue::{Enqueued, NewEvent, Queue, Settle, now_ms};
 
 fn ev(id: &str, pad: usize) -> NewEvent {
     NewEvent {
@@ -15,95 +16,83 @@ fn ev(id: &str, pad: usize) -> NewEvent {
     }
 }
 
-fn open(dir: &std::path::Path, max_bytes: Option<u64>) -> SqliteQueue {
-    let mut o = Options::in_dir(dir);
-    o.max_bytes = max_bytes;
-    SqliteQueue::open(o).expect("the queue opens")
+fn open(dir: &std::path::Path) -> SqliteQueue {
+    SqliteQueue::open(Options::in_dir(dir)).expect("the queue opens")
 }
 
 #[tokio::test]
-async fn a_full_queue_refuses_intake_but_still_settles_and_keeps_what_it_acknowledged() {
+async fn each_instances_depth_and_waiting_bytes_are_read_from_the_file_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let q = open(dir.path(), Some(256 * 1024));
-    let mut acked = Vec::new();
-    let mut refused = None;
-    for i in 0..10_000 {
-        match q.enqueue("a", vec![ev(&format!("m{i}"), 900)]).await {
-            Ok(r) => {
-                assert_eq!(r, [Enqueued::Accepted]);
-                acked.push(format!("m{i}"));
-            }
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
-        }
+    let q = open(dir.path());
+    for i in 0..300 {
+        q.enqueue("a", vec![ev(&format!("a{i}"), 900)])
+            .await
+            .unwrap();
     }
-    assert!(
-        matches!(refused, Some(QueueError::Full(_))),
-        "{refused:?} after {} events",
-        acked.len()
-    );
-    assert!(acked.len() > 50, "{} events fit in 256 KiB", acked.len());
-    // Refused again, and nothing of the refused request was stored.
-    assert!(matches!(
-        q.enqueue("a", vec![ev("late", 10)]).await,
-        Err(QueueError::Full(_))
-    ));
-    // Delivery goes on: every acknowledged event is there and can be settled in the headroom.
-    let got = q.fetch("a", 100_000).await.unwrap();
-    assert_eq!(
-        got.iter().map(|d| d.message_id.clone()).collect::<Vec<_>>(),
-        acked
-    );
-    // Most are applied, one in ten dead-lettered with a reason and the reply.
-    for d in &got {
+    for i in 0..10 {
+        q.enqueue("b", vec![ev(&format!("b{i}"), 900)])
+            .await
+            .unwrap();
+    }
+    let (a, b) = (q.load("a"), q.load("b"));
+    assert_eq!((a.queued, b.queued), (300, 10));
+    assert!(a.bytes >= 300 * 900 && a.bytes < 300 * 1200, "{a:?}");
+    assert!(a.bytes > 25 * b.bytes && b.bytes >= 10 * 900, "{a:?} {b:?}");
+    // Settling never needs room intake could take: every event of `a` is recorded.
+    let got = q.fetch("a", 1000).await.unwrap();
+    let dead = got.iter().filter(|d| d.id % 10 == 0).count() as u64;
+    for d in got {
         let outcome = if d.id % 10 == 0 {
             Settle::Dead {
                 reason: "rejected".into(),
-                error: "HTTP 400 from POST lead/: the reply named a field error".into(),
-                last_reply: Some("HTTP 400".into()),
+                error: "HTTP 400".into(),
+                last_reply: None,
             }
         } else {
             Settle::Applied
         };
-        q.settle(d, outcome).await.unwrap_or_else(|e| {
-            panic!(
-                "settling {} of {} fits in the headroom: {e}",
-                d.id,
-                acked.len()
-            )
-        });
+        q.settle(&d, outcome).await.unwrap();
     }
-    let s = &q.stats().await.unwrap()[0];
-    let dead = got.iter().filter(|d| d.id % 10 == 0).count() as u64;
-    assert_eq!(
-        (s.accepted, s.applied, s.dead_lettered_total(), s.queued),
-        (acked.len() as u64, acked.len() as u64 - dead, dead, 0)
+    let settled = q.load("a");
+    assert_eq!(settled.queued, 0);
+    // Applied events kept for deduplication wait on nobody; dead letters still do.
+    assert!(
+        settled.bytes >= dead * 900 && settled.bytes < dead * 1200,
+        "{settled:?} with {dead} dead letters"
     );
-    // Intake stays closed while the settled events are retained; a restart with a larger
-    // limit opens it.
-    assert!(matches!(
-        q.enqueue("a", vec![ev("still full", 10)]).await,
-        Err(QueueError::Full(_))
-    ));
+    let s = q.stats().await.unwrap();
+    assert!(s.iter().all(|s| s.balanced()), "{s:?}");
     drop(q);
-    // A larger limit after a restart takes effect.
-    let q = open(dir.path(), Some(4 * 1024 * 1024));
-    assert_eq!(
-        q.enqueue("a", vec![ev("bigger", 900)]).await.unwrap(),
-        [Enqueued::Accepted]
-    );
+    let q = open(dir.path());
+    assert_eq!((q.load("a").queued, q.load("b").queued), (0, 10));
+    assert_eq!(q.load("nobody"), Default::default());
 }
 
-async fn filled(dir: &std::path::Path, n: usize) {
-    let q = open(dir, None);
-    for i in 0..n {
-        q.enqueue("a", vec![ev(&format!("m{i}"), 200)])
-            .await
-            .unwrap();
-    }
+/// A file written before the depth table existed: opening fills it from the events.
+#[tokio::test]
+async fn a_file_without_the_depth_table_gets_it_filled_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    q.enqueue("a", vec![ev("one", 10), ev("two", 10)])
+        .await
+        .unwrap();
+    let got = q.fetch("a", 1).await.unwrap();
+    q.settle(&got[0], Settle::Applied).await.unwrap();
     drop(q);
+    wait_closed(dir.path());
+    let c = rusqlite::Connection::open(dir.path().join("queue.db")).unwrap();
+    c.execute_batch(
+        "DROP TRIGGER depth_insert; DROP TRIGGER depth_delete; DROP TRIGGER depth_update; DROP TABLE depth;",
+    )
+    .unwrap();
+    drop(c);
+    let q = open(dir.path());
+    assert_eq!(q.load("a").queued, 1);
+    q.enqueue("a", vec![ev("three", 10)]).await.unwrap();
+    assert_eq!(q.load("a").queued, 2);
+}
+
+fn wait_closed(dir: &std::path::Path) {
     // The writer thread closes the file on its own time; the WAL is folded in and removed then.
     let wal = dir.join("queue.db-wal");
     for _ in 0..200 {
@@ -113,6 +102,17 @@ async fn filled(dir: &std::path::Path, n: usize) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     panic!("the queue file was not closed");
+}
+
+async fn filled(dir: &std::path::Path, n: usize) {
+    let q = open(dir);
+    for i in 0..n {
+        q.enqueue("a", vec![ev(&format!("m{i}"), 200)])
+            .await
+            .unwrap();
+    }
+    drop(q);
+    wait_closed(dir);
 }
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn an_unreadable_record_is_quarantined_and_counted_the_rest_kept() {
     )
     .unwrap();
     drop(c);
-    let q = open(dir.path(), None);
+    let q = open(dir.path());
     assert_eq!(q.report.quarantined_records, 2);
     assert!(q.report.quarantined_file.is_none());
     let got: Vec<String> = q
@@ -164,7 +164,7 @@ async fn a_garbage_or_truncated_file_is_moved_aside_and_a_new_queue_started() {
             }
         };
         std::fs::write(&path, damaged).unwrap();
-        let q = open(dir.path(), None);
+        let q = open(dir.path());
         let aside = q
             .report
             .quarantined_file

@@ -146,6 +146,17 @@ impl InstanceStats {
     }
 }
 
+/// What one instance holds in the queue, as last read from the store itself (never kept by
+/// adding and subtracting in memory, which drifts as soon as another process writes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Load {
+    /// Events waiting or in flight.
+    pub queued: u64,
+    /// Bytes of the events waiting on someone: queued, and (where the backend keeps them
+    /// with the queue) dead letters. Settled events kept for deduplication are not counted.
+    pub bytes: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The disk (or the queue's size limit) is full: try again later, nothing was stored.
@@ -203,9 +214,9 @@ pub trait Queue: Send + Sync + 'static {
 
     fn stats(&self) -> impl Future<Output = Result<Vec<InstanceStats>, QueueError>> + Send;
 
-    /// Events waiting or in flight, all instances, as last known (no I/O): what intake's
-    /// back-pressure compares with `--max-queue`.
-    fn depth(&self) -> u64;
+    /// What `instance` holds, as last read from the queue's own store (no I/O): what intake's
+    /// back-pressure compares with the instance's share of `--max-queue` and `--max-queue-mib`.
+    fn load(&self, instance: &str) -> Load;
 
     /// Events of `instance` still retained (queued, or settled within the retention window)
     /// that were received at or after `since`, in queue order after the event `after` (0: from

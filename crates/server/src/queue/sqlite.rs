@@ -9,15 +9,14 @@
 //! so the totals stay exact across crashes.
 
 use super::{
-    DeadLetter, Delivery, Enqueued, InstanceStats, Millis, NewEvent, Queue, QueueError, Retained,
-    Settle, now_ms,
+    DeadLetter, Delivery, Enqueued, InstanceStats, Load, Millis, NewEvent, Queue, QueueError,
+    Retained, Settle, now_ms,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
 const QUEUED: i64 = 0;
@@ -51,6 +50,30 @@ CREATE TABLE IF NOT EXISTS counters (
     n INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (instance, name, reason)
 );
+-- Per instance: events queued (state 0), and the bytes of the events waiting on someone
+-- (queued, or dead letters: state 0 or 2), kept by triggers in the same transaction as the
+-- change, so that no code path (this process's, or `closeflow dlq` in another) can forget to
+-- count one. The one source of a queue's depth.
+CREATE TABLE IF NOT EXISTS depth (
+    instance TEXT PRIMARY KEY,
+    queued INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER IF NOT EXISTS depth_insert AFTER INSERT ON events BEGIN
+    INSERT INTO depth(instance, queued, bytes)
+    VALUES (new.instance, new.state = 0, (new.state IN (0, 2)) * length(CAST(new.body AS BLOB)))
+    ON CONFLICT(instance) DO UPDATE SET queued = queued + excluded.queued, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS depth_delete AFTER DELETE ON events BEGIN
+    UPDATE depth SET queued = queued - (old.state = 0),
+        bytes = bytes - (old.state IN (0, 2)) * length(CAST(old.body AS BLOB))
+    WHERE instance = old.instance;
+END;
+CREATE TRIGGER IF NOT EXISTS depth_update AFTER UPDATE OF state ON events WHEN old.state <> new.state BEGIN
+    UPDATE depth SET queued = queued + (new.state = 0) - (old.state = 0),
+        bytes = bytes + ((new.state IN (0, 2)) - (old.state IN (0, 2))) * length(CAST(new.body AS BLOB))
+    WHERE instance = old.instance;
+END;
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     instance TEXT,
@@ -72,13 +95,10 @@ pub struct Options {
     /// Set aside an unreadable file or records at open (the server does; a second process
     /// such as `closeflow dlq` must not pull a file from under a running server).
     pub repair: bool,
-    /// The most the queue file may hold (SQLite's `max_page_count`). Intake is refused at
-    /// [`INTAKE_SHARE`] of it, so that delivery can always record outcomes and drain.
-    pub max_bytes: Option<u64>,
+    /// How often an idle writer re-reads the depth, so that what another process (`closeflow
+    /// dlq replay`) did to the file shows without waiting for this one's next write.
+    pub refresh_every: std::time::Duration,
 }
-
-/// The share of `max_bytes` intake may fill; the rest is kept for settling what is queued.
-pub const INTAKE_SHARE: f64 = 0.75;
 
 impl Options {
     pub fn in_dir(dir: &Path) -> Options {
@@ -87,7 +107,7 @@ impl Options {
             dedup_window_ms: 24 * 3600 * 1000,
             retention_ms: 24 * 3600 * 1000,
             repair: true,
-            max_bytes: None,
+            refresh_every: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -98,8 +118,8 @@ struct Ctx {
     /// Per instance, the highest `seq` handed out by `fetch` in this process.
     cursors: HashMap<String, i64>,
     opts: Options,
-    /// Pages intake may fill (from `max_bytes`).
-    intake_pages: Option<i64>,
+    /// Where the depth read after each commit is published.
+    loads: Arc<RwLock<Loads>>,
     /// The error of the last job that failed in this group.
     failed: Option<QueueError>,
 }
@@ -120,7 +140,7 @@ pub struct OpenReport {
 #[derive(Clone)]
 pub struct SqliteQueue {
     jobs: mpsc::Sender<Job>,
-    queued: Arc<AtomicU64>,
+    loads: Arc<RwLock<Loads>>,
     pub report: Arc<OpenReport>,
 }
 
@@ -225,6 +245,55 @@ fn bump(
     Ok(())
 }
 
+/// What every instance holds, as last read from the `depth` table.
+#[derive(Debug, Default)]
+struct Loads {
+    by_instance: HashMap<String, Load>,
+}
+
+/// Fills the `depth` table of a file written before it existed (its triggers keep it from then on).
+fn init_depth(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    let filled: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM depth)", [], |r| r.get(0))?;
+    let any: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM events)", [], |r| r.get(0))?;
+    if !filled && any {
+        tx.execute_batch(
+            "INSERT INTO depth(instance, queued, bytes)
+             SELECT instance, sum(state = 0), sum((state IN (0, 2)) * length(CAST(body AS BLOB)))
+             FROM events GROUP BY instance",
+        )?;
+    }
+    tx.commit()
+}
+
+/// Each instance's queued events and waiting bytes, as the `depth` table holds them.
+fn read_loads(conn: &Connection) -> rusqlite::Result<Loads> {
+    let mut st = conn.prepare_cached("SELECT instance, queued, bytes FROM depth")?;
+    let by_instance = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Load {
+                    queued: r.get::<_, i64>(1)?.try_into().unwrap_or(u64::MAX),
+                    bytes: r.get::<_, i64>(2)?.try_into().unwrap_or(u64::MAX),
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Loads { by_instance })
+}
+
+fn publish_loads(ctx: &Ctx) {
+    match read_loads(&ctx.conn) {
+        Ok(l) => {
+            *ctx.loads
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = l;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the queue's depth"),
+    }
+}
+
 impl SqliteQueue {
     /// Opens (or creates) the queue file. An unreadable file is moved aside and a new one
     /// started; unreadable records are set aside; both are reported in [`SqliteQueue::report`].
@@ -261,30 +330,14 @@ impl SqliteQueue {
         if opts.repair {
             report.quarantined_records = quarantine_bad_records(&conn).map_err(sql_err)?;
         }
-        let queued: i64 = conn
-            .query_row("SELECT count(*) FROM events WHERE state = 0", [], |r| {
-                r.get(0)
-            })
-            .map_err(sql_err)?;
-        let intake_pages = match opts.max_bytes {
-            Some(max) => {
-                let page: i64 = conn
-                    .query_row("PRAGMA page_size", [], |r| r.get(0))
-                    .map_err(sql_err)?;
-                let pages = (max as i64 / page.max(512)).max(1);
-                // A full file answers SQLITE_FULL, as a full disk does: the same path.
-                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
-                    .map_err(sql_err)?;
-                Some((pages as f64 * INTAKE_SHARE) as i64)
-            }
-            None => None,
-        };
+        init_depth(&conn).map_err(sql_err)?;
+        let loads = Arc::new(RwLock::new(read_loads(&conn).map_err(sql_err)?));
         let (tx, rx) = mpsc::channel::<Job>();
         let mut ctx = Ctx {
             conn,
             cursors: HashMap::new(),
             opts,
-            intake_pages,
+            loads: loads.clone(),
             failed: None,
         };
         std::thread::Builder::new()
@@ -293,14 +346,18 @@ impl SqliteQueue {
             .map_err(|e| QueueError::Unavailable(format!("cannot start the queue thread: {e}")))?;
         Ok(SqliteQueue {
             jobs: tx,
-            queued: Arc::new(AtomicU64::new(queued as u64)),
+            loads,
             report: Arc::new(report),
         })
     }
 
-    /// Events waiting or in flight, all instances (kept in memory for back-pressure).
-    pub fn depth(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
+    /// What `instance` holds, as last read from the file (no I/O).
+    pub fn load(&self, instance: &str) -> Load {
+        let g = self
+            .loads
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.by_instance.get(instance).copied().unwrap_or_default()
     }
 
     /// Deletes settled events older than the retention window.
@@ -381,7 +438,15 @@ fn savepoint<T>(
 }
 
 fn writer_loop(ctx: &mut Ctx, rx: &mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(ctx.opts.refresh_every) {
+            Ok(j) => j,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                publish_loads(ctx);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut jobs = std::collections::VecDeque::from([first]);
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -428,6 +493,8 @@ fn run_group(ctx: &mut Ctx, mut jobs: std::collections::VecDeque<Job>) {
     if commit.is_err() {
         let _ = ctx.conn.execute_batch("ROLLBACK");
     }
+    // Before anyone is answered: a caller that saw its enqueue or settle done sees its depth.
+    publish_loads(ctx);
     for c in completers {
         c(commit.as_ref().map(|_| ()).map_err(clone_err), ctx);
     }
@@ -496,35 +563,13 @@ impl Queue for SqliteQueue {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Enqueued>, QueueError> {
         let instance = instance.to_string();
-        let queued = self.queued.clone();
-        self.run_then(
-            move |ctx| {
-                if let Some(limit) = ctx.intake_pages {
-                    let used: i64 = ctx
-                        .conn
-                        .query_row(
-                            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
-                            [],
-                            |r| r.get(0),
-                        )
-                        .map_err(sql_err)?;
-                    if used >= limit {
-                        return Err(QueueError::Full(format!(
-                            "the queue file has reached its size limit ({used} of {limit} pages for intake)"
-                        )));
-                    }
-                }
-                events
-                    .iter()
-                    .map(|e| enqueue_one(&ctx.conn, &ctx.opts, &instance, e))
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(sql_err)
-            },
-            move |res: &Vec<Enqueued>, _| {
-                let n = res.iter().filter(|r| **r == Enqueued::Accepted).count();
-                queued.fetch_add(n as u64, Ordering::Relaxed);
-            },
-        )
+        self.run(move |ctx| {
+            events
+                .iter()
+                .map(|e| enqueue_one(&ctx.conn, &ctx.opts, &instance, e))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql_err)
+        })
         .await
     }
 
@@ -566,9 +611,7 @@ impl Queue for SqliteQueue {
 
     async fn settle(&self, d: &Delivery, outcome: Settle) -> Result<(), QueueError> {
         let (id, instance) = (d.id, d.instance.clone());
-        let final_ = !matches!(outcome, Settle::Retry { .. });
-        let queued = self.queued.clone();
-        self.run_then(
+        self.run(
             move |ctx| {
                 let c = &ctx.conn;
                 let now = now_ms();
@@ -604,11 +647,6 @@ impl Queue for SqliteQueue {
                 };
                 bump(c, &instance, name, reason, 1).map_err(sql_err)
             },
-            move |_, _| {
-                if final_ {
-                    queued.fetch_sub(1, Ordering::Relaxed);
-                }
-            },
         )
         .await
     }
@@ -640,8 +678,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn replay(&self, id: i64) -> Result<bool, QueueError> {
-        let queued = self.queued.clone();
-        self.run_then(
+        self.run(
             move |ctx| {
                 let c = &ctx.conn;
                 let row: Option<(String, String, String, i64)> = c
@@ -666,11 +703,6 @@ impl Queue for SqliteQueue {
                 bump(c, &instance, "replayed", "", 1).map_err(sql_err)?;
                 Ok(true)
             },
-            move |done: &bool, _| {
-                if *done {
-                    queued.fetch_add(1, Ordering::Relaxed);
-                }
-            },
         )
         .await
     }
@@ -686,12 +718,11 @@ impl Queue for SqliteQueue {
         .await
     }
 
-    fn depth(&self) -> u64 {
-        SqliteQueue::depth(self)
+    fn load(&self, instance: &str) -> Load {
+        SqliteQueue::load(self, instance)
     }
 
     async fn stats(&self) -> Result<Vec<InstanceStats>, QueueError> {
-        let queued_total = self.queued.clone();
         self.run(move |ctx| {
             let c = &ctx.conn;
             let mut by: std::collections::BTreeMap<String, InstanceStats> = Default::default();
@@ -764,8 +795,6 @@ impl Queue for SqliteQueue {
                     by.get_mut(&i).expect("inserted above").quarantined = n as u64;
                 }
             }
-            // Another process (`closeflow dlq replay`) may have changed the file: resync.
-            queued_total.store(by.values().map(|s| s.queued).sum(), Ordering::Relaxed);
             Ok(by.into_values().collect())
         })
         .await

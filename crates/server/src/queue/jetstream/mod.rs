@@ -25,8 +25,8 @@ mod owner;
 mod stats;
 
 use super::{
-    DeadLetter, Delivery, Enqueued, InstanceStats, KeyHold, Millis, NewEvent, Queue, QueueError,
-    Retained, Settle, now_ms,
+    DeadLetter, Delivery, Enqueued, InstanceStats, KeyHold, Load, Millis, NewEvent, Queue,
+    QueueError, Retained, Settle, now_ms,
 };
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv, stream};
@@ -35,7 +35,6 @@ use owner::{Held, Inst};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How to reach the cluster and how this node takes part.
@@ -107,7 +106,8 @@ pub(crate) struct Inner {
     instances: tokio::sync::Mutex<HashMap<String, Arc<Inst>>>,
     keyer: Option<Keyer>,
     arrived: Option<Arrived>,
-    depth: AtomicU64,
+    /// Each instance's stream as last read (see [`JetStreamQueue::load`]).
+    loads: std::sync::RwLock<HashMap<String, Load>>,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> QueueError {
@@ -219,7 +219,7 @@ impl JetStreamQueue {
             instances: tokio::sync::Mutex::new(HashMap::new()),
             keyer,
             arrived,
-            depth: AtomicU64::new(0),
+            loads: std::sync::RwLock::default(),
         });
         if inner.arrived.is_some() {
             owner::listen_for_arrivals(&inner).await?;
@@ -255,11 +255,27 @@ impl JetStreamQueue {
         owner::start(&self.inner);
     }
 
-    /// Events queued in every instance, as last read. Refreshed while started, by the lease
+    /// What `instance`'s stream holds, as last read. Refreshed while started, by the lease
     /// loop, on its first tick at least a second after the last refresh; the loop ticks every
     /// `max(ack_wait / 4, 200 ms)`, so with the default 30 s ack deadline every 7.5 s.
-    pub fn depth(&self) -> u64 {
-        self.inner.depth.load(Ordering::Relaxed)
+    pub fn load(&self, instance: &str) -> Load {
+        let g = self
+            .inner
+            .loads
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.get(instance).copied().unwrap_or_default()
+    }
+
+    /// Reads every instance's stream now (what the lease loop does on its own time).
+    pub async fn refresh_loads(&self) -> Result<(), QueueError> {
+        let l = stats::loads(&self.inner).await?;
+        *self
+            .inner
+            .loads
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = l;
+        Ok(())
     }
 
     pub fn node(&self) -> &str {
@@ -635,8 +651,8 @@ impl Queue for JetStreamQueue {
         Ok(self.inner.dlq.delete_message(id as u64).await.is_ok())
     }
 
-    fn depth(&self) -> u64 {
-        JetStreamQueue::depth(self)
+    fn load(&self, instance: &str) -> Load {
+        JetStreamQueue::load(self, instance)
     }
 
     async fn stats(&self) -> Result<Vec<InstanceStats>, QueueError> {

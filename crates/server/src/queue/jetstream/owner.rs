@@ -594,10 +594,12 @@ pub(crate) fn start(me: &Arc<Inner>) {
             }
             if last_depth.elapsed() > Duration::from_secs(1) {
                 last_depth = Instant::now();
-                if let Ok(Ok(d)) =
-                    tokio::time::timeout(step_bound(&me), super::stats::depth(&me)).await
+                if let Ok(Ok(l)) =
+                    tokio::time::timeout(step_bound(&me), super::stats::loads(&me)).await
                 {
-                    me.depth.store(d, Ordering::Relaxed);
+                    *me.loads
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = l;
                 }
             }
             drop(me);

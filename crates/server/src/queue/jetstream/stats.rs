@@ -6,10 +6,10 @@
 //! nodes (and kept per node, so that the metrics say which node did what).
 
 use super::{Inner, names};
-use crate::queue::{InstanceStats, Millis, NodeCounts, QueueError, Retained};
+use crate::queue::{InstanceStats, Load, Millis, NodeCounts, QueueError, Retained};
 use async_nats::jetstream::stream;
 use futures_util::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// `(instance, stream name)` of every instance queue in the cluster.
 async fn queues(me: &Inner) -> Result<Vec<(String, String)>, QueueError> {
@@ -35,13 +35,20 @@ async fn queue_info(me: &Inner, s: &str) -> Result<stream::Info, QueueError> {
         .map_err(|e| super::unavailable("reading a queue", e))
 }
 
-/// Events queued in every instance.
-pub(crate) async fn depth(me: &Inner) -> Result<u64, QueueError> {
-    let mut total = 0;
-    for (_, s) in queues(me).await? {
-        total += queue_info(me, &s).await?.state.messages;
+/// What each instance's queue stream holds now: the stream is the one source of its depth.
+pub(crate) async fn loads(me: &Inner) -> Result<HashMap<String, Load>, QueueError> {
+    let mut out = HashMap::new();
+    for (i, s) in queues(me).await? {
+        let st = queue_info(me, &s).await?.state;
+        out.insert(
+            i,
+            Load {
+                queued: st.messages,
+                bytes: st.bytes,
+            },
+        );
     }
-    Ok(total)
+    Ok(out)
 }
 
 pub(crate) async fn stats(me: &Inner) -> Result<Vec<InstanceStats>, QueueError> {
