@@ -1,7 +1,7 @@
 //! Hostile input at the edge, against the real server: every bad request gets a clear 4xx or a
 //! closed connection, odd-but-valid events are settled without hurting anything, slow and
-//! idle connections are cut, and a flood of unauthenticated requests does not starve a good
-//! client.
+//! idle connections are cut. (A flood of unauthenticated requests has its own test binary,
+//! `tests/flood`, so that nothing else runs beside it while it measures latency.)
 
 use closeflow_e2e::procs::{ServerProc, SimProc, empty_org, metric, wait_for};
 use closeflow_e2e::soak::workload::{WRITE_KEY, instance_yaml};
@@ -401,85 +401,5 @@ async fn slow_and_idle_connections_are_cut_and_the_limit_closes_the_excess_at_on
     assert!(
         metric(&m, "closeflow_connections_refused_total", "") >= 20.0,
         "{m}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_flood_of_unauthenticated_requests_does_not_starve_a_good_client() {
-    let sim = SimProc::start(&empty_org()).await;
-    let dir = tempfile::tempdir().unwrap();
-    config(dir.path(), &sim);
-    let s = ServerProc::start(dir.path(), &[], &[]).await;
-    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let mut flood = Vec::new();
-    for t in 0..16 {
-        let base = s.base();
-        flood.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-            for i in 0..150 {
-                let mut r = http.post(format!("{base}/v1/batch"));
-                r = match (t + i) % 3 {
-                    0 => r.body(format!(
-                        "{{\"batch\":[{{\"type\":\"track\",\"event\":\"{i}\"}}]}}"
-                    )),
-                    1 => r
-                        .basic_auth(format!("guess{i}"), Some(""))
-                        .body("{\"batch\":[]}"),
-                    _ => r.body(format!(
-                        "{{\"writeKey\":\"guess{i}\",\"batch\":[{}]}}",
-                        "{\"type\":\"track\",\"event\":\"padding\"},".repeat(200) + "{}"
-                    )),
-                };
-                let st = r.send().await.map_or(0, |r| r.status().as_u16());
-                *statuses.entry(st).or_default() += 1;
-            }
-            statuses
-        }));
-    }
-    let probe = {
-        let (base, flooding) = (s.base(), flooding.clone());
-        tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut n = 0;
-            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let (st, took) = good_request(&base, n).await;
-                assert_eq!(st, 200, "a good request during the flood");
-                latencies.push(took);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            latencies
-        })
-    };
-    let mut total = std::collections::BTreeMap::<u16, usize>::new();
-    for f in flood {
-        for (st, n) in f.await.unwrap() {
-            *total.entry(st).or_default() += n;
-        }
-    }
-    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
-    let latencies = probe.await.unwrap();
-    assert_eq!(
-        total.get(&401),
-        Some(&2400),
-        "every flood request refused as unauthenticated: {total:?}"
-    );
-    assert!(
-        latencies.len() >= 3,
-        "the probe ran during the flood ({} requests)",
-        latencies.len()
-    );
-    let worst = latencies.iter().max().unwrap();
-    // Generous: a 2-core machine shared with builds; an intake request takes milliseconds.
-    assert!(
-        *worst < Duration::from_secs(3),
-        "a good request took {worst:?} during the flood ({} probes)",
-        latencies.len()
-    );
-    let m = s.metrics().await;
-    assert_eq!(
-        metric(&m, "closeflow_events_accepted_total", "instance=\"soak\""),
-        latencies.len() as f64
     );
 }

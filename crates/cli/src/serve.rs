@@ -33,13 +33,20 @@ pub struct ServeArgs {
     /// The Close API base URL for every instance (overrides each instance's endpoint).
     #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
     pub close_url: Option<String>,
-    #[arg(long, value_enum, default_value = "text")]
+    /// Log lines as text or as JSON objects (the last one given wins).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        overrides_with = "log_format"
+    )]
     pub log_format: LogFormat,
-    /// Intake answers 503 (with Retry-After) while more events than this wait for delivery.
+    /// Events all instances may have waiting together; each instance gets an equal share, and
+    /// its write keys are answered 503 (with Retry-After) once its share is waiting.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_queue: u64,
-    /// The most the queue file may hold (MiB; default: no limit but the disk). Intake answers
-    /// 503 at three quarters of it; the rest is kept for recording delivery outcomes.
+    /// Queue storage all instances may fill together (MiB; default: no limit but the disk),
+    /// shared the same way. It limits intake only: delivery always records its outcomes.
     #[arg(long)]
     pub max_queue_mib: Option<u64>,
     /// Intake answers 503 while the data directory has less free space than this (MiB).

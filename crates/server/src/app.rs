@@ -19,8 +19,13 @@ pub struct App<Q: Queue> {
     pub queue: Arc<Q>,
     pub registry: Arc<Registry>,
     pub wakers: Arc<Wakers>,
-    /// Intake answers 503 past this many queued events.
+    /// Queued events all instances may hold together; each instance gets an equal share, so
+    /// one whose Close is down fills only its own.
     pub max_queue: u64,
+    /// Bytes of queue storage all instances may fill together, shared the same way.
+    pub max_queue_bytes: Option<u64>,
+    /// Requests without a Basic write key whose body is being looked into for a `writeKey`.
+    pub unauthenticated: tokio::sync::Semaphore,
     /// Intake answers 503 when the data directory has less free space than this.
     pub min_free_disk: u64,
     pub data_dir: PathBuf,
@@ -34,25 +39,47 @@ pub struct App<Q: Queue> {
 }
 
 impl<Q: Queue> App<Q> {
-    /// 503 with `Retry-After` when accepting more could not be made durable.
-    pub fn back_pressure(&self) -> Option<Response> {
-        if self.disk_full.load(Ordering::Relaxed) {
-            return Some(refuse(
+    /// 503 with `Retry-After` while the disk is nearly full: nothing could be made durable.
+    pub fn disk_pressure(&self) -> Option<Response> {
+        self.disk_full.load(Ordering::Relaxed).then(|| {
+            refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "disk_full",
                 "the queue's disk is nearly full; retry later",
-            ));
-        }
-        let depth = self.queue.depth();
-        if depth >= self.max_queue {
-            return Some(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue_full",
-                format!(
-                    "{depth} events are waiting for delivery (the limit is {}); retry later",
-                    self.max_queue
-                ),
-            ));
+            )
+        })
+    }
+
+    /// 503 with `Retry-After` when one of `instances` holds its full share of the queue.
+    pub fn back_pressure(&self, instances: &[String]) -> Option<Response> {
+        let n = self.registry.intake_count().max(1) as u64;
+        let events = (self.max_queue / n).max(1);
+        let bytes = self.max_queue_bytes.map(|b| (b / n).max(1));
+        for inst in instances {
+            let load = self.queue.load(inst);
+            if load.queued >= events {
+                return Some(refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_full",
+                    format!(
+                        "{} events of instance {inst} are waiting for delivery (its share of the queue is {events}); retry later",
+                        load.queued
+                    ),
+                ));
+            }
+            if let Some(limit) = bytes
+                && load.bytes >= limit
+            {
+                return Some(refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_full",
+                    format!(
+                        "instance {inst} fills {} MiB of the queue (its share is {} MiB); retry later",
+                        load.bytes >> 20,
+                        limit.div_ceil(1 << 20)
+                    ),
+                ));
+            }
         }
         None
     }
@@ -84,5 +111,9 @@ pub fn router<Q: Queue>(app: Arc<App<Q>>) -> Router {
     }
     r.merge(ops::routes::<Q>())
         .merge(admin::routes::<Q>())
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            admin::guard::<Q>,
+        ))
         .with_state(app)
 }

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod datadir;
 pub mod delivery;
 pub mod intake;
 pub mod listen;
@@ -39,8 +40,10 @@ pub struct ServeConfig {
     pub config_dir: PathBuf,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Queued events all instances may hold together (each gets an equal share).
     pub max_queue: u64,
-    /// The most the queue file may hold (intake answers 503 before it is reached).
+    /// Queue storage all instances may fill together (each gets an equal share); intake only:
+    /// delivery can always record outcomes.
     pub max_queue_bytes: Option<u64>,
     pub min_free_disk: u64,
     pub dedup_window: Duration,
@@ -123,6 +126,10 @@ fn emit_reports(reports: &[FileReport]) -> bool {
             FileReport::Unreadable { file, error } => ConfigLoaded::Unreadable {
                 file: &file.display().to_string(),
                 error,
+            }
+            .emit(),
+            FileReport::NotAFile { file } => ConfigLoaded::NotAFile {
+                file: &file.display().to_string(),
             }
             .emit(),
         }
@@ -239,8 +246,18 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     let wakers = Arc::new(Wakers::default());
     match cfg.cluster.clone() {
         None => {
-            let mut opts = Options::in_dir(&cfg.data_dir);
-            opts.max_bytes = cfg.max_queue_bytes;
+            let _lock = datadir::lock(
+                &cfg.data_dir,
+                &format!(
+                    "closeflow serve (pid {}, --listen {}, started {})",
+                    std::process::id(),
+                    cfg.listen,
+                    jiff::Timestamp::now()
+                        .round(jiff::Unit::Second)
+                        .unwrap_or_default()
+                ),
+            )?;
+            let opts = Options::in_dir(&cfg.data_dir);
             let queue = Arc::new(open_queue_with(opts, cfg.dedup_window)?);
             if let Some(aside) = &queue.report.quarantined_file {
                 warn!(moved_to = %aside.display(), "the queue file was unreadable: moved aside, a new one was started");
@@ -284,6 +301,8 @@ async fn run<Q: queue::Queue>(
         registry: registry.clone(),
         wakers: wakers.clone(),
         max_queue: cfg.max_queue,
+        max_queue_bytes: cfg.max_queue_bytes,
+        unauthenticated: tokio::sync::Semaphore::new(1),
         min_free_disk: cfg.min_free_disk,
         data_dir: cfg.data_dir.clone(),
         disk_full: AtomicBool::new(false),
@@ -351,7 +370,11 @@ async fn run<Q: queue::Queue>(
     let addr = listener.local_addr()?;
     info!(%addr, config = %cfg.config_dir.display(), data = %cfg.data_dir.display(), "closeflow serve is listening");
 
-    let router = app::router(app.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    // Spans for every request; no log line per 5xx: each refusal is logged and counted once,
+    // by kind, in `intake::refuse` (tower-http's default would add an ERROR line for every
+    // 503 a client is sent while a queue is full, thousands a minute).
+    let router = app::router(app.clone())
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(()));
     let (down_tx, down_rx) = watch::channel(false);
     let server = tokio::spawn(listen::serve(
         listener,
@@ -372,19 +395,28 @@ async fn run<Q: queue::Queue>(
         }
     }
 
-    info!(grace = ?cfg.grace, "shutting down: intake closed, finishing deliveries in flight");
+    // Still listening while in-flight deliveries finish: intake answers 503 with Retry-After and
+    // /readyz 503, so clients retry elsewhere and load balancers take this node out, instead
+    // of seeing refused connections. The listener closes once delivery is done or `grace` is up.
+    info!(grace = ?cfg.grace, "shutting down: intake answers 503, finishing deliveries in flight");
     app.shutting_down.store(true, Ordering::Relaxed);
-    let _ = down_tx.send(true);
+    app.unauthenticated.close();
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now() + cfg.grace;
-    let finished = tokio::time::timeout_at(deadline, async {
+    let delivered = tokio::time::timeout_at(deadline, async {
         for s in schedulers {
             let _ = s.await;
         }
-        let _ = server.await;
     })
     .await;
-    if finished.is_err() {
+    let _ = down_tx.send(true);
+    // Requests already being answered get what is left of the grace, and at least a moment.
+    let closed = tokio::time::timeout_at(
+        deadline.max(tokio::time::Instant::now() + Duration::from_secs(1)),
+        server,
+    )
+    .await;
+    if delivered.is_err() || closed.is_err() {
         warn!(
             "grace period over: deliveries still in flight stay queued and resume at the next start"
         );

@@ -3,8 +3,7 @@
 
 use crate::queue::NewEvent;
 use closeflow_mapping::events::{self, Entry};
-use serde_json::{Map, Value};
-use std::hash::{Hash, Hasher};
+use serde_json::Value;
 
 /// Segment's limits.
 pub const EVENT_LIMIT: usize = 32 * 1024;
@@ -30,17 +29,11 @@ fn rejected(index: usize, code: &'static str, error: impl Into<String>) -> Rejec
     }
 }
 
-/// A `messageId` for an event sent without one: derived from its content, so a client that
-/// re-sends the same body after a timeout is deduplicated like one that set an id.
-fn content_id(item: &Map<String, Value>) -> String {
-    let text = serde_json::to_string(item).unwrap_or_default();
-    let half = |salt: &str| {
-        let mut h = std::hash::DefaultHasher::new();
-        salt.hash(&mut h);
-        text.hash(&mut h);
-        h.finish()
-    };
-    format!("closeflow-{:016x}{:016x}", half("a"), half("b"))
+/// A fresh, unique `messageId` for an event sent without one, as Segment assigns. Not derived
+/// from the content: two identical events sent on purpose (plan=pro, plan=free, plan=pro) are
+/// three changes, not one. Deduplication is for clients that send ids (all of Segment's do).
+fn fresh_id() -> String {
+    format!("closeflow-{:032x}", rand::random::<u128>())
 }
 
 fn parse_time(v: Option<&Value>) -> Option<jiff::Timestamp> {
@@ -106,7 +99,7 @@ pub fn accept(
     let message_id = match item.get("messageId") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         _ => {
-            let id = content_id(&item);
+            let id = fresh_id();
             item.insert("messageId".into(), Value::String(id.clone()));
             id
         }
@@ -183,9 +176,9 @@ mod tests {
         let b = accept(ev, 0, None, None, at("2026-11-30T12:05:00Z")).unwrap();
         assert_eq!(body(&a)["timestamp"], "2026-11-30T12:00:01.000Z");
         assert!(a.message_id.starts_with("closeflow-"));
-        assert_eq!(
+        assert_ne!(
             a.message_id, b.message_id,
-            "a re-sent body gets the same id, so it is deduplicated"
+            "two events sent without ids are two events, even when their content is the same"
         );
     }
 

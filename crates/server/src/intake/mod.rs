@@ -135,10 +135,19 @@ pub fn parse_request(
         None => ("the batch limit of 500 KB", BATCH_LIMIT),
     };
     let bytes = body::decode(raw, encoding, what, limit).map_err(|e| body_refusal(&e, route))?;
-    let parsed: Value = match serde_json::from_slice(&bytes) {
+    parse_decoded(&bytes, route, received)
+}
+
+/// [`parse_request`] after decompression: `bytes` is the body's content.
+pub fn parse_decoded(
+    bytes: &[u8],
+    route: RouteType,
+    received: jiff::Timestamp,
+) -> Result<Parsed, Refusal> {
+    let parsed: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {
-            let why = if std::str::from_utf8(&bytes).is_err() {
+            let why = if std::str::from_utf8(bytes).is_err() {
                 "the body is not UTF-8 text".to_string()
             } else {
                 format!("the body is not valid JSON: {e}")
@@ -243,6 +252,53 @@ fn events_of(
     })
 }
 
+/// The top-level `writeKey` of a JSON body, found without building anything else: every other
+/// value is skipped as it is read (no allocation, no batch). `Err` when the body is no JSON
+/// object; `Ok(None)` when it has no text `writeKey`. `given` says a `writeKey` field was there.
+pub fn scan_body_key(bytes: &[u8]) -> Result<(Option<String>, bool), serde_json::Error> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Scan;
+    impl<'de> Visitor<'de> for Scan {
+        type Value = (Option<String>, bool);
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (mut key, mut given) = (None, false);
+            while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if k == "writeKey" && !given {
+                    given = true;
+                    key = map.next_value::<Value>()?.as_str().map(str::to_string);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok((key, given))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let found = (&mut de).deserialize_map(Scan)?;
+    de.end()?;
+    Ok(found)
+}
+
+/// A 401 for a request whose write key opens no instance.
+fn unauthorized(given: bool) -> Response {
+    if given {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            "unknown_write_key",
+            "the write key is not one this server knows",
+        )
+    } else {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing_write_key",
+            "no write key: send it as the HTTP Basic user name, or as `writeKey` in the body",
+        )
+    }
+}
+
 pub async fn ingest<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
     route: RouteType,
@@ -256,56 +312,99 @@ pub async fn ingest<Q: Queue>(
             "the server is shutting down; retry shortly",
         );
     }
-    if let Some(r) = app.back_pressure() {
+    if let Some(r) = app.disk_pressure() {
         return r;
     }
-    // Basic auth is checked before the body is read: a request with a known key in the header
-    // needs nothing else; an unknown one may still carry a good `writeKey` in its body.
+    // Authentication comes before any work on the body. A Basic key is the request's key: when
+    // it opens nothing the request is refused before its body is read. Without one, the body's
+    // `writeKey` is looked for by a scan that builds nothing, run for at most a few requests
+    // at once off the async workers, so unauthenticated traffic cannot starve the rest.
     let basic = basic_key(&headers);
-    let mut instances = basic
-        .as_deref()
-        .map(|k| app.registry.instances_for_key(k))
-        .unwrap_or_default();
+    let mut instances = match &basic {
+        Some(k) => {
+            let found = app.registry.instances_for_key(k);
+            if found.is_empty() {
+                return unauthorized(true);
+            }
+            found
+        }
+        None => Vec::new(),
+    };
+    if !instances.is_empty()
+        && let Some(r) = app.back_pressure(&instances)
+    {
+        return r;
+    }
     let (what, limit) = match route {
         Some(_) => ("the event limit of 32 KB", EVENT_LIMIT),
         None => ("the batch limit of 500 KB", BATCH_LIMIT),
     };
-    let parsed = body::collect(body, what, limit, app.body_timeout)
-        .await
-        .map_err(|e| body_refusal(&e, route))
-        .and_then(|raw| {
-            parse_request(
-                &raw,
-                body::encoding(&headers).as_deref(),
-                route,
-                jiff::Timestamp::now(),
-            )
-        });
-    let parsed = match parsed {
+    let raw = match body::collect(body, what, limit, app.body_timeout).await {
+        Ok(raw) => raw,
+        Err(e) => {
+            let r = body_refusal(&e, route);
+            return refuse(r.status, r.code, r.message);
+        }
+    };
+    let encoding = body::encoding(&headers);
+    let decoded = if instances.is_empty() {
+        let Ok(_permit) = app.unauthenticated.acquire().await else {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down; retry shortly",
+            );
+        };
+        let enc = encoding.clone();
+        let scanned = tokio::task::spawn_blocking(move || {
+            let bytes = body::decode(&raw, enc.as_deref(), what, limit)
+                .map_err(|e| body_refusal(&e, route))?;
+            match scan_body_key(&bytes) {
+                Ok(key) => Ok((bytes, key)),
+                // A body that is no JSON object can never succeed, whoever sent it (as Segment
+                // answers): the same 400 the full parse gives.
+                Err(_) => Err(parse_decoded(&bytes, route, jiff::Timestamp::now())
+                    .err()
+                    .unwrap_or_else(|| {
+                        Refusal::bad("invalid_json", "the body is not a JSON object")
+                    })),
+            }
+        })
+        .await;
+        let (bytes, (key, given)) = match scanned {
+            Ok(Ok(found)) => found,
+            Ok(Err(r)) => return refuse(r.status, r.code, r.message),
+            Err(_) => {
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "internal_error",
+                    "the request could not be read; retry later",
+                );
+            }
+        };
+        if let Some(k) = &key {
+            instances = app.registry.instances_for_key(k);
+        }
+        if instances.is_empty() {
+            return unauthorized(given);
+        }
+        if let Some(r) = app.back_pressure(&instances) {
+            return r;
+        }
+        bytes
+    } else {
+        match body::decode(&raw, encoding.as_deref(), what, limit) {
+            Ok(b) => b,
+            Err(e) => {
+                let r = body_refusal(&e, route);
+                return refuse(r.status, r.code, r.message);
+            }
+        }
+    };
+    let parsed = match parse_decoded(&decoded, route, jiff::Timestamp::now()) {
         Ok(p) => p,
         Err(r) => return refuse(r.status, r.code, r.message),
     };
-    if instances.is_empty()
-        && let Some(k) = &parsed.body_key
-    {
-        instances = app.registry.instances_for_key(k);
-    }
-    if instances.is_empty() {
-        let given = basic.is_some() || parsed.body_key_given;
-        return if given {
-            refuse(
-                StatusCode::UNAUTHORIZED,
-                "unknown_write_key",
-                "the write key is not one this server knows",
-            )
-        } else {
-            refuse(
-                StatusCode::UNAUTHORIZED,
-                "missing_write_key",
-                "no write key: send it as the HTTP Basic user name, or as `writeKey` in the body",
-            )
-        };
-    }
     let Events {
         count,
         accepted: events,
