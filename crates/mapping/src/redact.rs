@@ -128,11 +128,18 @@ fn line_ranges(source: &str, schema: &DestinationSchema, out: &mut Vec<(usize, u
                 let after_quote = rest.trim_start_matches(['"', '\'']);
                 if let Some(value) = after_quote.trim_start().strip_prefix(':') {
                     let start = body.len() - value.len();
-                    let end = value.find([',', '}']).map_or(body.len(), |e| start + e);
+                    // A flow list (`[wk_a, wk_b]`) holds several keys: all of it, up to its
+                    // end, which a broken file may not have on this line (or at all).
+                    let list = value.trim_start().starts_with('[');
+                    let end = if list {
+                        value.find(']').map_or(body.len(), |e| start + e)
+                    } else {
+                        value.find([',', '}']).map_or(body.len(), |e| start + e)
+                    };
                     for (s, l) in secret_ranges(&body[start..end]) {
                         out.push((offset + start + s, l));
                     }
-                    if value.trim().is_empty() {
+                    if value.trim().is_empty() || list && !value.contains(']') {
                         open = Some(indent);
                     }
                 }
@@ -181,6 +188,21 @@ mod tests {
         assert!(r.contains("\"${WK:-******}\""), "{r}");
         assert!(r.contains("plain_one: visible"), "{r}");
         assert!(r.contains("name: x"), "{r}");
+    }
+
+    #[test]
+    fn a_broken_flow_list_of_write_keys_is_redacted_whole() {
+        for src in [
+            "name: x\nwrite_key: [wk_ONE_S3CRET, wk_TWO_S3CRET\nmappings: []\n",
+            "name: x\nwrite_key: [wk_ONE_S3CRET,\n  wk_TWO_S3CRET, ${WK}\nsettings: {api_key: [\n",
+            "name: x\nwrite_key: [wk_ONE_S3CRET, \"wk_TWO_S3CRET\"]]\n",
+        ] {
+            assert!(yaml::parse(src).is_err(), "{src}");
+            let r = redact(src, &schema());
+            assert!(!r.contains("S3CRET"), "{r}");
+            assert_eq!(r.len(), src.len());
+            assert!(r.contains("name: x"), "{r}");
+        }
     }
 
     #[test]

@@ -22,10 +22,7 @@ pub fn routes<Q: Queue>() -> Router<Arc<App<Q>>> {
 }
 
 /// This node's part in a cluster: its name, the live nodes, the partitions it owns.
-async fn cluster<Q: Queue>(State(app): State<Arc<App<Q>>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
+async fn cluster<Q: Queue>(State(app): State<Arc<App<Q>>>) -> Response {
     match app.queue.cluster().await {
         Some(v) => axum::Json(v).into_response(),
         None => error(
@@ -49,6 +46,24 @@ pub fn dead_letter_json(d: &DeadLetter) -> Value {
 
 fn error(status: StatusCode, msg: &str) -> Response {
     (status, axum::Json(json!({"error": msg}))).into_response()
+}
+
+/// Runs before routing and extraction for every `/admin…` path: with no token configured they
+/// all answer 404 (nothing is there), and with one a request without it gets 401 before
+/// anything else is looked at (an unknown path, a malformed id, a wrong method).
+pub async fn guard<Q: Queue>(
+    State(app): State<Arc<App<Q>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let p = req.uri().path();
+    if p != "/admin" && !p.starts_with("/admin/") {
+        return next.run(req).await;
+    }
+    match authorize(&app, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(r) => r,
+    }
 }
 
 fn authorize<Q: Queue>(app: &App<Q>, headers: &HeaderMap) -> Result<(), Response> {
@@ -75,14 +90,7 @@ fn queue_error(e: &crate::queue::QueueError) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
 }
 
-async fn list<Q: Queue>(
-    State(app): State<Arc<App<Q>>>,
-    headers: HeaderMap,
-    Query(f): Query<Filter>,
-) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
+async fn list<Q: Queue>(State(app): State<Arc<App<Q>>>, Query(f): Query<Filter>) -> Response {
     match app.queue.dead_letters(f.instance.as_deref()).await {
         Ok(list) => axum::Json(
             json!({"dead_letters": list.iter().map(dead_letter_json).collect::<Vec<_>>()}),
@@ -92,14 +100,7 @@ async fn list<Q: Queue>(
     }
 }
 
-async fn show<Q: Queue>(
-    State(app): State<Arc<App<Q>>>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
+async fn show<Q: Queue>(State(app): State<Arc<App<Q>>>, Path(id): Path<i64>) -> Response {
     match app.queue.dead_letter(id).await {
         Ok(Some(d)) => axum::Json(dead_letter_json(&d)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "no such dead letter"),
@@ -107,14 +108,7 @@ async fn show<Q: Queue>(
     }
 }
 
-async fn replay_one<Q: Queue>(
-    State(app): State<Arc<App<Q>>>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
+async fn replay_one<Q: Queue>(State(app): State<Arc<App<Q>>>, Path(id): Path<i64>) -> Response {
     let instance = match app.queue.dead_letter(id).await {
         Ok(Some(d)) => d.instance,
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such dead letter"),
@@ -130,14 +124,7 @@ async fn replay_one<Q: Queue>(
     }
 }
 
-async fn replay_all<Q: Queue>(
-    State(app): State<Arc<App<Q>>>,
-    headers: HeaderMap,
-    Query(f): Query<Filter>,
-) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
+async fn replay_all<Q: Queue>(State(app): State<Arc<App<Q>>>, Query(f): Query<Filter>) -> Response {
     let list = match app.queue.dead_letters(f.instance.as_deref()).await {
         Ok(l) => l,
         Err(e) => return queue_error(&e),
@@ -156,14 +143,7 @@ async fn replay_all<Q: Queue>(
     axum::Json(json!({"replayed": done})).into_response()
 }
 
-async fn drop_one<Q: Queue>(
-    State(app): State<Arc<App<Q>>>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return r;
-    }
+async fn drop_one<Q: Queue>(State(app): State<Arc<App<Q>>>, Path(id): Path<i64>) -> Response {
     match app.queue.drop_dead(id).await {
         Ok(true) => axum::Json(json!({"dropped": [id]})).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, "no such dead letter"),

@@ -44,6 +44,9 @@ async fn metrics<Q: Queue>(State(app): State<Arc<App<Q>>>) -> Response {
             c["node"].as_str().unwrap_or_default().replace('\\', "\\\\").replace('"', "\\\"")
         ));
     }
+    text.push_str(&telemetry::render_config_files(
+        &app.registry.file_validity(),
+    ));
     text.push_str(&format!(
         "# HELP closeflow_disk_free_bytes Free space where the queue lives.\n# TYPE closeflow_disk_free_bytes gauge\ncloseflow_disk_free_bytes {}\n",
         app.free_disk.load(Ordering::Relaxed)

@@ -81,6 +81,10 @@ pub enum FileReport {
         file: PathBuf,
         error: String,
     },
+    /// Named like an instance file but not a file (a directory `x.yaml`): reported once.
+    NotAFile {
+        file: PathBuf,
+    },
 }
 
 #[derive(Default)]
@@ -89,9 +93,24 @@ struct Inner {
     active: BTreeMap<String, Arc<Active>>,
     /// Instances whose file was removed: still delivered (their events stay queued), no intake.
     retired: BTreeMap<String, Arc<Active>>,
-    /// By file: the text last seen and the instance it defined.
-    files: HashMap<PathBuf, (String, Option<String>)>,
+    /// By file: what the last pass saw in it.
+    files: HashMap<PathBuf, Seen>,
+    /// Entries named like instance files that are not files (a directory `x.yaml`): warned
+    /// about once, not at every pass.
+    not_files: std::collections::HashSet<PathBuf>,
     version: u64,
+}
+
+/// One instance file as the last pass left it.
+struct Seen {
+    text: String,
+    /// The instance it runs (for an invalid file: the one it ran before, still running).
+    name: Option<String>,
+    /// Whether the text as it is now is running.
+    valid: bool,
+    /// Refused only because another file had its instance name: looked at again whenever the
+    /// running instances change, so renaming a file (copy, then delete) settles by itself.
+    clashed: bool,
 }
 
 pub struct Registry {
@@ -106,8 +125,9 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// Instance files in `dir`: `*.yaml`/`*.yml`, not mapping tests (`*.test.yaml`).
-pub fn instance_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// Entries of `dir` named like instance files: `*.yaml`/`*.yml`, not mapping tests
+/// (`*.test.yaml`). Some may not be files (see [`instance_files`]).
+fn instance_names(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|f| {
@@ -117,6 +137,15 @@ pub fn instance_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// Instance files in `dir`: `*.yaml`/`*.yml` files (symbolic links followed), not mapping
+/// tests (`*.test.yaml`), not directories.
+pub fn instance_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(instance_names(dir)?
+        .into_iter()
+        .filter(|f| !f.is_dir())
+        .collect())
 }
 
 /// Do two versions of an instance talk to the same Close with the same key and lookup fields?
@@ -202,6 +231,15 @@ impl Registry {
         out
     }
 
+    /// How many running instances take events at intake: what the queue is shared by.
+    pub fn intake_count(&self) -> usize {
+        self.read()
+            .active
+            .values()
+            .filter(|a| !a.instance.write_keys.is_empty())
+            .count()
+    }
+
     /// Does any instance take events at intake?
     pub fn has_intake(&self) -> bool {
         self.read()
@@ -210,20 +248,37 @@ impl Registry {
             .any(|a| !a.instance.write_keys.is_empty())
     }
 
-    /// Reads the directory and applies what changed since the last scan.
+    /// Each file's validity as the last pass left it (what `/metrics` reports): only files
+    /// that are there now.
+    pub fn file_validity(&self) -> Vec<(PathBuf, bool)> {
+        let g = self.read();
+        let mut out: Vec<_> = g.files.iter().map(|(f, s)| (f.clone(), s.valid)).collect();
+        out.sort();
+        out
+    }
+
+    /// Reads the directory and applies what changed since the last scan, so that the running
+    /// instances are what the directory holds now.
     pub fn scan(&self) -> Result<Vec<FileReport>, std::io::Error> {
-        let files = instance_files(&self.dir)?;
+        let names = instance_names(&self.dir)?;
         let mut reports = Vec::new();
         let mut texts = Vec::new();
+        let mut files = Vec::new();
         {
             let g = self.read();
-            for f in &files {
-                match std::fs::read_to_string(f) {
-                    Ok(t) if g.files.get(f).is_some_and(|(old, _)| *old == t) => {}
+            for f in names {
+                if f.is_dir() {
+                    if !g.not_files.contains(&f) {
+                        reports.push(FileReport::NotAFile { file: f.clone() });
+                    }
+                    continue;
+                }
+                match std::fs::read_to_string(&f) {
+                    Ok(t) if g.files.get(&f).is_some_and(|s| s.text == t && !s.clashed) => {}
                     Ok(t) => texts.push((f.clone(), t)),
                     Err(e) => {
                         // Seen before and now unreadable (mid-write, permissions): keep it.
-                        if !g.files.contains_key(f) {
+                        if !g.files.contains_key(&f) {
                             reports.push(FileReport::Unreadable {
                                 file: f.clone(),
                                 error: e.to_string(),
@@ -231,22 +286,32 @@ impl Registry {
                         }
                     }
                 }
+                files.push(f);
             }
         }
         let mut g = self
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in &reports {
+            if let FileReport::NotAFile { file } = r {
+                g.not_files.insert(file.clone());
+            }
+        }
         let gone: Vec<PathBuf> = g
             .files
             .keys()
             .filter(|f| !files.contains(f))
             .cloned()
             .collect();
+        let mut changed = false;
         for f in gone {
-            if let Some((_, Some(name))) = g.files.remove(&f)
+            if let Some(Seen {
+                name: Some(name), ..
+            }) = g.files.remove(&f)
                 && let Some(a) = g.active.remove(&name)
             {
+                changed = true;
                 g.retired.insert(name.clone(), a);
                 reports.push(FileReport::Removed {
                     file: f,
@@ -254,11 +319,22 @@ impl Registry {
                 });
             }
         }
+        // Files refused for a name clash are looked at again after the others: a removal or a
+        // rename above may have freed their name.
+        texts.sort_by_key(|(f, _)| g.files.get(f).is_some_and(|s| s.clashed));
+        let clashed_from = texts
+            .iter()
+            .position(|(f, _)| g.files.get(f).is_some_and(|s| s.clashed))
+            .unwrap_or(texts.len());
         let env = |k: &str| std::env::var(k).ok();
-        for (f, text) in texts {
+        for (i, (f, text)) in texts.into_iter().enumerate() {
+            if i >= clashed_from && !changed && g.files.get(&f).is_some_and(|s| s.text == text) {
+                // Nothing that could free its name happened this pass.
+                continue;
+            }
             let file = f.display().to_string();
             let (loaded, diagnostics) = instance::load(&file, &text, &schema::destination(), &env);
-            let previous = g.files.get(&f).and_then(|(_, n)| n.clone());
+            let previous = g.files.get(&f).and_then(|s| s.name.clone());
             let invalid = |diagnostics: Vec<Diagnostic>| FileReport::Invalid {
                 file: f.clone(),
                 kept: previous.clone(),
@@ -267,7 +343,15 @@ impl Registry {
             let Some(inst) = loaded else {
                 reports.push(invalid(diagnostics));
                 // Remember the text so an unchanged invalid file is not reported every scan.
-                g.files.insert(f.clone(), (text, previous.clone()));
+                g.files.insert(
+                    f.clone(),
+                    Seen {
+                        text,
+                        name: previous.clone(),
+                        valid: false,
+                        clashed: false,
+                    },
+                );
                 continue;
             };
             // Names are unique across instances (another file already running this name).
@@ -289,7 +373,15 @@ impl Registry {
                     x.file.clone_from(&file);
                 }
                 reports.push(invalid(d));
-                g.files.insert(f.clone(), (text, previous.clone()));
+                g.files.insert(
+                    f.clone(),
+                    Seen {
+                        text,
+                        name: previous.clone(),
+                        valid: false,
+                        clashed: true,
+                    },
+                );
                 continue;
             }
             let name = inst.name.clone();
@@ -337,7 +429,16 @@ impl Registry {
                 file: f.clone(),
             });
             g.active.insert(name.clone(), active);
-            g.files.insert(f.clone(), (text, Some(name.clone())));
+            g.files.insert(
+                f.clone(),
+                Seen {
+                    text,
+                    name: Some(name.clone()),
+                    valid: true,
+                    clashed: false,
+                },
+            );
+            changed = true;
             reports.push(FileReport::Loaded {
                 file: f,
                 instance: name,

@@ -9,7 +9,7 @@
 use crate::queue::{Delivery, InstanceStats, QueueError, Settle, now_ms};
 use closeflow_close::client::{CallObserver, CallRecord};
 use closeflow_mapping::Diagnostic;
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
@@ -63,6 +63,23 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Each instance file there is now, 1 when its text as it is runs: rendered from the registry
+/// at every scrape, so a deleted file's series goes away with it.
+pub fn render_config_files(files: &[(std::path::PathBuf, bool)]) -> String {
+    let mut o = String::from(
+        "# HELP closeflow_config_file_valid Whether an instance file's current text is running (1) or refused (0).\n# TYPE closeflow_config_file_valid gauge\n",
+    );
+    for (f, valid) in files {
+        let _ = writeln!(
+            o,
+            "closeflow_config_file_valid{{file=\"{}\"}} {}",
+            esc(&f.display().to_string()),
+            u8::from(*valid)
+        );
+    }
+    o
 }
 
 /// The durable counts as Prometheus text.
@@ -350,6 +367,9 @@ pub enum ConfigLoaded<'a> {
         file: &'a str,
         error: &'a str,
     },
+    NotAFile {
+        file: &'a str,
+    },
 }
 
 impl InternalEvent for ConfigLoaded<'_> {
@@ -365,7 +385,6 @@ impl InternalEvent for ConfigLoaded<'_> {
                     warn!(file, code = d.code, "{d}");
                 }
                 counter!("closeflow_config_reloads_total", "result" => "loaded").increment(1);
-                gauge!("closeflow_config_file_valid", "file" => file.to_string()).set(1.0);
             }
             ConfigLoaded::Invalid {
                 file,
@@ -388,7 +407,6 @@ impl InternalEvent for ConfigLoaded<'_> {
                     }
                 }
                 counter!("closeflow_config_reloads_total", "result" => "invalid").increment(1);
-                gauge!("closeflow_config_file_valid", "file" => file.to_string()).set(0.0);
             }
             ConfigLoaded::Removed { file, instance } => {
                 warn!(
@@ -401,6 +419,12 @@ impl InternalEvent for ConfigLoaded<'_> {
             ConfigLoaded::Unreadable { file, error } => {
                 error!(file, error, "instance file cannot be read");
                 counter!("closeflow_config_reloads_total", "result" => "unreadable").increment(1);
+            }
+            ConfigLoaded::NotAFile { file } => {
+                warn!(
+                    file,
+                    "named like an instance file but not a file (a directory?): ignored"
+                );
             }
         }
     }
