@@ -279,6 +279,32 @@ impl ServerProc {
         child.wait().ok().and_then(|s| s.code())
     }
 
+    /// SIGTERM without waiting: the server is in its shutdown while the caller goes on.
+    pub fn signal_term(&self) {
+        if let Some(pid) = self.proc.pid() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+
+    /// Waits (at most `limit`) for the process to exit, after [`ServerProc::signal_term`].
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.proc.child.take()?;
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not exit within {limit:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         (0..=self.restarts)
             .map(|i| {

@@ -150,7 +150,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_loses_no_acknowledged_eve
         retry_after.is_some_and(|v| v.parse::<u64>().unwrap() > 0),
         "Retry-After"
     );
-    assert_eq!(body["code"], "disk_full", "{body}");
+    assert_eq!(body["code"], "queue_full", "{body}");
     assert!(acked >= 60, "{acked} events fit before the limit");
     // Still up and answering, and every acknowledged event gets delivered.
     let ready = http
@@ -167,8 +167,10 @@ async fn a_full_queue_answers_503_with_retry_after_and_loses_no_acknowledged_eve
     .await;
     assert_eq!(contacts(&sim.state().await).len(), acked);
     assert!(!s.log().contains("panicked"));
-    // A larger limit (the operator made room) takes events again after a restart.
-    s.restart_with(&["--max-queue-mib", "8"]).await;
+    // Drained, the same limit takes events again: what was applied waits on nobody.
     let (st, _) = post(&s.base(), "/v1/identify", Some(WRITE_KEY), &person(99_999)).await;
+    assert_eq!(st, 200);
+    s.restart_with(&["--max-queue-mib", "8"]).await;
+    let (st, _) = post(&s.base(), "/v1/identify", Some(WRITE_KEY), &person(99_998)).await;
     assert_eq!(st, 200);
 }

@@ -14,6 +14,7 @@ mod fidelity;
 mod fuzz_corpus;
 mod hardening;
 mod hostile;
+mod operations;
 mod plans;
 mod readme;
 mod robust;

@@ -2,7 +2,9 @@
 //! server (good traffic, a wrong write key, wrong and right admin tokens, a wrong Close key,
 //! Close down, SIGTERM), `send`, `dry-run`, `validate` and `dlq`, and none of them appears in
 //! any output, log line, metric, HTTP reply or file other than where the operator put it
-//! (the environment, and the one instance file that holds a key literally on purpose).
+//! (the environment, and the one instance file that holds a key literally on purpose); then
+//! once more with every log line on (`CLOSEFLOW_LOG=trace`, text, backtraces) and a delivery
+//! that panics.
 
 use closeflow_e2e::procs::{ServerProc, SimProc, empty_org, metric, wait_for};
 use closeflow_e2e::{closeflow_bin, text};
@@ -403,5 +405,100 @@ async fn no_secret_appears_in_any_output_log_metric_reply_or_file() {
         resume.display()
     );
     seen.add("resume file", std::fs::read(&resume).unwrap());
+
+    // The server again, logging everything (`CLOSEFLOW_LOG=trace`, as text, backtraces on),
+    // with a delivery that panics (a failpoint: no input is known to cause one) beside good
+    // traffic, the wrong Close key and a refused write key.
+    let dir3 = tempfile::tempdir().unwrap();
+    let config3 = dir3.path().join("config");
+    std::fs::create_dir_all(&config3).unwrap();
+    std::fs::write(
+        config3.join("acme.yaml"),
+        instance("acme", &sim2.api(), "CLOSE_API_KEY", "ACME_WRITE_KEY"),
+    )
+    .unwrap();
+    std::fs::write(
+        config3.join("wrong.yaml"),
+        instance("wrong", &sim2.api(), "WRONG_CLOSE_KEY", "WRONG_WRITE_KEY"),
+    )
+    .unwrap();
+    let mut traced_env = env.to_vec();
+    traced_env.extend([
+        ("CLOSEFLOW_LOG", "trace"),
+        ("RUST_BACKTRACE", "1"),
+        ("CLOSEFLOW_FAILPOINT_PANIC", "s-10"),
+    ]);
+    let mut t = ServerProc::start(
+        dir3.path(),
+        &["--close-attempts", "1", "--log-format", "text"],
+        &traced_env,
+    )
+    .await;
+    let tb = t.base();
+    for (n, key) in [(10, WRITE_KEY), (11, WRITE_KEY), (12, "wk_other_source")] {
+        let st = http(
+            &mut seen,
+            &format!("traced {n}"),
+            c.post(format!("{tb}/v1/identify"))
+                .basic_auth(key, Some(""))
+                .json(&ev(n)),
+        )
+        .await;
+        assert_eq!(st, 200);
+    }
+    let st = http(
+        &mut seen,
+        "traced near miss",
+        c.post(format!("{tb}/v1/identify"))
+            .basic_auth(&near, Some(""))
+            .json(&ev(13)),
+    )
+    .await;
+    assert_eq!(st, 401);
+    wait_for(
+        "the panic dead-lettered, the good event applied, the wrong key refused",
+        Duration::from_secs(90),
+        || async {
+            let m = t.metrics().await;
+            metric(
+                &m,
+                "closeflow_events_dead_lettered_total",
+                "reason=\"internal_error\"",
+            ) == 1.0
+                && metric(&m, "closeflow_events_applied_total", "instance=\"acme\"") == 1.0
+                && metric(&m, "closeflow_dead_letters", "instance=\"wrong\"") == 1.0
+        },
+    )
+    .await;
+    seen.add("traced metrics", t.metrics().await);
+    assert_eq!(t.terminate(), Some(0));
+    let traced_log = t.log();
+    assert!(
+        traced_log.contains("panicked"),
+        "the panic was provoked: {traced_log}"
+    );
+    assert!(
+        traced_log.contains("TRACE"),
+        "trace logging was on: {}",
+        &traced_log[..traced_log.len().min(2000)]
+    );
+    assert!(!traced_log.starts_with('{'), "text log lines");
+    seen.add("traced server log", traced_log);
+    let data3 = dir3.path().join("data");
+    let o = cli(
+        &[
+            "dlq",
+            "list",
+            "--format",
+            "json",
+            "--data-dir",
+            data3.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("internal_error"), "{}", text(&o));
+    seen.output("traced dlq", &o);
+    seen.files_under(&data3);
     seen.assert_clean();
 }

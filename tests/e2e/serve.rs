@@ -143,6 +143,10 @@ async fn every_route_and_auth_form_is_accepted() {
             "/v1/b",
             json!({"batch": [{"type": "track", "userId": "u3", "event": "y"}]}),
         ),
+        (
+            "/v1/import",
+            json!({"batch": [{"type": "identify", "userId": "u4", "traits": {"email": "u4@a.io"}}]}),
+        ),
     ];
     for (i, (path, body)) in routes.iter().enumerate() {
         let key = if i % 2 == 0 { "wk_web" } else { "wk_server" };
@@ -208,14 +212,13 @@ async fn every_route_and_auth_form_is_accepted() {
         .flat_map(|c| c["emails"].as_array().cloned().unwrap_or_default())
         .filter_map(|e| e["email"].as_str().map(str::to_string))
         .collect();
-    assert!(
-        emails.contains(&"u1@a.io".to_string()) && emails.contains(&"u2@a.io".to_string()),
-        "{emails:?}"
-    );
+    for e in ["u1@a.io", "u2@a.io", "u4@a.io"] {
+        assert!(emails.contains(&e.to_string()), "{e} in {emails:?}");
+    }
     let m = s.metrics().await;
     assert_eq!(
         metric(&m, "closeflow_events_accepted_total", "instance=\"acme\""),
-        14.0
+        15.0
     );
     assert!(
         metric(
@@ -759,6 +762,16 @@ async fn a_permanently_failing_event_is_dead_lettered_and_replayed_once_after_th
     let list = dlq_json(dir.path());
     let dead = &list["dead_letters"][0];
     assert_eq!(dead["reason"], "unauthorized", "{list}");
+    // At once: one attempt, no retry in between.
+    assert_eq!(dead["attempts"], 1, "{list}");
+    assert_eq!(
+        metric(
+            &s.metrics().await,
+            "closeflow_events_retried_total",
+            "instance=\"acme\""
+        ),
+        0.0
+    );
     assert_eq!(dead["message_id"], "m-u1-CTO");
     assert_eq!(dead["body"]["traits"]["title"], "CTO");
     assert!(
@@ -853,7 +866,8 @@ async fn a_permanently_failing_event_is_dead_lettered_and_replayed_once_after_th
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_stops_intake_finishes_in_flight_and_leaves_the_rest_queued() {
+async fn sigterm_answers_503_and_not_ready_while_in_flight_events_finish_and_the_rest_stays_queued()
+{
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
     write_config(
@@ -861,9 +875,9 @@ async fn sigterm_stops_intake_finishes_in_flight_and_leaves_the_rest_queued() {
         "acme.yaml",
         &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
     );
-    // Close answers slowly, so most events are still queued when SIGTERM comes.
-    sim.faults(json!({"latency_ms": 300})).await;
-    let mut s = ServerProc::start(dir.path(), &["--grace", "1s", "--concurrency", "2"], &[]).await;
+    // Close answers slowly, so events are in flight when SIGTERM comes and most still queued.
+    sim.faults(json!({"latency_ms": 700})).await;
+    let mut s = ServerProc::start(dir.path(), &["--grace", "20s", "--concurrency", "2"], &[]).await;
     for i in 0..30 {
         assert_eq!(
             post(
@@ -877,12 +891,54 @@ async fn sigterm_stops_intake_finishes_in_flight_and_leaves_the_rest_queued() {
             200
         );
     }
-    let code = s.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.signal_term();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // During the grace period the server still answers: intake 503 with Retry-After (clients
+    // retry), /readyz 503 (load balancers drain), instead of refusing connections.
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/identify", s.base()))
+        .basic_auth("wk", Some(""))
+        .json(&identify("late", "late@x.io", "c1", "t"))
+        .send()
+        .await
+        .expect("still answering during the grace period");
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "shutting_down", "{body}");
+    let ready = http
+        .get(format!("{}/readyz", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let code = s.wait_exit(LONG);
     assert_eq!(code, Some(0), "a clean exit:\n{}", s.log());
     let log = s.log();
     assert!(log.contains("shutting down"), "{log}");
-    let delivered_before = contacts(&sim.state().await).len();
-    assert!(delivered_before < 30, "the rest stays queued");
+    assert!(
+        !log.contains("grace period over"),
+        "in-flight events finished in time: {log}"
+    );
+    // Every event Close saw was recorded as applied before the exit: none was cut off in flight.
+    let written = contacts(&sim.state().await).len();
+    let q = rusqlite::Connection::open(dir.path().join("data/queue.db")).unwrap();
+    let applied: i64 = q
+        .query_row(
+            "SELECT coalesce(sum(n), 0) FROM counters WHERE instance = 'acme' AND name = 'applied'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(q);
+    assert!(written >= 1, "events were in flight at the signal");
+    assert_eq!(
+        applied as usize, written,
+        "in-flight events finished and were recorded"
+    );
+    assert!(written < 30, "the rest stays queued");
     sim.faults(json!({"latency_ms": 0})).await;
     s.restart().await;
     wait_for("the rest delivered after the restart", LONG, || {

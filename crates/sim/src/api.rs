@@ -158,7 +158,14 @@ async fn api(
         r.headers_mut()
             .insert("retry-after", HeaderValue::from(secs));
         r
-    } else if sim.roll(sim.lock().faults.error_rate) {
+    } else if sim.roll(sim.lock().faults.error_rate) || {
+        let mut st = sim.lock();
+        let owed = st.faults.unavailable_left > 0;
+        if owed {
+            st.faults.unavailable_left -= 1;
+        }
+        owed
+    } {
         err(
             StatusCode::SERVICE_UNAVAILABLE,
             "Service temporarily unavailable",
@@ -190,6 +197,7 @@ async fn api(
             });
             if let Some(i) = hit {
                 st.faults.lose_reply_to.remove(i);
+                st.faults.unavailable_left = st.faults.unavailable_after_lost_reply;
                 return dropped();
             }
         }

@@ -59,6 +59,12 @@ pub struct Faults {
     /// Requests, as `"METHOD path-prefix"` (e.g. `"POST contact/"`), whose next occurrence is
     /// processed and its reply lost, each once: a deterministic "it happened but nobody heard".
     pub lose_reply_to: Vec<String>,
+    /// After each reply lost by `lose_reply_to`, the next this-many requests are answered 503
+    /// (nothing processed): the write happened, and nobody can find out for a while.
+    pub unavailable_after_lost_reply: u32,
+    /// 503s still owed by `unavailable_after_lost_reply` (run-time state, not a setting).
+    #[serde(skip)]
+    pub unavailable_left: u32,
 }
 
 pub(crate) struct Window {

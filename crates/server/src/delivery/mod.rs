@@ -292,6 +292,15 @@ impl<Q: Queue> Deliverer<Q> {
     }
 }
 
+/// A failpoint for tests of what a panic in a delivery leaves behind (no event or reply is known
+/// to cause one): the delivery of the event whose `messageId` is `CLOSEFLOW_FAILPOINT_PANIC`
+/// panics where the instance's Close client and key are in use.
+fn failpoint_panic(d: &Delivery) {
+    if std::env::var_os("CLOSEFLOW_FAILPOINT_PANIC").is_some_and(|id| id == d.message_id.as_str()) {
+        panic!("failpoint CLOSEFLOW_FAILPOINT_PANIC: the delivery of {d:?} panicked");
+    }
+}
+
 /// One attempt at one event, settled in the queue. Returns when to try again, if ever.
 async fn deliver<Q: Queue>(
     queue: &Q,
@@ -323,6 +332,7 @@ async fn deliver<Q: Queue>(
             last_reply: None,
         },
         Some(ev) => {
+            failpoint_panic(&d);
             let entry = Entry::Event(ev);
             let (report, err) = closeflow_close::run::send_via(
                 &active.instance,
