@@ -43,10 +43,15 @@ pub fn set_closeflow_bin(p: PathBuf) {
     let _ = BUILT.set(p);
 }
 
-/// The `closeflow` binary, built once per test run (a no-op when it is up to date).
+/// The `closeflow` binary, built once per test run (a no-op when it is up to date), or the one
+/// `CLOSEFLOW_TEST_BIN` names: to run today's tests against another build (an older one, to
+/// see a new test fail before its fix).
 pub fn closeflow_bin() -> PathBuf {
     BUILT
         .get_or_init(|| {
+            if let Some(p) = std::env::var_os("CLOSEFLOW_TEST_BIN") {
+                return PathBuf::from(p);
+            }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
             clean_cargo_env(&mut cmd);
