@@ -179,3 +179,22 @@ async fn a_garbage_or_truncated_file_is_moved_aside_and_a_new_queue_started() {
         );
     }
 }
+
+/// `stats` (each `/metrics` scrape) resynchronises the depth intake reads: a settle committed
+/// in the same group just before it must not be subtracted a second time, or the depth wraps
+/// below zero and intake answers 503 `queue_full` on an empty queue.
+#[tokio::test]
+async fn a_stats_read_beside_a_settle_keeps_the_depth_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), None);
+    for i in 0..100 {
+        q.enqueue("a", vec![ev(&format!("d{i}"), 0)]).await.unwrap();
+        let got = q.fetch("a", 10).await.unwrap();
+        assert_eq!(got.len(), 1);
+        // Both jobs are sent before the writer wakes, so they usually share a group.
+        let (settled, stats) = tokio::join!(q.settle(&got[0], Settle::Applied), q.stats());
+        settled.unwrap();
+        stats.unwrap();
+        assert_eq!(q.depth(), 0, "after event {i}");
+    }
+}

@@ -692,7 +692,7 @@ impl Queue for SqliteQueue {
 
     async fn stats(&self) -> Result<Vec<InstanceStats>, QueueError> {
         let queued_total = self.queued.clone();
-        self.run(move |ctx| {
+        self.run_then(move |ctx| {
             let c = &ctx.conn;
             let mut by: std::collections::BTreeMap<String, InstanceStats> = Default::default();
             let entry = |by: &mut std::collections::BTreeMap<String, InstanceStats>, i: &str| {
@@ -764,9 +764,13 @@ impl Queue for SqliteQueue {
                     by.get_mut(&i).expect("inserted above").quarantined = n as u64;
                 }
             }
-            // Another process (`closeflow dlq replay`) may have changed the file: resync.
-            queued_total.store(by.values().map(|s| s.queued).sum(), Ordering::Relaxed);
             Ok(by.into_values().collect())
+        }, move |stats: &Vec<InstanceStats>, _| {
+            // Another process (`closeflow dlq replay`) may have changed the file: resync, once
+            // the group committed, when the jobs before this one in the group have counted
+            // their changes (a settle's change read above and subtracted again would wrap
+            // the depth below zero, and intake would answer 503 on an empty queue).
+            queued_total.store(stats.iter().map(|s| s.queued).sum(), Ordering::Relaxed);
         })
         .await
     }
