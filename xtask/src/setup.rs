@@ -89,14 +89,7 @@ fn browser() -> Result<()> {
     )?;
     run(
         Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "chromium",
-                "chromium-driver",
-            ])
+            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
             .env("DEBIAN_FRONTEND", "noninteractive"),
         "installing Debian's chromium and chromium-driver (apt-get)",
     )
