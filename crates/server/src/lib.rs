@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub delivery: delivery::Policy,
     pub client: registry::ClientPolicy,
     pub admin_token: Option<SecretString>,
+    /// The origins whose pages may send events (CORS on the intake routes; default any).
+    pub cors_origins: intake::cors::Origins,
     /// `None`: the embedded SQLite queue under `data_dir`; `Some`: a NATS JetStream cluster
     /// shared with other closeflow nodes.
     pub cluster: Option<ClusterConfig>,
@@ -86,6 +88,7 @@ impl ServeConfig {
             delivery: delivery::Policy::default(),
             client: registry::ClientPolicy::default(),
             admin_token: None,
+            cors_origins: intake::cors::Origins::Any,
             cluster: None,
         }
     }
@@ -310,6 +313,7 @@ async fn run<Q: queue::Queue>(
         body_timeout: cfg.body_timeout,
         admin_token: cfg.admin_token.clone(),
         free_disk: AtomicU64::new(0),
+        cors_origins: cfg.cors_origins.clone(),
     });
     app.check_disk();
 

@@ -179,3 +179,22 @@ async fn a_garbage_or_truncated_file_is_moved_aside_and_a_new_queue_started() {
         );
     }
 }
+
+/// A `stats` read (each `/metrics` scrape) in the same group as a settle: the depth intake reads
+/// must stay exact (it used to be resynchronised there and then decremented again, wrapping
+/// below zero so that intake answered 503 `queue_full` on an empty queue).
+#[tokio::test]
+async fn a_stats_read_beside_a_settle_keeps_the_depth_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    for i in 0..100 {
+        q.enqueue("a", vec![ev(&format!("d{i}"), 0)]).await.unwrap();
+        let got = q.fetch("a", 10).await.unwrap();
+        assert_eq!(got.len(), 1);
+        // Both jobs are sent before the writer wakes, so they usually share a group.
+        let (settled, stats) = tokio::join!(q.settle(&got[0], Settle::Applied), q.stats());
+        settled.unwrap();
+        stats.unwrap();
+        assert_eq!(q.load("a").queued, 0, "after event {i}");
+    }
+}

@@ -104,10 +104,13 @@ pub fn accept(
             id
         }
     };
+    super::compat::traits_from_context(&mut item);
     item.insert("receivedAt".into(), Value::String(format_time(received)));
     let own_sent_at = item.get("sentAt").cloned();
     let sent = parse_time(own_sent_at.as_ref().or(sent_at));
-    let original = parse_time(item.get("timestamp"));
+    // The client's time: `timestamp`, or RudderStack's `originalTimestamp` when that is all.
+    let original =
+        parse_time(item.get("timestamp")).or_else(|| super::compat::original_timestamp(&item));
     match (original, sent) {
         // Segment's clock-skew correction: timestamp = receivedAt − (sentAt − originalTimestamp).
         (Some(orig), Some(sent)) => {
@@ -120,7 +123,13 @@ pub fn accept(
                 .unwrap_or(received);
             item.insert("timestamp".into(), Value::String(format_time(skewed)));
         }
-        (None, _) if !item.contains_key("timestamp") => {
+        // Only RudderStack's `originalTimestamp`, no `sentAt` to correct it by: taken as it is,
+        // as a `timestamp` without `sentAt` is (RudderStack reads a missing `sentAt` as
+        // `receivedAt`, which comes to the same).
+        (Some(orig), None) if !item.contains_key("timestamp") => {
+            item.insert("timestamp".into(), Value::String(format_time(orig)));
+        }
+        _ if !item.contains_key("timestamp") => {
             item.insert("timestamp".into(), Value::String(format_time(received)));
         }
         _ => {}
@@ -167,6 +176,44 @@ mod tests {
         assert_eq!(b["originalTimestamp"], "2026-11-30T12:00:10Z");
         assert_eq!(b["receivedAt"], "2026-11-30T12:00:01.000Z");
         assert_eq!(b["sentAt"], "2026-11-30T12:00:11Z");
+    }
+
+    #[test]
+    fn rudderstacks_original_timestamp_alone_is_corrected_the_same_way() {
+        // RudderStack's node SDK: `originalTimestamp` and `sentAt`, no `timestamp`; the client's
+        // clock is 10 s fast.
+        let e = accept(
+            json!({"type": "identify", "userId": "u1", "messageId": "m",
+                   "originalTimestamp": "2026-11-30T12:00:10.000Z", "sentAt": "2026-11-30T12:00:11.000Z",
+                   "context": {"traits": {"email": "a@b.io"}}}),
+            0,
+            None,
+            None,
+            at("2026-11-30T12:00:01Z"),
+        )
+        .unwrap();
+        let b = body(&e);
+        assert_eq!(b["timestamp"], "2026-11-30T12:00:00.000Z");
+        assert_eq!(
+            b["originalTimestamp"], "2026-11-30T12:00:10.000Z",
+            "kept as sent"
+        );
+        assert_eq!(
+            b["traits"],
+            json!({"email": "a@b.io"}),
+            "traits from context.traits"
+        );
+        // Without a `sentAt` there is no skew to correct: the client's time, as for `timestamp`.
+        let e = accept(
+            json!({"type": "track", "event": "x", "messageId": "m",
+                   "originalTimestamp": "2026-11-30T11:00:00.000Z"}),
+            0,
+            None,
+            None,
+            at("2026-11-30T12:00:01Z"),
+        )
+        .unwrap();
+        assert_eq!(body(&e)["timestamp"], "2026-11-30T11:00:00.000Z");
     }
 
     #[test]

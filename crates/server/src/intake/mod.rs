@@ -7,6 +7,8 @@
 //! body that names the problem and, for a batch, each rejected item's index.
 
 pub mod body;
+pub mod compat;
+pub mod cors;
 pub mod event;
 
 use crate::app::App;
