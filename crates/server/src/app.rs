@@ -55,8 +55,8 @@ impl<Q: Queue> App<Q> {
     /// 503 with `Retry-After` when one of `instances` holds its full share of the queue.
     pub fn back_pressure(&self, instances: &[String]) -> Option<Response> {
         let n = self.registry.intake_count().max(1) as u64;
-        let events = (self.max_queue / n).max(1);
-        let bytes = self.max_queue_bytes.map(|b| (b / n).max(1));
+        let events = self.max_queue / n;
+        let bytes = self.max_queue_bytes.map(|b| b / n);
         for inst in instances {
             let load = self.queue.load(inst);
             if load.queued >= events {
