@@ -14,6 +14,15 @@ use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(90);
 
+/// The instance most tests here run: "acme" over `sim`, write key `wk`.
+fn acme(dir: &Path, sim: &SimProc) {
+    write_config(
+        dir,
+        "acme.yaml",
+        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
+    );
+}
+
 fn data_dir(dir: &Path) -> String {
     dir.join("data").to_str().unwrap().to_string()
 }
@@ -52,14 +61,27 @@ async fn a_dlq_replay_from_the_cli_beside_an_idle_server_leaves_intake_open_and_
     // Watched through the file (`dlq list`), not `/metrics`: a scrape used to resynchronise
     // the wrapped depth and hide the bug until the next settle.
     let dead_id = || {
-        let o = closeflow(&["dlq", "list", "--format", "json", "--data-dir", &data_dir(dir.path())]);
+        let o = closeflow(&[
+            "dlq",
+            "list",
+            "--format",
+            "json",
+            "--data-dir",
+            &data_dir(dir.path()),
+        ]);
         assert!(o.status.success(), "{}", text(&o));
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         v["dead_letters"][0]["id"].as_i64()
     };
     for _ in 1..=3 {
         let before = dead_id();
-        let o = closeflow(&["dlq", "replay", "--all", "--data-dir", &data_dir(dir.path())]);
+        let o = closeflow(&[
+            "dlq",
+            "replay",
+            "--all",
+            "--data-dir",
+            &data_dir(dir.path()),
+        ]);
         assert!(o.status.success(), "{}", text(&o));
         let start = Instant::now();
         // A replay is a new row: dead again under another id.
@@ -74,7 +96,10 @@ async fn a_dlq_replay_from_the_cli_beside_an_idle_server_leaves_intake_open_and_
             &identify(&format!("r{}", before.unwrap_or(0)), "r@x.io", "c1", "t"),
         )
         .await;
-        assert_eq!(st, 200, "intake stays open after a replay from the CLI: {body}");
+        assert_eq!(
+            st, 200,
+            "intake stays open after a replay from the CLI: {body}"
+        );
     }
     // Scrapes and intake go on: never a 503.
     for i in 0..10 {
@@ -102,11 +127,7 @@ async fn a_dlq_replay_from_the_cli_beside_an_idle_server_leaves_intake_open_and_
 async fn a_second_server_on_the_same_data_dir_exits_at_once_naming_the_holder() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
-    );
+    acme(dir.path(), &sim);
     // Close answers slowly, so the first server is still delivering during its grace.
     sim.faults(json!({"latency_ms": 1500})).await;
     let mut first = ServerProc::start(dir.path(), &["--grace", "20s"], &[]).await;
@@ -197,11 +218,7 @@ async fn a_second_server_on_the_same_data_dir_exits_at_once_naming_the_holder() 
 async fn a_restart_with_a_queue_budget_below_what_waits_refuses_intake_and_still_drains() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
-    );
+    acme(dir.path(), &sim);
     sim.faults(json!({"error_rate": 1.0})).await;
     let mut s = ServerProc::start(dir.path(), &["--close-attempts", "1"], &[]).await;
     let http = reqwest::Client::new();
@@ -309,11 +326,7 @@ async fn renaming_an_instance_file_keeps_its_intake_open_and_the_metrics_true() 
 async fn identical_events_without_a_message_id_are_each_delivered() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
-    );
+    acme(dir.path(), &sim);
     let s = ServerProc::start(dir.path(), &[], &[]).await;
     for (i, plan) in ["pro", "free", "pro"].iter().enumerate() {
         let mut ev = identify("u1", "u1@x.io", "c1", plan);
@@ -343,28 +356,7 @@ async fn per_instance_share(args: &[&str], bio: usize) {
     let sim_a = SimProc::start(&empty_org()).await;
     let sim_b = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "a.yaml",
-        &instance(
-            "acme",
-            &sim_a.api(),
-            &["wk_a"],
-            "test_key",
-            "$.traits.title",
-        ),
-    );
-    write_config(
-        dir.path(),
-        "b.yaml",
-        &instance(
-            "globex",
-            &sim_b.api(),
-            &["wk_b"],
-            "test_key",
-            "$.traits.title",
-        ),
-    );
+    crate::serve::two_instances(dir.path(), &sim_a, &sim_b);
     sim_a.faults(json!({"error_rate": 1.0})).await;
     let mut all = vec!["--close-attempts", "1"];
     all.extend_from_slice(args);
@@ -458,11 +450,7 @@ async fn one_instances_backlog_fills_only_its_share_of_max_queue_mib() {
 async fn admin_paths_answer_404_without_a_token_and_401_before_anything_else_with_one() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
-    );
+    acme(dir.path(), &sim);
     let http = reqwest::Client::new();
     let probes = [
         ("GET", "/admin/dlq"),
@@ -536,11 +524,7 @@ async fn admin_paths_answer_404_without_a_token_and_401_before_anything_else_wit
 async fn replaying_an_applied_dead_letter_plans_unchanged(queue: &[&str], dlq: Option<&[&str]>) {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
-    );
+    acme(dir.path(), &sim);
     // The reply is lost, and the look-ups that would find the create answer 503 for a while:
     // the attempt fails and, with no retries left, the event is dead-lettered.
     sim.faults(json!({"lose_reply_to": ["POST lead/"], "unavailable_after_lost_reply": 20}))

@@ -67,6 +67,20 @@ pub(crate) fn write_config(dir: &Path, file: &str, text: &str) {
     std::fs::rename(tmp, c.join(file)).unwrap();
 }
 
+/// Two instances: "acme" over `a` (write key `wk_a`) and "globex" over `b` (`wk_b`).
+pub(crate) fn two_instances(dir: &Path, a: &SimProc, b: &SimProc) {
+    for (file, name, sim, key) in [
+        ("a.yaml", "acme", a, "wk_a"),
+        ("b.yaml", "globex", b, "wk_b"),
+    ] {
+        write_config(
+            dir,
+            file,
+            &instance(name, &sim.api(), &[key], "test_key", "$.traits.title"),
+        );
+    }
+}
+
 pub(crate) fn identify(user: &str, email: &str, company: &str, title: &str) -> Value {
     json!({"type": "identify", "userId": user, "messageId": format!("m-{user}-{title}"),
            "traits": {"email": email, "name": format!("Person {user}"), "title": title,
@@ -547,28 +561,7 @@ async fn a_failing_instance_does_not_delay_another() {
     let sim_a = SimProc::start(&empty_org()).await;
     let sim_b = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "a.yaml",
-        &instance(
-            "acme",
-            &sim_a.api(),
-            &["wk_a"],
-            "test_key",
-            "$.traits.title",
-        ),
-    );
-    write_config(
-        dir.path(),
-        "b.yaml",
-        &instance(
-            "globex",
-            &sim_b.api(),
-            &["wk_b"],
-            "test_key",
-            "$.traits.title",
-        ),
-    );
+    two_instances(dir.path(), &sim_a, &sim_b);
     sim_a.faults(json!({"error_rate": 1.0})).await;
     let s = ServerProc::start(dir.path(), &["--close-attempts", "1"], &[]).await;
     for i in 0..20 {
