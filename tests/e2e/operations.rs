@@ -545,14 +545,17 @@ async fn replaying_an_applied_dead_letter_plans_unchanged(queue: &[&str], dlq: O
             .0,
         200
     );
-    wait_for("the event dead-lettered", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_dead_letters",
-            "instance=\"acme\"",
-        ) == 1.0
-    })
-    .await;
+    let start = Instant::now();
+    while metric(&s.metrics().await, "closeflow_dead_letters", "instance=\"acme\"") != 1.0 {
+        assert!(
+            start.elapsed() < LONG,
+            "the event was not dead-lettered:\n{}\n{}\n{}",
+            s.metrics().await,
+            s.log(),
+            sim.state().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     sim.faults(json!({})).await;
     // It was applied all the same: the lead and the contact are in Close.
     let before = sim.state().await;
