@@ -546,7 +546,12 @@ async fn replaying_an_applied_dead_letter_plans_unchanged(queue: &[&str], dlq: O
         200
     );
     let start = Instant::now();
-    while metric(&s.metrics().await, "closeflow_dead_letters", "instance=\"acme\"") != 1.0 {
+    while metric(
+        &s.metrics().await,
+        "closeflow_dead_letters",
+        "instance=\"acme\"",
+    ) != 1.0
+    {
         assert!(
             start.elapsed() < LONG,
             "the event was not dead-lettered:\n{}\n{}\n{}",
