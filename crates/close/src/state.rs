@@ -1,4 +1,5 @@
-//! Close records held in memory: the overlay a dry-run accumulates over its source, the model
+//! Close records held in memory: the overlay a dry-run accumulates over its source (the
+//! records the run created or changed, nothing it only read), the model
 //! the property tests apply plans to, and small snapshots (mapping tests). Plans are applied
 //! through the very request bodies the executor would send.
 //!
@@ -282,6 +283,76 @@ impl State {
             if !self.contact_at.contains_key(&c.id) {
                 self.push_contact(c.clone());
             }
+        }
+    }
+
+    /// What a dry-run's lookup sees: the records the source `found`, each in this overlay's
+    /// version where the run changed it, and this overlay's records that match (created by the
+    /// run, or changed to match), as [`State::lookup`] would answer over both. Also returns the
+    /// view it was read from, which [`State::apply_over`] takes the records a plan writes from.
+    pub fn lookup_over(&mut self, found: &Found, reqs: &[LookupRequest]) -> (Found, State) {
+        if self.types.is_empty() && !found.types.is_empty() {
+            self.types = found.types.clone();
+        }
+        let mut view = State {
+            types: self.types.clone(),
+            ..State::default()
+        };
+        for f in self.lead_custom.keys() {
+            view.lead_custom.insert(f.clone(), HashMap::new());
+        }
+        for f in self.contact_custom.keys() {
+            view.contact_custom.insert(f.clone(), HashMap::new());
+        }
+        for l in found.leads_by_company.iter().chain(&found.leads) {
+            view.push_lead(self.lead(&l.id).unwrap_or(l).clone());
+        }
+        for c in &found.contacts {
+            let c = self.contact(&c.id).unwrap_or(c);
+            if let Some(l) = self.lead(&c.lead_id) {
+                view.push_lead(l.clone());
+            }
+            view.push_contact(c.clone());
+        }
+        let mine = self.lookup(reqs);
+        for l in mine.leads_by_company.iter().chain(&mine.leads) {
+            view.push_lead(l.clone());
+        }
+        for c in &mine.contacts {
+            view.push_contact(c.clone());
+        }
+        (view.lookup(reqs), view)
+    }
+
+    /// Applies a dry-run's plan made over `view` (from [`State::lookup_over`]): the records it
+    /// writes are taken into this overlay first (a contact with its lead), so that the overlay
+    /// holds what the run changed and nothing it only read.
+    pub fn apply_over(&mut self, plan: &Plan, view: &State) -> Vec<String> {
+        for s in plan.writes() {
+            match (s.kind, s.object) {
+                (StepKind::UpdateLead, _) => self.take_lead(view, s.id.as_deref()),
+                (StepKind::UpdateContact, Object::Contact) => {
+                    if let Some(c) = s.id.as_deref().and_then(|id| view.contact(id))
+                        && !self.contact_at.contains_key(&c.id)
+                    {
+                        self.take_lead(view, Some(&c.lead_id));
+                        self.push_contact(c.clone());
+                    }
+                }
+                (StepKind::CreateContact, _) if !s.nested => {
+                    self.take_lead(view, s.lead_id.as_deref());
+                }
+                _ => {}
+            }
+        }
+        self.apply(plan)
+    }
+
+    fn take_lead(&mut self, view: &State, id: Option<&str>) {
+        if let Some(l) = id.and_then(|id| view.lead(id))
+            && !self.lead_at.contains_key(&l.id)
+        {
+            self.push_lead(l.clone());
         }
     }
 
