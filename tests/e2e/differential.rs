@@ -467,7 +467,7 @@ async fn differential(snapshot: Value, events: Vec<Value>) -> Result<(), TestCas
 
     // The dry-run, as `dry-run --against sim:` runs it.
     let source = Snapshot::load(snapshot.to_string().as_bytes(), &key_config(&inst)).unwrap();
-    let mut overlay = State::default();
+    let mut overlay = closeflow_close::overlay::Overlay::default();
     let mut planned = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         planned.push(run::dry_run(&inst, &source, &mut overlay, i, e).await);
@@ -499,7 +499,7 @@ async fn differential(snapshot: Value, events: Vec<Value>) -> Result<(), TestCas
         &BTreeMap::new(),
         &mut expected,
     );
-    view(&overlay, &ids, &mut expected);
+    view(&overlay.to_state(), &ids, &mut expected);
     let mut actual = BTreeMap::new();
     view(
         &State::from_snapshot(&sim.snapshot()).unwrap(),

@@ -69,8 +69,11 @@ impl<W: Write> JsonDoc<W> {
     /// Writes one element of `events`.
     pub fn event<T: Serialize>(&mut self, e: &T) -> std::io::Result<()> {
         self.start()?;
-        self.w
-            .write_all(if self.events == 0 { b"\n    " } else { b",\n    " })?;
+        self.w.write_all(if self.events == 0 {
+            b"\n    "
+        } else {
+            b",\n    "
+        })?;
         nested(&mut self.w, &mut self.buf, e, b"    ")?;
         self.events += 1;
         Ok(())
@@ -107,8 +110,11 @@ mod tests {
         for e in events {
             doc.event(e).unwrap();
         }
-        String::from_utf8(doc.finish(&json!({"events": events.len(), "groups": []})).unwrap())
-            .unwrap()
+        String::from_utf8(
+            doc.finish(&json!({"events": events.len(), "groups": []}))
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -7,10 +7,10 @@ use anyhow::{Context, Result, bail};
 use closeflow_close::client::{ClientConfig, CloseError, DEFAULT_BASE_URL, Reader, Writer};
 use closeflow_close::live::LiveSource;
 use closeflow_close::model::KeyConfig;
+use closeflow_close::overlay::Overlay;
 use closeflow_close::payload::Payload;
 use closeflow_close::run::{self, EventReport, Summary};
 use closeflow_close::snapshot::Snapshot;
-use closeflow_close::state::State;
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::Entry;
 use closeflow_mapping::instance::Setting;
@@ -88,12 +88,8 @@ struct Output {
 
 impl Output {
     fn new(format: PlanFormat, color: bool) -> Output {
-        let doc = (format == PlanFormat::Json).then(|| {
-            JsonDoc::new(
-                crate::stdout_buffered(),
-                vec![("format_version", json!(1))],
-            )
-        });
+        let doc = (format == PlanFormat::Json)
+            .then(|| JsonDoc::new(crate::stdout_buffered(), vec![("format_version", json!(1))]));
         Output {
             format,
             style: Style { color },
@@ -151,7 +147,7 @@ pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
     let inst = crate::input::require_instance(a.instance, a.color)?;
     let mut out = Output::new(a.format, a.color);
     let rt = tokio::runtime::Runtime::new()?;
-    let mut overlay = State::default();
+    let mut overlay = Overlay::default();
     let pb;
     match a.against {
         Some(spec) => {

@@ -4,6 +4,7 @@
 use crate::client::{CloseError, Reader, Writer};
 use crate::lookup::{self, Found};
 use crate::model::KeyConfig;
+use crate::overlay::Overlay;
 use crate::payload::Payload;
 use crate::plan::{self, Object, Plan, Step, StepKind};
 use crate::state::State;
@@ -147,7 +148,7 @@ pub async fn gather<S: Source>(
 /// run would have created or changed (and only that). Reads only.
 pub async fn dry_run<S: Source>(
     source: &S,
-    overlay: &mut State,
+    overlay: &mut Overlay,
     cfg: &KeyConfig,
     p: &Payload,
 ) -> Result<Plan, CloseError> {
@@ -157,7 +158,7 @@ pub async fn dry_run<S: Source>(
     // what a plan writes, so it grows with the changes, not with the records read.
     let (seen, view) = overlay.lookup_over(&found, &lookup::requests(cfg, p));
     let plan = plan::plan(cfg, p, &seen);
-    overlay.apply_over(&plan, &view);
+    overlay.apply(&plan, view);
     Ok(plan)
 }
 

@@ -1,5 +1,5 @@
-//! Close records held in memory: the overlay a dry-run accumulates over its source (the
-//! records the run created or changed, nothing it only read), the model
+//! Close records held in memory: the view a dry-run plans an event over (see
+//! [`crate::overlay`]), the model
 //! the property tests apply plans to, and small snapshots (mapping tests). Plans are applied
 //! through the very request bodies the executor would send.
 //!
@@ -286,74 +286,32 @@ impl State {
         }
     }
 
-    /// What a dry-run's lookup sees: the records the source `found`, each in this overlay's
-    /// version where the run changed it, and this overlay's records that match (created by the
-    /// run, or changed to match), as [`State::lookup`] would answer over both. Also returns the
-    /// view it was read from, which [`State::apply_over`] takes the records a plan writes from.
-    pub fn lookup_over(&mut self, found: &Found, reqs: &[LookupRequest]) -> (Found, State) {
-        if self.types.is_empty() && !found.types.is_empty() {
-            self.types = found.types.clone();
+    /// Indexes these custom fields (a view over an overlay's records, which tracks the same).
+    pub(crate) fn track_fields(
+        &mut self,
+        lead: impl Iterator<Item = String>,
+        contact: impl Iterator<Item = String>,
+    ) {
+        for f in lead {
+            self.lead_custom.entry(f).or_default();
         }
-        let mut view = State {
-            types: self.types.clone(),
-            ..State::default()
-        };
-        for f in self.lead_custom.keys() {
-            view.lead_custom.insert(f.clone(), HashMap::new());
+        for f in contact {
+            self.contact_custom.entry(f).or_default();
         }
-        for f in self.contact_custom.keys() {
-            view.contact_custom.insert(f.clone(), HashMap::new());
-        }
-        for l in found.leads_by_company.iter().chain(&found.leads) {
-            view.push_lead(self.lead(&l.id).unwrap_or(l).clone());
-        }
-        for c in &found.contacts {
-            let c = self.contact(&c.id).unwrap_or(c);
-            if let Some(l) = self.lead(&c.lead_id) {
-                view.push_lead(l.clone());
-            }
-            view.push_contact(c.clone());
-        }
-        let mine = self.lookup(reqs);
-        for l in mine.leads_by_company.iter().chain(&mine.leads) {
-            view.push_lead(l.clone());
-        }
-        for c in &mine.contacts {
-            view.push_contact(c.clone());
-        }
-        (view.lookup(reqs), view)
     }
-
-    /// Applies a dry-run's plan made over `view` (from [`State::lookup_over`]): the records it
-    /// writes are taken into this overlay first (a contact with its lead), so that the overlay
-    /// holds what the run changed and nothing it only read.
-    pub fn apply_over(&mut self, plan: &Plan, view: &State) -> Vec<String> {
-        for s in plan.writes() {
-            match (s.kind, s.object) {
-                (StepKind::UpdateLead, _) => self.take_lead(view, s.id.as_deref()),
-                (StepKind::UpdateContact, Object::Contact) => {
-                    if let Some(c) = s.id.as_deref().and_then(|id| view.contact(id))
-                        && !self.contact_at.contains_key(&c.id)
-                    {
-                        self.take_lead(view, Some(&c.lead_id));
-                        self.push_contact(c.clone());
-                    }
-                }
-                (StepKind::CreateContact, _) if !s.nested => {
-                    self.take_lead(view, s.lead_id.as_deref());
-                }
-                _ => {}
-            }
-        }
-        self.apply(plan)
+    /// Adds a lead or a contact (one already known by its id is left as it is).
+    pub(crate) fn add_lead(&mut self, l: Lead) {
+        self.push_lead(l);
     }
-
-    fn take_lead(&mut self, view: &State, id: Option<&str>) {
-        if let Some(l) = id.and_then(|id| view.lead(id))
-            && !self.lead_at.contains_key(&l.id)
-        {
-            self.push_lead(l.clone());
-        }
+    pub(crate) fn add_contact(&mut self, c: Contact) {
+        self.push_contact(c);
+    }
+    /// The counter that numbers created records (carried from one view to the next).
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+    pub(crate) fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
     }
 
     fn next_id(&mut self, prefix: &str) -> (String, String) {
@@ -511,7 +469,7 @@ pub(crate) fn lead_json<'a>(l: &Lead, contacts: impl Iterator<Item = &'a Contact
     Value::Object(m)
 }
 
-fn contact_json(c: &Contact) -> Value {
+pub(crate) fn contact_json(c: &Contact) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), json!(c.id));
     m.insert("lead_id".into(), json!(c.lead_id));
