@@ -3,8 +3,8 @@
 //! one or two contacts, custom fields on both) and M identify events (10,000), run on files as
 //! users run it. Two mixes of events:
 //! - **updates**: half about people in the snapshot, each with their own company, so they
-//!   update an existing lead and contact (plan, last seen, name); half about new people (one in
-//!   four of a company in the snapshot, the others of a few new companies);
+//!   update an existing lead (name, plan) and contact (title, last seen); half about new
+//!   people (one in four of a company in the snapshot, the others of a few new companies);
 //! - **creates**: as before this bench was fixed, the known people get a random company of the
 //!   snapshot, so nearly every event creates a contact.
 //! Reported per run: wall time, peak RSS (the child's `VmHWM`, sampled from /proc), and
