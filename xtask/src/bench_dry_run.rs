@@ -7,6 +7,7 @@
 //!   people (one in four of a company in the snapshot, the others of a few new companies);
 //! - **creates**: as before this bench was fixed, the known people get a random company of the
 //!   snapshot, so nearly every event creates a contact.
+//!
 //! Reported per run: wall time, peak RSS (the child's `VmHWM`, sampled from /proc), and
 //! events/s after loading (from the first event's output line to the end): the base size in
 //! each output format, then the events, the snapshot and both grown ten times (JSON lines
