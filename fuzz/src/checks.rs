@@ -8,6 +8,12 @@
 use closeflow_mapping::events::{self, Entry};
 use serde_json::{Value, json};
 
+/// The CLI's own event reader (`dry-run`, `send`, `diff`: bytes in, line by line); only its
+/// `from_reader` is used here.
+#[allow(dead_code)]
+#[path = "../../crates/cli/src/stream.rs"]
+mod stream;
+
 /// Events to evaluate parsed triggers and loaded instances against.
 fn sample_events() -> [Value; 4] {
     [
@@ -27,10 +33,12 @@ fn span_ok(src: &str, start: usize, len: usize) -> bool {
 
 /// The trigger parser: an error points inside the source (the diagnostics underline it); a
 /// trigger that parses evaluates without panicking, and `explain` agrees with `matches`.
+///
+/// A trigger is text in a YAML file the program reads as UTF-8 (it refuses other bytes before
+/// any trigger is parsed), so bytes that are not UTF-8 are read lossily rather than thrown
+/// away: every input reaches the parser.
 pub fn trigger(data: &[u8]) {
-    let Ok(src) = std::str::from_utf8(data) else {
-        return;
-    };
+    let src = &*String::from_utf8_lossy(data);
     match closeflow_mapping::Trigger::parse(src) {
         Ok(t) => {
             for e in sample_events() {
@@ -55,10 +63,11 @@ pub fn trigger(data: &[u8]) {
 
 /// The instance loader: every diagnostic's span is inside the file; an instance comes back
 /// exactly when there is no error; a loaded instance evaluates events.
+///
+/// The program reads an instance file as UTF-8 and refuses other bytes with an error before
+/// loading; bytes that are not UTF-8 are read lossily here, so that every input is loaded.
 pub fn instance(data: &[u8]) {
-    let Ok(src) = std::str::from_utf8(data) else {
-        return;
-    };
+    let src = &*String::from_utf8_lossy(data);
     let env = |k: &str| (k == "CLOSE_API_KEY").then(|| "fuzz_key".to_string());
     let (inst, diags) = closeflow_mapping::instance::load(
         "fuzz.yaml",
@@ -83,19 +92,47 @@ pub fn instance(data: &[u8]) {
     }
 }
 
-/// The event-stream reader (`dry-run`/`send` input): every entry is either a checked event
-/// (an object with a known type) or an invalid entry with a message.
+/// The event-stream reader (`dry-run`/`send`/`diff` input), on any bytes: the CLI's own reader
+/// (`crates/cli/src/stream.rs`, line by line, a line that is not UTF-8 or not JSON an invalid
+/// entry and the stream going on) yields every entry as either a checked event (an object with
+/// a known type) or an invalid entry with a message; on UTF-8 input read the same way by both
+/// (JSON lines, or an array) it reads the very events the whole-text reader reads, with an
+/// invalid entry wherever that one has one.
 pub fn events(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    for entry in events::parse_stream(text) {
+    let read: Vec<Entry> = stream::from_reader(Box::new(std::io::Cursor::new(data.to_vec())))
+        .expect("reading from memory cannot fail")
+        .map(|e| e.expect("reading from memory cannot fail"))
+        .collect();
+    for entry in &read {
         match entry {
             Entry::Event(v) => assert!(
                 matches!(events::check(v.clone()), Entry::Event(_)),
                 "{v} passed as an event"
             ),
             Entry::Invalid { message, .. } => assert!(!message.is_empty()),
+        }
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // The whole-text reader recognises an array after any whitespace, the stream after ASCII
+    // whitespace (what JSON allows); inputs where they differ are read by different routes.
+    let array_text = text.trim_start().starts_with('[');
+    let array_stream = data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if array_text != array_stream {
+        return;
+    }
+    let whole = events::parse_stream(text);
+    assert_eq!(
+        read.len(),
+        whole.len(),
+        "entries differ: {read:?} / {whole:?}"
+    );
+    for (a, b) in read.iter().zip(&whole) {
+        match (a, b) {
+            (Entry::Event(x), Entry::Event(y)) => assert_eq!(x, y),
+            (Entry::Invalid { .. }, Entry::Invalid { .. }) => {}
+            _ => panic!("the readers disagree: {a:?} / {b:?}"),
         }
     }
 }

@@ -142,7 +142,7 @@ async fn dry_run_against_the_live_simulator_leaves_it_unchanged() {
     let r = start(base()).await;
     let w = writer(&r.url, "test_key");
     let before = r.sim.snapshot();
-    let mut overlay = closeflow_close::state::State::default();
+    let mut overlay = closeflow_close::overlay::Overlay::default();
     let p1 = payload(
         json!({"lead_name": "Globex", "lead_external_id": "c_2", "contact_email": "g@globex.com"}),
     );

@@ -59,12 +59,12 @@ pub fn per_sec(n: usize, secs: f64) -> f64 {
 pub fn run(args: &[&str]) -> Result<()> {
     match args {
         ["engine"] => engine(),
-        ["diff"] => crate::bench_diff::run(),
+        ["diff", rest @ ..] => crate::bench_diff::run(rest),
         ["dry-run", rest @ ..] => crate::bench_dry_run::run(rest),
         ["delivery", rest @ ..] => crate::bench_delivery::run(rest),
         ["cluster"] => crate::bench_cluster::run(),
         _ => bail!(
-            "usage: cargo xtask bench engine|diff|dry-run [--leads N] [--events M]|delivery [--events N] [--baseline-events M] [--scale-events K] [--seed S]|cluster"
+            "usage: cargo xtask bench engine|diff [--events N] [--planned-events M] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR]|delivery [--events N] [--baseline-events M] [--scale-events K] [--seed S]|cluster"
         ),
     }
 }

@@ -1,22 +1,24 @@
-//! `cargo xtask bench diff`: how fast `closeflow diff` compares two versions of an instance over
-//! a day of traffic. 100,000 ~1 KB events (identify, with some track calls) go through a
-//! realistic edit of the default mapping: a tighter trigger (free plans no longer match), a new
-//! templated description and a changed contact name, so most events differ.
-//! Figures are printed; nothing here is a pass/fail test.
+//! `cargo xtask bench diff [--events N] [--planned-events M] [--keep] [--generate DIR]`: the
+//! release `closeflow diff`, run on files as users run it, comparing two versions of an
+//! instance over a day of traffic. N (100,000) ~740-byte events (identify, one track call in
+//! ten) go through a realistic edit of the default mapping: a tighter trigger (free plans no
+//! longer match), a new templated description and a changed contact name, so most events
+//! differ. Each output format is run in turn (standard output read and counted by the bench,
+//! as a pipe to a script would), then the same with plans (`--against sim:`) over the first M
+//! (10,000) events. Reported: wall time from start to exit, events/s over it, and peak RSS
+//! (the child's `VmHWM`). `--generate DIR` writes the files and stops. Nothing here is a
+//! pass/fail test.
 
-use crate::bench::{identify_events, per_sec};
+use crate::bench::identify_events;
+use crate::child::{mb, measure};
 use anyhow::{Context, Result};
-use closeflow_close::diff::{Differ, Review};
-use closeflow_close::schema;
-use closeflow_close::state::State;
-use closeflow_mapping::events::{self, Entry};
-use closeflow_mapping::{Instance, instance};
 use serde_json::{Value, json};
-use std::time::Instant;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 const EVENTS: usize = 100_000;
 /// Plans read and grow an in-memory overlay; fewer events keep that part short.
-const PLANNED_EVENTS: usize = 5_000;
+const PLANNED_EVENTS: usize = 10_000;
 
 const OLD: &str = r#"
 name: bench
@@ -61,28 +63,23 @@ mappings:
       contact_email: $.properties.email
 "#;
 
-fn load(text: &str) -> Result<Instance> {
-    let env = |_: &str| None;
-    let (inst, diags) = instance::load("bench.yaml", text, &schema::destination(), &env);
-    inst.with_context(|| format!("bench instance invalid: {diags:?}"))
-}
-
 /// Identify events with one track call in ten, as JSON lines.
-fn traffic(n: usize) -> String {
-    let mut out = String::new();
+fn write_traffic(path: &Path, n: usize) -> Result<u64> {
+    let mut out = BufWriter::new(std::fs::File::create(path)?);
     for (i, mut e) in identify_events(n).into_iter().enumerate() {
         if i % 10 == 9 {
             e = json!({"type": "track", "event": "Signed Up", "messageId": e["messageId"], "userId": e["userId"],
                        "properties": {"email": e["traits"]["email"], "plan": e["traits"]["plan"]},
                        "context": e["context"]});
         }
-        out.push_str(&e.to_string());
-        out.push('\n');
+        serde_json::to_writer(&mut out, &e)?;
+        out.write_all(b"\n")?;
     }
-    out
+    out.flush()?;
+    Ok(std::fs::metadata(path)?.len())
 }
 
-/// Half of the companies and every third user already in Close.
+/// Half of the companies and every third user (of the planned events) already in Close.
 fn snapshot() -> Value {
     let leads: Vec<Value> = (0..250)
         .map(|c| {
@@ -99,142 +96,103 @@ fn snapshot() -> Value {
     json!({ "leads": leads })
 }
 
-pub fn run() -> Result<()> {
-    let (old, new) = (vec![load(OLD)?], vec![load(NEW)?]);
-    let text = traffic(EVENTS);
-    println!(
-        "diff benchmark: {EVENTS} events (~{} bytes each, 9 identify : 1 track), the default mapping against an edit of it",
-        text.len() / EVENTS
-    );
+fn arg(args: &[&str], name: &str) -> Option<String> {
+    let i = args.iter().position(|a| *a == name)?;
+    args.get(i + 1).map(|v| v.to_string())
+}
 
-    // Once untimed: the first pass over this much memory pays for page faults the others don't.
-    drop(events::parse_stream(&text));
+fn num(args: &[&str], name: &str, default: usize) -> Result<usize> {
+    arg(args, name).map_or(Ok(default), |v| {
+        v.replace('_', "")
+            .parse()
+            .with_context(|| format!("{name} takes a number"))
+    })
+}
 
-    // The floor: reading the events (the reader `dry-run` and `diff` share), and freeing them.
-    let t = Instant::now();
-    drop(std::hint::black_box(events::parse_stream(&text)));
-    let parse_only = per_sec(EVENTS, t.elapsed().as_secs_f64());
+struct Files {
+    old: PathBuf,
+    new: PathBuf,
+    events: PathBuf,
+    planned: PathBuf,
+    snapshot: PathBuf,
+    events_bytes: u64,
+}
 
-    // What `closeflow diff` does without --against: read, compare, review, free.
-    let differ = Differ::new(&old, &new);
-    let t = Instant::now();
-    let entries = events::parse_stream(&text);
-    let mut review = Review::new(3);
-    for (i, e) in entries.iter().enumerate() {
-        review.add(&differ.event(i, e));
+fn generate(dir: &Path, events: usize, planned: usize) -> Result<Files> {
+    std::fs::create_dir_all(dir)?;
+    let f = Files {
+        old: dir.join("old.yaml"),
+        new: dir.join("new.yaml"),
+        events: dir.join(format!("events-{events}.jsonl")),
+        planned: dir.join(format!("events-{planned}.jsonl")),
+        snapshot: dir.join("snapshot.json"),
+        events_bytes: 0,
+    };
+    std::fs::write(&f.old, OLD.trim_start())?;
+    std::fs::write(&f.new, NEW.trim_start())?;
+    std::fs::write(&f.snapshot, snapshot().to_string())?;
+    write_traffic(&f.planned, planned)?;
+    let events_bytes = write_traffic(&f.events, events)?;
+    Ok(Files { events_bytes, ..f })
+}
+
+pub fn run(args: &[&str]) -> Result<()> {
+    let events = num(args, "--events", EVENTS)?;
+    let planned = num(args, "--planned-events", PLANNED_EVENTS)?;
+    if let Some(dir) = arg(args, "--generate") {
+        let f = generate(Path::new(&dir), events, planned)?;
+        println!(
+            "written to {dir}: old.yaml, new.yaml, {} ({:.1} MB), {}, snapshot.json",
+            f.events.display(),
+            mb(f.events_bytes),
+            f.planned.display()
+        );
+        return Ok(());
     }
-    let summary = review.finish();
-    drop(entries);
-    let end_to_end = per_sec(EVENTS, t.elapsed().as_secs_f64());
-
-    // The same, one line at a time through the same reader (as a streaming reader would: each
-    // event parsed, compared and freed while it is still in cache).
-    let t = Instant::now();
-    let mut review = Review::new(3);
-    let mut i = 0;
-    for line in text.lines() {
-        for e in events::parse_stream(line) {
-            review.add(&differ.event(i, &e));
-            i += 1;
+    let bin = crate::release_closeflow()?;
+    let dir = std::env::temp_dir().join(format!("closeflow-bench-diff-{}", std::process::id()));
+    let f = generate(&dir, events, planned)?;
+    println!(
+        "diff benchmark: release `closeflow diff --old old.yaml --new new.yaml EVENTS.jsonl --format F` on {events} events ({:.1} MB, ~{} bytes each, 9 identify : 1 track), standard output read by the bench",
+        mb(f.events_bytes),
+        f.events_bytes / events.max(1) as u64
+    );
+    let runs: [(&Path, usize, bool); 2] = [(&f.events, events, false), (&f.planned, planned, true)];
+    for (file, n, plans) in runs {
+        if plans {
+            println!(
+                "  with plans (`--against sim:snapshot.json`, 250 leads), the first {n} events:"
+            );
+        }
+        for format in ["human", "json", "summary"] {
+            let mut a: Vec<std::ffi::OsString> = vec![
+                "diff".into(),
+                "--old".into(),
+                f.old.clone().into(),
+                "--new".into(),
+                f.new.clone().into(),
+                "--format".into(),
+                format.into(),
+            ];
+            if plans {
+                a.push("--against".into());
+                a.push(format!("sim:{}", f.snapshot.display()).into());
+            }
+            a.push(file.into());
+            let m = measure(&bin, &a)?;
+            println!(
+                "  --format {format:<8} {n:>7} events: {:>6.2} s, {:>8.0} events/s, peak RSS {:>7.1} MB, output {:>7.1} MB",
+                m.secs,
+                n as f64 / m.secs,
+                mb(m.peak),
+                mb(m.bytes)
+            );
         }
     }
-    std::hint::black_box(review.finish());
-    let streamed = per_sec(EVENTS, t.elapsed().as_secs_f64());
-
-    let entries = events::parse_stream(&text);
-    let t = Instant::now();
-    let mut review = Review::new(3);
-    for (i, e) in entries.iter().enumerate() {
-        review.add(&differ.event(i, e));
+    if args.contains(&"--keep") {
+        println!("  generated files kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    std::hint::black_box(review.finish());
-    let compare_only = per_sec(EVENTS, t.elapsed().as_secs_f64());
-
-    // With --format json every event diff is also serialised.
-    let t = Instant::now();
-    let mut bytes = 0usize;
-    for (i, e) in entries.iter().enumerate() {
-        bytes += serde_json::to_string(&differ.event(i, e))?.len();
-    }
-    std::hint::black_box(bytes);
-    let with_json = per_sec(EVENTS, t.elapsed().as_secs_f64());
-
-    // The baseline: one version's verdicts and payloads, as a dry-run prepares them.
-    let t = Instant::now();
-    let mut n = 0usize;
-    for (i, e) in entries.iter().enumerate() {
-        n += closeflow_close::run::prepare(&new[0], i, e)
-            .0
-            .mappings
-            .len();
-    }
-    std::hint::black_box(n);
-    let one_version = per_sec(EVENTS, t.elapsed().as_secs_f64());
-
-    println!(
-        "  changed {} of {} events ({} newly matched, {} no longer matched, {} payload changes)",
-        summary.changed,
-        summary.events,
-        summary.newly_matched,
-        summary.no_longer_matched,
-        summary.payload_changed
-    );
-    println!("  reading the events alone (JSON lines)  : {parse_only:>10.0} events/s");
-    println!(
-        "  trigger + payload diff, JSON lines in  : {streamed:>10.0} events/s   (read line by line as `closeflow diff` does, both versions, compare, review)"
-    );
-    println!("  … the same, the whole file read first  : {end_to_end:>10.0} events/s");
-    println!("  trigger + payload diff, parsed events  : {compare_only:>10.0} events/s");
-    println!("  … and each event diff as JSON          : {with_json:>10.0} events/s");
-    println!(
-        "  one version prepared (dry-run's share) : {one_version:>10.0} events/s   (diff / this = {:.2})",
-        compare_only / one_version
-    );
-
-    // Plans: each version dry-run over its own overlay on a snapshot, against one dry-run. The
-    // snapshot is read as `closeflow diff --against sim:` reads it: indexed by both versions'
-    // lookup keys.
-    let keys: Vec<_> = old
-        .iter()
-        .chain(&new)
-        .map(closeflow_close::run::key_config)
-        .collect();
-    let source =
-        closeflow_close::snapshot::Snapshot::read(snapshot().to_string().as_bytes(), &keys)
-            .map_err(anyhow::Error::msg)?;
-    let planned: Vec<Entry> = entries.into_iter().take(PLANNED_EVENTS).collect();
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    let t = Instant::now();
-    let mut differ = Differ::new(&old, &new);
-    let mut review = Review::new(3);
-    for (i, e) in planned.iter().enumerate() {
-        review.add(&rt.block_on(differ.event_planned(&[&source], i, e)));
-    }
-    let plans = review.finish();
-    let diff_plans = per_sec(PLANNED_EVENTS, t.elapsed().as_secs_f64());
-    // The baseline: each version dry-run on its own, as two `closeflow dry-run`s would.
-    let t = Instant::now();
-    for inst in [&old[0], &new[0]] {
-        let mut overlay = State::default();
-        for (i, e) in planned.iter().enumerate() {
-            let r = rt.block_on(closeflow_close::run::dry_run(
-                inst,
-                &source,
-                &mut overlay,
-                i,
-                e,
-            ));
-            std::hint::black_box(r);
-        }
-    }
-    let dry_runs = per_sec(PLANNED_EVENTS, t.elapsed().as_secs_f64());
-    println!(
-        "  with plans, first {PLANNED_EVENTS} events          : {diff_plans:>10.0} events/s   ({} plans changed)",
-        plans.plan_changed
-    );
-    println!(
-        "  two snapshot dry-runs (old, new)       : {dry_runs:>10.0} events/s   (diff / this = {:.2})",
-        diff_plans / dry_runs
-    );
     Ok(())
 }

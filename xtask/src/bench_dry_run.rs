@@ -1,16 +1,22 @@
-//! `cargo xtask bench dry-run [--leads N] [--events M]`: the release `closeflow dry-run
-//! --against sim:` over a generated snapshot of N leads (each with one or two contacts, custom
-//! fields on both) and M identify events (half about people in the snapshot, half new; one in
-//! four about a company in it). It runs the real binary as a child and reports, per run, wall
-//! time, peak RSS (the child's `VmHWM`, sampled from /proc) and events/s after loading (from
-//! the first event's plan on standard output to the end); then how both grow when the events
-//! or the snapshot grow ten times. Nothing here is a pass/fail test.
+//! `cargo xtask bench dry-run [--leads N] [--events M] [--keep] [--generate DIR]`: the release
+//! `closeflow dry-run --against sim:` over a generated snapshot of N leads (10,000; each with
+//! one or two contacts, custom fields on both) and M identify events (10,000), run on files as
+//! users run it. Two mixes of events:
+//! - **updates**: half about people in the snapshot, each with their own company, so they
+//!   update an existing lead (name, plan) and contact (title, last seen); half about new
+//!   people (one in four of a company in the snapshot, the others of a few new companies);
+//! - **creates**: as before this bench was fixed, the known people get a random company of the
+//!   snapshot, so nearly every event creates a contact.
+//!
+//! Reported per run: wall time, peak RSS (the child's `VmHWM`, sampled from /proc), and
+//! events/s after loading (from the first event's output line to the end): the base size in
+//! each output format, then the events, the snapshot and both grown ten times (JSON lines
+//! out). `--generate DIR` writes the files and stops. Nothing here is a pass/fail test.
 
-use anyhow::{Context, Result, bail};
+use crate::child::{mb, measure};
+use anyhow::{Context, Result};
 use std::io::{BufWriter, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
 
 const INSTANCE: &str = r#"name: bench
 settings:
@@ -71,20 +77,30 @@ fn write_snapshot(path: &Path, leads: usize) -> Result<u64> {
     Ok(std::fs::metadata(path)?.len())
 }
 
-fn write_events(path: &Path, events: usize, leads: usize) -> Result<()> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// Known people with their own company: updates of existing records.
+    Updates,
+    /// Known people with a random company: a contact created under another lead.
+    Creates,
+}
+
+fn write_events(path: &Path, events: usize, leads: usize, mix: Mix) -> Result<()> {
     let mut w = BufWriter::new(std::fs::File::create(path)?);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for n in 0..events {
         // Half about people in the snapshot, half about new people (of a few new companies).
         // New people are named apart, so that they are new in a larger snapshot too.
         let known = rng.below(2) == 0 && leads > 0;
-        let (i, dom) = if known {
+        let (i, dom, own) = if known {
             let k = rng.below(leads);
-            (k.to_string(), k % 97)
+            (k.to_string(), k % 97, Some(k))
         } else {
-            (format!("new{}", rng.below(events.max(1))), 0)
+            (format!("new{}", rng.below(events.max(1))), 0, None)
         };
-        let company = if known || rng.below(4) == 0 {
+        let company = if let (Some(k), Mix::Updates) = (own, mix) {
+            format!("c_{k}")
+        } else if known || rng.below(4) == 0 {
             format!("c_{}", rng.below(leads.max(1)))
         } else {
             format!("c_new_{}", rng.below(1 + events / 20))
@@ -98,14 +114,6 @@ fn write_events(path: &Path, events: usize, leads: usize) -> Result<()> {
     }
     w.flush()?;
     Ok(())
-}
-
-/// A child's peak resident set, in bytes, from /proc (0 where /proc is not available).
-fn vm_hwm(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 struct Run {
@@ -124,60 +132,31 @@ impl Run {
     }
 }
 
-fn dry_run(bin: &Path, dir: &Path, snapshot: &Path, events: &Path) -> Result<Run> {
-    use std::io::BufRead;
-    let started = Instant::now();
-    let mut child = Command::new(bin)
-        .args(["dry-run", "--format", "jsonl", "--instance"])
-        .arg(dir.join("bench.yaml"))
-        .arg("--against")
-        .arg(format!("sim:{}", snapshot.display()))
-        .arg(events)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start closeflow")?;
-    let pid = child.id();
-    let stdout = child.stdout.take().context("stdout")?;
-    let lines = std::thread::spawn(move || {
-        let mut first = None;
-        let mut n = 0usize;
-        for line in std::io::BufReader::new(stdout).lines() {
-            if line.is_err() {
-                break;
-            }
-            first.get_or_insert_with(|| started.elapsed().as_secs_f64());
-            n += 1;
-        }
-        (first, n)
-    });
-    let mut peak = 0;
-    loop {
-        if let Some(h) = vm_hwm(pid) {
-            peak = peak.max(h);
-        }
-        if let Some(status) = child.try_wait()? {
-            // 0 (nothing would change) or 2 are fine; 1 is an error.
-            if status.code() == Some(1) {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    std::io::Read::read_to_string(&mut e, &mut err)?;
-                }
-                bail!("closeflow dry-run failed: {err}");
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let (first, n) = lines.join().map_err(|_| anyhow::anyhow!("reader thread"))?;
+fn dry_run(bin: &Path, dir: &Path, snapshot: &Path, events: &Path, format: &str) -> Result<Run> {
+    let against = format!("sim:{}", snapshot.display());
+    let instance = dir.join("bench.yaml");
+    let args: [&std::ffi::OsStr; 8] = [
+        "dry-run".as_ref(),
+        "--format".as_ref(),
+        format.as_ref(),
+        "--instance".as_ref(),
+        instance.as_os_str(),
+        "--against".as_ref(),
+        against.as_ref(),
+        events.as_os_str(),
+    ];
+    let m = measure(bin, &args)?;
     Ok(Run {
-        load: first.unwrap_or(secs),
-        secs,
-        // The last line is the summary.
-        planned: n.saturating_sub(1),
-        peak,
+        load: m.first_line.unwrap_or(m.secs),
+        secs: m.secs,
+        planned: count_events(events)?,
+        peak: m.peak,
     })
+}
+
+fn count_events(path: &Path) -> Result<usize> {
+    let text = std::fs::read(path)?;
+    Ok(text.iter().filter(|b| **b == b'\n').count())
 }
 
 fn arg(args: &[&str], name: &str, default: usize) -> Result<usize> {
@@ -190,35 +169,60 @@ fn arg(args: &[&str], name: &str, default: usize) -> Result<usize> {
     }
 }
 
-fn mb(b: u64) -> f64 {
-    b as f64 / 1_048_576.0
-}
-
 pub fn run(args: &[&str]) -> Result<()> {
     let leads = arg(args, "--leads", 10_000)?;
     let events = arg(args, "--events", 10_000)?;
-    let bin = crate::release_closeflow()?;
-    let dir = std::env::temp_dir().join(format!("closeflow-bench-dry-run-{}", std::process::id()));
+    let generate = args
+        .iter()
+        .position(|a| *a == "--generate")
+        .map(|i| {
+            args.get(i + 1)
+                .map(PathBuf::from)
+                .context("--generate takes a directory")
+        })
+        .transpose()?;
+    let dir = generate.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("closeflow-bench-dry-run-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("bench.yaml"), INSTANCE)?;
     let snap = |n: usize| dir.join(format!("snapshot-{n}.json"));
-    let evs = |m: usize| dir.join(format!("events-{m}.jsonl"));
+    let evs = |m: usize, n: usize, mix: Mix| {
+        let name = if mix == Mix::Updates {
+            "updates"
+        } else {
+            "creates"
+        };
+        dir.join(format!("events-{m}-{name}-over-{n}.jsonl"))
+    };
     let mut sizes = std::collections::BTreeMap::new();
     for n in [leads, leads * 10] {
         sizes.insert(n, write_snapshot(&snap(n), n)?);
     }
-    for m in [events, events * 10] {
-        write_events(&evs(m), m, leads)?;
+    let runs = [
+        (leads, events, Mix::Updates),
+        (leads, events * 10, Mix::Updates),
+        (leads * 10, events, Mix::Updates),
+        (leads * 10, events * 10, Mix::Updates),
+        (leads * 10, events * 10, Mix::Creates),
+    ];
+    for (n, m, mix) in runs {
+        if !evs(m, n, mix).exists() {
+            write_events(&evs(m, n, mix), m, n, mix)?;
+        }
     }
+    if generate.is_some() {
+        println!("written to {}", dir.display());
+        return Ok(());
+    }
+    let bin = crate::release_closeflow()?;
     println!(
-        "dry-run benchmark: release `closeflow dry-run --against sim:` (JSON lines out, counted by the bench)"
+        "dry-run benchmark: release `closeflow dry-run --instance bench.yaml --against sim:SNAPSHOT --format F EVENTS.jsonl`, standard output read by the bench"
     );
-    let mut table = Vec::new();
-    for (n, m) in [(leads, events), (leads, events * 10), (leads * 10, events)] {
-        let r = dry_run(&bin, &dir, &snap(n), &evs(m))?;
+    let row = |what: &str, n: usize, m: usize, r: &Run| {
         let file = sizes[&n];
         println!(
-            "  {n:>8} leads ({:>6.1} MB) {m:>8} events: load {:>6.2} s, total {:>7.2} s, {:>9.0} events/s after loading, peak RSS {:>7.1} MB ({:.2}x the snapshot file)",
+            "  {what:<22} {n:>7} leads ({:>5.1} MB) {m:>7} events: load {:>5.2} s, total {:>6.2} s, {:>7.0} events/s after loading, peak RSS {:>6.1} MB ({:.2}x the snapshot file)",
             mb(file),
             r.load,
             r.secs,
@@ -226,6 +230,27 @@ pub fn run(args: &[&str]) -> Result<()> {
             mb(r.peak),
             r.peak as f64 / file as f64
         );
+    };
+    // JSON lines is the first row of the table below.
+    for format in ["human", "json"] {
+        let r = dry_run(
+            &bin,
+            &dir,
+            &snap(leads),
+            &evs(events, leads, Mix::Updates),
+            format,
+        )?;
+        row(&format!("updates, --format {format}"), leads, events, &r);
+    }
+    let mut table = Vec::new();
+    for (n, m, mix) in runs {
+        let r = dry_run(&bin, &dir, &snap(n), &evs(m, n, mix), "jsonl")?;
+        let what = if mix == Mix::Updates {
+            "updates"
+        } else {
+            "creates"
+        };
+        row(&format!("{what}, --format jsonl"), n, m, &r);
         table.push(r);
     }
     let (base, more_events, more_leads) = (&table[0], &table[1], &table[2]);

@@ -6,6 +6,7 @@ mod bench_cluster;
 mod bench_delivery;
 mod bench_diff;
 mod bench_dry_run;
+mod child;
 mod setup;
 mod soak;
 
@@ -80,7 +81,7 @@ fn main() -> Result<()> {
         ["test", rest @ ..] => setup::test(&root(), rest)?,
         ["soak", rest @ ..] => soak::run(rest)?,
         _ => bail!(
-            "usage: cargo xtask test [ARGS for cargo test] | setup | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff|dry-run [--leads N] [--events M] | bench cluster"
+            "usage: cargo xtask test [ARGS for cargo test] | setup | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff [--events N] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR] | bench cluster"
         ),
     }
     Ok(())

@@ -114,5 +114,20 @@ pub fn test(root: &Path, extra: &[&str]) -> Result<()> {
             .args(extra)
             .current_dir(root),
         "cargo test --workspace",
+    )?;
+    fuzz_check(root)
+}
+
+/// The cargo-fuzz targets (their own workspace under `fuzz/`, built for fuzzing only by
+/// `cargo fuzz` with nightly flags) still compile: a plain `cargo check` of them on this
+/// toolchain, in a target directory of their own (about a minute the first time).
+fn fuzz_check(root: &Path) -> Result<()> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    closeflow_e2e::clean_cargo_env(&mut cmd);
+    run(
+        cmd.args(["check", "--bins", "--manifest-path", "fuzz/Cargo.toml"])
+            .env("CARGO_TARGET_DIR", root.join("target/fuzz-check"))
+            .current_dir(root),
+        "cargo check (fuzz targets)",
     )
 }

@@ -2,6 +2,7 @@
 //! every event through both (`close::diff`), and renders the differences and the review.
 
 use crate::diff_view;
+use crate::json_doc::JsonDoc;
 use crate::plan_view::Style;
 use anyhow::{Context, Result, bail};
 use closeflow_close::client::Reader;
@@ -110,25 +111,27 @@ fn load_old(a: &Diff<'_>) -> Result<Vec<Instance>> {
     Ok(insts)
 }
 
-/// Collects or prints event diffs as they come, per the format.
+/// Prints event diffs as they come, per the format: `--format json` writes its document as it
+/// goes, so only the event at hand is held.
 struct Output {
     format: DiffFormat,
     style: Style,
     multi: bool,
-    events: Vec<EventDiff>,
+    doc: Option<JsonDoc<std::io::BufWriter<std::io::StdoutLock<'static>>>>,
     printed: usize,
 }
 
 impl Output {
-    fn event(&mut self, ev: EventDiff) {
-        match self.format {
-            DiffFormat::Human if ev.changed || ev.error.is_some() => {
-                out!("{}", diff_view::event(&self.style, self.multi, &ev));
+    fn event(&mut self, ev: &EventDiff) -> Result<()> {
+        match (&mut self.doc, self.format) {
+            (Some(doc), _) => doc.event(ev).map_err(crate::stdout_failed)?,
+            (None, DiffFormat::Human) if ev.changed || ev.error.is_some() => {
+                out!("{}", diff_view::event(&self.style, self.multi, ev));
                 self.printed += 1;
             }
-            DiffFormat::Json => self.events.push(ev),
             _ => {}
         }
+        Ok(())
     }
 }
 
@@ -161,11 +164,23 @@ pub fn run(a: Diff<'_>) -> Result<ExitCode> {
         Against::Close => "triggers, payloads, plans against live Close (read-only)".into(),
     };
     let pairs = differ.instances().len();
+    let doc = match a.format {
+        DiffFormat::Json => Some(JsonDoc::new(
+            crate::stdout_buffered(),
+            vec![
+                ("format_version", json!(1)),
+                ("plans", json!(!matches!(against, Against::Nothing))),
+                ("instance_changes", json!(differ.instance_changes())),
+                ("mapping_changes", json!(differ.mapping_changes())),
+            ],
+        )),
+        _ => None,
+    };
     let mut out = Output {
         format: a.format,
         style: Style { color: a.color },
         multi: pairs > 1,
-        events: vec![],
+        doc,
         printed: 0,
     };
     let mut review = Review::new(a.limit);
@@ -197,7 +212,7 @@ pub fn run(a: Diff<'_>) -> Result<ExitCode> {
                 }
             };
             review.add(&ev);
-            out.event(ev);
+            out.event(&ev)?;
             if let Some(p) = &pb {
                 p.inc(1);
             }
@@ -208,19 +223,11 @@ pub fn run(a: Diff<'_>) -> Result<ExitCode> {
         }
     }
     let summary = review.finish();
-    match a.format {
-        DiffFormat::Json => {
-            let doc = json!({
-                "format_version": 1,
-                "plans": !matches!(against, Against::Nothing),
-                "instance_changes": differ.instance_changes(),
-                "mapping_changes": differ.mapping_changes(),
-                "events": out.events,
-                "summary": summary,
-            });
-            outln!("{}", serde_json::to_string_pretty(&doc)?);
+    match out.doc.take() {
+        Some(doc) => {
+            doc.finish(&summary).map_err(crate::stdout_failed)?;
         }
-        DiffFormat::Human | DiffFormat::Summary => outln!(
+        None => outln!(
             "{}{}",
             if out.printed > 0 { "\n" } else { "" },
             diff_view::summary(

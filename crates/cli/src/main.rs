@@ -20,6 +20,7 @@ mod eval;
 mod explain;
 mod git_base;
 mod input;
+mod json_doc;
 mod lookups;
 mod plan_view;
 mod render;
@@ -215,6 +216,18 @@ pub fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
         eprintln!("error: cannot write to standard output: {e}");
         std::process::exit(1);
     }
+}
+
+/// Standard output, buffered, for a document written as it goes (`--format json`).
+pub fn stdout_buffered() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())
+}
+
+/// A failed write to standard output: a reader that went away ends the run quietly (as
+/// [`emit`] does); another failure is an error.
+pub fn stdout_failed(e: std::io::Error) -> anyhow::Error {
+    exit_on_closed_pipe(&e);
+    anyhow::Error::new(e).context("cannot write to standard output")
 }
 
 /// A reader that went away (`| head`) is not an error worth a message.

@@ -1,15 +1,16 @@
 //! `closeflow dry-run` and `closeflow send`: the same plans, read-only or applied.
 
+use crate::json_doc::JsonDoc;
 use crate::plan_view::{self, Style};
 use crate::resume::{self, Done};
 use anyhow::{Context, Result, bail};
 use closeflow_close::client::{ClientConfig, CloseError, DEFAULT_BASE_URL, Reader, Writer};
 use closeflow_close::live::LiveSource;
 use closeflow_close::model::KeyConfig;
+use closeflow_close::overlay::Overlay;
 use closeflow_close::payload::Payload;
 use closeflow_close::run::{self, EventReport, Summary};
 use closeflow_close::snapshot::Snapshot;
-use closeflow_close::state::State;
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::Entry;
 use closeflow_mapping::instance::Setting;
@@ -76,16 +77,31 @@ fn stop_if_unreachable(err: &Option<CloseError>, index: usize) -> Result<()> {
     Ok(())
 }
 
+/// Prints reports as they come, per the format: `--format json` writes its document as it
+/// goes, so only the report at hand is held.
 struct Output {
     format: PlanFormat,
     style: Style,
-    reports: Vec<EventReport>,
+    doc: Option<JsonDoc<std::io::BufWriter<std::io::StdoutLock<'static>>>>,
     summary: Summary,
 }
 
 impl Output {
+    fn new(format: PlanFormat, color: bool) -> Output {
+        let doc = (format == PlanFormat::Json)
+            .then(|| JsonDoc::new(crate::stdout_buffered(), vec![("format_version", json!(1))]));
+        Output {
+            format,
+            style: Style { color },
+            doc,
+            summary: Summary::default(),
+        }
+    }
     fn event(&mut self, r: EventReport) -> Result<()> {
         self.summary.add(&r);
+        if let Some(doc) = &mut self.doc {
+            return doc.event(&r).map_err(crate::stdout_failed);
+        }
         let mut out = std::io::stdout().lock();
         match self.format {
             PlanFormat::Human => write!(out, "{}", plan_view::event(&self.style, &r))?,
@@ -94,11 +110,15 @@ impl Output {
                 v["format_version"] = json!(1);
                 writeln!(out, "{v}")?;
             }
-            PlanFormat::Json => self.reports.push(r),
+            PlanFormat::Json => {}
         }
         Ok(())
     }
-    fn finish(self) -> Result<Summary> {
+    fn finish(mut self) -> Result<Summary> {
+        if let Some(doc) = self.doc.take() {
+            doc.finish(&self.summary).map_err(crate::stdout_failed)?;
+            return Ok(self.summary);
+        }
         let mut out = std::io::stdout().lock();
         match self.format {
             PlanFormat::Human => writeln!(out, "{}", plan_view::summary(&self.summary))?,
@@ -107,13 +127,7 @@ impl Output {
                 "{}",
                 json!({"format_version": 1, "summary": self.summary})
             )?,
-            PlanFormat::Json => writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(
-                    &json!({"format_version": 1, "events": self.reports, "summary": self.summary})
-                )?
-            )?,
+            PlanFormat::Json => {}
         }
         Ok(self.summary)
     }
@@ -131,14 +145,9 @@ pub struct DryRun<'a> {
 
 pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
     let inst = crate::input::require_instance(a.instance, a.color)?;
-    let mut out = Output {
-        format: a.format,
-        style: Style { color: a.color },
-        reports: vec![],
-        summary: Summary::default(),
-    };
+    let mut out = Output::new(a.format, a.color);
     let rt = tokio::runtime::Runtime::new()?;
-    let mut overlay = State::default();
+    let mut overlay = Overlay::default();
     let pb;
     match a.against {
         Some(spec) => {
@@ -220,12 +229,7 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| resume::default_file(&inst.name, &endpoint));
     let mut done = Done::open(&resume_path, &inst.name, &endpoint)?;
-    let mut out = Output {
-        format: a.format,
-        style: Style { color: a.color },
-        reports: vec![],
-        summary: Summary::default(),
-    };
+    let mut out = Output::new(a.format, a.color);
     let mut entries = crate::stream::open(a.events)?.enumerate();
     let pb = counter("sent");
     let mut failed: Vec<String> = Vec::new();

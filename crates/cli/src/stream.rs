@@ -24,6 +24,11 @@ pub fn open(arg: &str) -> Result<Events> {
             std::fs::File::open(arg).with_context(|| format!("cannot read events from {arg}"))?,
         )
     };
+    from_reader(input)
+}
+
+/// Reads events from any bytes: JSON lines one line at a time, or a JSON array whole.
+pub fn from_reader(input: Box<dyn Read>) -> Result<Events> {
     let mut input: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 16, input));
     // A JSON array is recognised by its first non-blank byte.
     let array = loop {

@@ -4,6 +4,7 @@
 use crate::client::{CloseError, Reader, Writer};
 use crate::lookup::{self, Found};
 use crate::model::KeyConfig;
+use crate::overlay::Overlay;
 use crate::payload::Payload;
 use crate::plan::{self, Object, Plan, Step, StepKind};
 use crate::state::State;
@@ -144,19 +145,20 @@ pub async fn gather<S: Source>(
 }
 
 /// Plans one event of a dry-run over `overlay`, which accumulates what earlier events of the
-/// run would have created or changed. Reads only.
+/// run would have created or changed (and only that). Reads only.
 pub async fn dry_run<S: Source>(
     source: &S,
-    overlay: &mut State,
+    overlay: &mut Overlay,
     cfg: &KeyConfig,
     p: &Payload,
 ) -> Result<Plan, CloseError> {
     let found = gather(source, cfg, p).await?;
     overlay.track_keys(cfg);
-    overlay.absorb(&found);
-    let seen = overlay.lookup(&lookup::requests(cfg, p));
+    // The source's records as this run left them, and the run's own: the overlay keeps only
+    // what a plan writes, so it grows with the changes, not with the records read.
+    let (seen, view) = overlay.lookup_over(&found, &lookup::requests(cfg, p));
     let plan = plan::plan(cfg, p, &seen);
-    overlay.apply(&plan);
+    overlay.apply(&plan, view);
     Ok(plan)
 }
 

@@ -14,6 +14,7 @@ pub mod live;
 pub mod lookup;
 pub mod metadata;
 pub mod model;
+pub mod overlay;
 pub mod payload;
 pub mod plan;
 pub mod ratelimit;

@@ -8,7 +8,6 @@ use crate::model::KeyConfig;
 use crate::payload::Payload;
 use crate::plan::{Plan, Step, StepKind};
 use crate::schema::{COMPANY_SETTING, USER_SETTING};
-use crate::state::State;
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::Entry;
 use serde::Serialize;
@@ -183,7 +182,7 @@ pub fn prepare(
 pub async fn dry_run<S: Source>(
     inst: &Instance,
     source: &S,
-    overlay: &mut State,
+    overlay: &mut crate::overlay::Overlay,
     index: usize,
     entry: &Entry,
 ) -> EventReport {
@@ -195,7 +194,7 @@ pub async fn dry_run<S: Source>(
 pub async fn dry_run_checked<S: Source>(
     inst: &Instance,
     source: &S,
-    overlay: &mut State,
+    overlay: &mut crate::overlay::Overlay,
     index: usize,
     entry: &Entry,
 ) -> (EventReport, Option<CloseError>) {

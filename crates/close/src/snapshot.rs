@@ -13,13 +13,58 @@ use std::collections::HashMap;
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    leads: Vec<Box<str>>,
+    leads: Texts,
     /// Leads by a lead custom field's text, for each Company ID field indexed.
     by_company: HashMap<String, Index>,
     /// Leads by a contact custom field's text, for each User ID field indexed.
     by_user: HashMap<String, Index>,
     by_email: Index,
     types: FieldTypes,
+}
+
+/// The leads' texts, end to end in large blocks (a lead never spans two): one allocation per
+/// block rather than per lead, so a large snapshot costs its text and 12 bytes a lead.
+#[derive(Debug, Default)]
+struct Texts {
+    blocks: Vec<String>,
+    /// Block, start and end of each text.
+    at: Vec<(u32, u32, u32)>,
+}
+
+const BLOCK: usize = 1 << 20;
+
+impl Texts {
+    fn push(&mut self, text: &str) {
+        let fits = self
+            .blocks
+            .last()
+            .is_some_and(|b| b.capacity() - b.len() >= text.len());
+        if !fits {
+            self.blocks
+                .push(String::with_capacity(BLOCK.max(text.len())));
+        }
+        let n = self.blocks.len() - 1;
+        let b = &mut self.blocks[n];
+        let start = b.len();
+        b.push_str(text);
+        let to_u32 = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        self.at.push((to_u32(n), to_u32(start), to_u32(b.len())));
+    }
+    fn get(&self, i: usize) -> Option<&str> {
+        let (b, start, end) = *self.at.get(i)?;
+        self.blocks
+            .get(b as usize)?
+            .get(start as usize..end as usize)
+    }
+    fn len(&self) -> usize {
+        self.at.len()
+    }
+    fn shrink_to_fit(&mut self) {
+        if let Some(b) = self.blocks.last_mut() {
+            b.shrink_to_fit();
+        }
+        self.at.shrink_to_fit();
+    }
 }
 
 /// Leads by a key's hash. Keys are not stored: a lookup filters the leads it reads exactly,
@@ -148,14 +193,14 @@ impl Snapshot {
         }
         let mut v = crate::state::lead_json(lead, contacts.iter());
         compact(&mut v);
-        self.leads.push(v.to_string().into_boxed_str());
+        self.leads.push(&v.to_string());
     }
 
     pub fn len(&self) -> usize {
         self.leads.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.leads.is_empty()
+        self.leads.len() == 0
     }
     pub fn types(&self) -> &FieldTypes {
         &self.types

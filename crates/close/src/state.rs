@@ -1,4 +1,5 @@
-//! Close records held in memory: the overlay a dry-run accumulates over its source, the model
+//! Close records held in memory: the view a dry-run plans an event over (see
+//! [`crate::overlay`]), the model
 //! the property tests apply plans to, and small snapshots (mapping tests). Plans are applied
 //! through the very request bodies the executor would send.
 //!
@@ -285,6 +286,34 @@ impl State {
         }
     }
 
+    /// Indexes these custom fields (a view over an overlay's records, which tracks the same).
+    pub(crate) fn track_fields(
+        &mut self,
+        lead: impl Iterator<Item = String>,
+        contact: impl Iterator<Item = String>,
+    ) {
+        for f in lead {
+            self.lead_custom.entry(f).or_default();
+        }
+        for f in contact {
+            self.contact_custom.entry(f).or_default();
+        }
+    }
+    /// Adds a lead or a contact (one already known by its id is left as it is).
+    pub(crate) fn add_lead(&mut self, l: Lead) {
+        self.push_lead(l);
+    }
+    pub(crate) fn add_contact(&mut self, c: Contact) {
+        self.push_contact(c);
+    }
+    /// The counter that numbers created records (carried from one view to the next).
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+    pub(crate) fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
     fn next_id(&mut self, prefix: &str) -> (String, String) {
         self.seq += 1;
         (
@@ -440,7 +469,7 @@ pub(crate) fn lead_json<'a>(l: &Lead, contacts: impl Iterator<Item = &'a Contact
     Value::Object(m)
 }
 
-fn contact_json(c: &Contact) -> Value {
+pub(crate) fn contact_json(c: &Contact) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), json!(c.id));
     m.insert("lead_id".into(), json!(c.lead_id));

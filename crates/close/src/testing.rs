@@ -521,7 +521,7 @@ pub async fn run_case(inst: &Instance, state: &State, case: &Case) -> Outcome {
             failures,
         };
     }
-    let mut overlay = State::default();
+    let mut overlay = crate::overlay::Overlay::default();
     let report = run::dry_run(inst, state, &mut overlay, 0, &entry).await;
     let matched: Vec<&run::MappingReport> = report.mappings.iter().filter(|m| m.matched).collect();
     let names: Vec<&str> = matched.iter().map(|m| m.name.as_str()).collect();

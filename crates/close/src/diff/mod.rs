@@ -22,7 +22,6 @@ pub use review::{Group, GroupKind, Review, Summary, ValueCount};
 use crate::exec::Source;
 use crate::plan::Step;
 use crate::run::{self, EventReport, MappingReport};
-use crate::state::State;
 use closeflow_mapping::events::Entry;
 use closeflow_mapping::instance::Setting;
 use closeflow_mapping::{Instance, Mapping};
@@ -200,8 +199,8 @@ struct Pair<'a> {
     new: Option<&'a Instance>,
     status: InstanceChange,
     mappings: Vec<MappingChange>,
-    old_overlay: State,
-    new_overlay: State,
+    old_overlay: crate::overlay::Overlay,
+    new_overlay: crate::overlay::Overlay,
 }
 
 /// Runs events through both versions and compares the reports.
@@ -332,8 +331,8 @@ impl<'a> Pair<'a> {
                 settings,
             },
             mappings,
-            old_overlay: State::default(),
-            new_overlay: State::default(),
+            old_overlay: Default::default(),
+            new_overlay: Default::default(),
         }
     }
 }
