@@ -14,6 +14,8 @@ async fn crash_loop_two_kills_lose_nothing_and_duplicate_nothing() {
     assert!(t.ok(), "{}\n(server files kept in {:?})", t.render(), r.dir);
     assert_eq!((t.lost, t.duplicates), (0, 0));
     assert_eq!(t.accepted, 300);
-    // The faults were really there: failed attempts were retried.
-    assert!(t.retries > 0, "{}", t.render());
+    // The faults were really there: Close calls failed (503s, cut connections). Counting
+    // delivery retries instead was flaky: the client retries a failed call itself, so a run
+    // may well end with none (2 in a typical run, 0 in some).
+    assert!(t.failed_calls > 0, "{}", t.render());
 }

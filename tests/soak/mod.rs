@@ -215,6 +215,16 @@ fn throttled_of(m: &str) -> u64 {
     metric(m, "closeflow_close_throttled_total", "instance=\"soak\"") as u64
 }
 
+/// Close calls this server process saw fail: 503s and cut connections.
+fn failed_of(m: &str) -> u64 {
+    (metric(m, "closeflow_close_requests_total", "status=\"503\"")
+        + metric(
+            m,
+            "closeflow_close_requests_total",
+            "status=\"network_error\"",
+        )) as u64
+}
+
 /// Runs the soak (or, with `kills`, the crash loop) and reconciles.
 pub async fn run(cfg: &Config) -> Report {
     let started = Instant::now();
@@ -256,11 +266,17 @@ pub async fn run(cfg: &Config) -> Report {
     // The kills: at random points of the sending, or just after it (deliveries in flight).
     let acked = Arc::new(AtomicUsize::new(0));
     let throttled = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
     let mut thresholds: Vec<f64> = (0..cfg.kills).map(|_| rng.random_range(0.1..1.0)).collect();
     thresholds.sort_by(f64::total_cmp);
     let until = started + cfg.deadline;
     let killer = {
-        let (server, acked, throttled) = (server.clone(), acked.clone(), throttled.clone());
+        let (server, acked, throttled, failed) = (
+            server.clone(),
+            acked.clone(),
+            throttled.clone(),
+            failed.clone(),
+        );
         let n = cfg.events;
         let seed = cfg.seed;
         tokio::spawn(async move {
@@ -280,6 +296,7 @@ pub async fn run(cfg: &Config) -> Report {
                 let mut s = server.lock().await;
                 if let Some(m) = scrape(&s).await {
                     throttled.fetch_add(throttled_of(&m), Ordering::Relaxed);
+                    failed.fetch_add(failed_of(&m), Ordering::Relaxed);
                 }
                 s.kill9();
                 tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
@@ -332,6 +349,7 @@ pub async fn run(cfg: &Config) -> Report {
         throttled.load(Ordering::Relaxed) + throttled_of(&m),
     );
     table.kills = cfg.kills;
+    table.failed_calls = failed.load(Ordering::Relaxed) + failed_of(&m);
     table.problems.extend(problems);
     if s.log().contains("panicked") {
         table

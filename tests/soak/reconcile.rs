@@ -61,6 +61,9 @@ pub struct Table {
     pub duplicates: u64,
     pub retries: u64,
     pub throttled: u64,
+    /// Close calls that failed (503, or the connection cut), over every server process: the
+    /// injected faults as the server met them (most are retried within the call).
+    pub failed_calls: u64,
     pub duplicate_requests: u64,
     pub kills: usize,
     pub problems: Vec<String>,
@@ -73,7 +76,7 @@ impl Table {
 
     pub fn render(&self) -> String {
         let mut o = String::new();
-        let rows: [(&str, String, &str); 10] = [
+        let rows: [(&str, String, &str); 11] = [
             (
                 "events sent",
                 self.events.to_string(),
@@ -111,6 +114,11 @@ impl Table {
                 "failed delivery attempts tried again",
             ),
             ("429s", self.throttled.to_string(), "throttled Close calls"),
+            (
+                "failed calls",
+                self.failed_calls.to_string(),
+                "Close calls answered 503 or cut off (the injected faults)",
+            ),
             (
                 "kill -9",
                 self.kills.to_string(),
