@@ -10,6 +10,7 @@
 pub mod client;
 pub mod diff;
 pub mod exec;
+mod hash_index;
 pub mod live;
 pub mod lookup;
 pub mod metadata;

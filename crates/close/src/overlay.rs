@@ -17,65 +17,14 @@ use crate::stored::FieldTypes;
 use serde_json::Value;
 use std::collections::HashMap;
 
-/// Records by a key's hash (keys are not stored: a lookup checks the records it reads).
-type Index = HashMap<u64, Slots>;
-
-#[derive(Debug, Clone)]
-enum Slots {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-fn hash(key: &str) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .build_hasher();
-    h.write(key.as_bytes());
-    h.finish()
-}
+use crate::hash_index::{Index, remove};
 
 fn add(index: &mut Index, key: &str, i: u32) {
-    match index.entry(hash(key)) {
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(Slots::One(i));
-        }
-        std::collections::hash_map::Entry::Occupied(mut o) => match o.get_mut() {
-            Slots::One(j) if *j == i => {}
-            Slots::One(j) => {
-                let j = *j;
-                o.insert(Slots::Many(vec![j, i]));
-            }
-            Slots::Many(v) => {
-                if !v.contains(&i) {
-                    v.push(i);
-                }
-            }
-        },
-    }
-}
-
-fn remove(index: &mut Index, key: &str, i: u32) {
-    let h = hash(key);
-    let empty = match index.get_mut(&h) {
-        Some(Slots::One(j)) => *j == i,
-        Some(Slots::Many(v)) => {
-            v.retain(|x| *x != i);
-            v.is_empty()
-        }
-        None => false,
-    };
-    if empty {
-        index.remove(&h);
-    }
+    crate::hash_index::add(index, key, i, false);
 }
 
 fn slots(index: &Index, key: &str) -> Vec<u32> {
-    match index.get(&hash(key)) {
-        Some(Slots::One(i)) => vec![*i],
-        Some(Slots::Many(v)) => v.clone(),
-        None => vec![],
-    }
+    crate::hash_index::get(index, key)
 }
 
 /// A record's JSON without what reads back the same when absent (empty text and lists, null).

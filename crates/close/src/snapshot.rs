@@ -67,53 +67,10 @@ impl Texts {
     }
 }
 
-/// Leads by a key's hash. Keys are not stored: a lookup filters the leads it reads exactly,
-/// so a hash collision costs one more parse, never a wrong match. Most keys name one lead.
-type Index = HashMap<u64, Slots>;
-
-#[derive(Debug, Clone)]
-enum Slots {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-impl Slots {
-    fn to_vec(&self) -> Vec<u32> {
-        match self {
-            Slots::One(i) => vec![*i],
-            Slots::Many(v) => v.clone(),
-        }
-    }
-}
-
-fn hash(key: &str) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // A fixed seed: the index lives as long as the process and is never exposed.
-    let mut h =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .build_hasher();
-    h.write(key.as_bytes());
-    h.finish()
-}
+use crate::hash_index::{Index, get as slots_of};
 
 fn push(m: &mut Index, key: &str, i: u32) {
-    match m.entry(hash(key)) {
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(Slots::One(i));
-        }
-        std::collections::hash_map::Entry::Occupied(mut o) => match o.get_mut() {
-            Slots::One(j) if *j == i => {}
-            Slots::One(j) => {
-                let j = *j;
-                o.insert(Slots::Many(vec![j, i]));
-            }
-            Slots::Many(v) => {
-                if v.last() != Some(&i) {
-                    v.push(i);
-                }
-            }
-        },
-    }
+    crate::hash_index::add(m, key, i, true);
 }
 
 impl Snapshot {
@@ -216,8 +173,7 @@ impl Snapshot {
     /// lead (a field the snapshot was not indexed by; correct, only slower).
     fn candidates(&self, r: &LookupRequest) -> Vec<u32> {
         let all = || (0..u32::try_from(self.leads.len()).unwrap_or(u32::MAX)).collect();
-        let at =
-            |index: &Index, key: &str| index.get(&hash(key)).map(Slots::to_vec).unwrap_or_default();
+        let at = |index: &Index, key: &str| slots_of(index, key);
         match r {
             LookupRequest::LeadsByCompany { field, value } => match self.by_company.get(field) {
                 Some(index) => at(index, value),
