@@ -686,7 +686,10 @@ async fn rudderstack_and_segment_libraries_give_the_same_close_records() {
             // timestamp = receivedAt − (sentAt − originalTimestamp), to the millisecond that
             // `receivedAt` is stored at; `originalTimestamp` is the client's own `timestamp`
             // for Segment's libraries and RudderStack's python, and what RudderStack's node
-            // SDK sends instead of one.
+            // SDK sends instead of one. On loopback a client's clock is the server's and sentAt
+            // comes milliseconds after the event, so this checks that each library's fields
+            // reach the formula, not the skew correction itself: `intake::event`'s unit tests
+            // pin that with a skewed clock.
             let want = at("receivedAt")
                 .checked_sub(at("sentAt").duration_since(at("originalTimestamp")))
                 .unwrap();

@@ -1,6 +1,6 @@
 //! Record numbers by a key's hash, for the snapshot's and the overlay's lookups. Keys are not
 //! stored: a lookup filters the records it reads exactly, so a hash collision costs one more
-//! parse, never a wrong match. Most keys name one record, so that case takes no allocation.
+//! parse, never a wrong match. Most keys name one record, so that case is stored without a list.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -11,8 +11,7 @@ pub struct KeyConfig {
 }
 
 /// A record's custom field values by field id: a small sorted list. Records carry a few custom
-/// fields each, and an ordered map's node would cost about a kilobyte per record, which a
-/// dry-run's overlay holds for every record it touches.
+/// fields each, and an ordered map's node would cost about a kilobyte per record.
 #[derive(Clone, Default, PartialEq)]
 pub struct Customs(Vec<(String, Value)>);
 

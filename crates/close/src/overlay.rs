@@ -17,14 +17,11 @@ use crate::stored::FieldTypes;
 use serde_json::Value;
 use std::collections::HashMap;
 
-use crate::hash_index::{Index, remove};
+use crate::hash_index::{Index, get as slots, remove};
 
+/// The overlay adds records in any order (an update re-adds one it holds).
 fn add(index: &mut Index, key: &str, i: u32) {
     crate::hash_index::add(index, key, i, false);
-}
-
-fn slots(index: &Index, key: &str) -> Vec<u32> {
-    crate::hash_index::get(index, key)
 }
 
 /// A record's JSON without what reads back the same when absent (empty text and lists, null).
@@ -82,13 +79,6 @@ impl Overlay {
             }
             self.contact_custom.insert(f.clone(), index);
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.leads.len() + self.contacts.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn lead(&self, id: &str) -> Option<Lead> {

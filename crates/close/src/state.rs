@@ -5,8 +5,7 @@
 //!
 //! Records are indexed by id, by normalised email and by the text of the custom fields that
 //! hold the lookup keys (those given to [`State::track_keys`]; a lookup on another field reads
-//! every record), so a lookup costs the records it finds, not the records held: a dry-run of
-//! many events stays linear however much its overlay holds.
+//! every record), so a lookup costs the records it finds, not the records held.
 
 use crate::lookup::{Found, LookupRequest};
 use crate::model::{Contact, Customs, Lead, norm_email};
@@ -266,24 +265,6 @@ impl State {
             }
         }
         f
-    }
-
-    /// Adds records read elsewhere that this state does not know yet (known ones may already
-    /// carry this run's changes, so they win).
-    pub fn absorb(&mut self, found: &Found) {
-        if self.types.is_empty() && !found.types.is_empty() {
-            self.types = found.types.clone();
-        }
-        for l in found.leads_by_company.iter().chain(&found.leads) {
-            if !self.lead_at.contains_key(&l.id) {
-                self.push_lead(l.clone());
-            }
-        }
-        for c in &found.contacts {
-            if !self.contact_at.contains_key(&c.id) {
-                self.push_contact(c.clone());
-            }
-        }
     }
 
     /// Indexes these custom fields (a view over an overlay's records, which tracks the same).

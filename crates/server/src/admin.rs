@@ -48,9 +48,10 @@ fn error(status: StatusCode, msg: &str) -> Response {
     (status, axum::Json(json!({"error": msg}))).into_response()
 }
 
-/// Runs before routing and extraction for every `/admin…` path: with no token configured they
-/// all answer 404 (nothing is there), and with one a request without it gets 401 before
-/// anything else is looked at (an unknown path, a malformed id, a wrong method).
+/// Wraps every route and the fallback, so it runs before extraction for every `/admin…` path:
+/// with no token configured they all answer 404 (nothing is there), and with one a request
+/// without it gets 401 before anything else is looked at (an unknown path, a malformed id, a
+/// wrong method).
 pub async fn guard<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
     req: axum::extract::Request,

@@ -126,7 +126,7 @@ impl std::fmt::Debug for Registry {
 }
 
 /// Entries of `dir` named like instance files: `*.yaml`/`*.yml`, not mapping tests
-/// (`*.test.yaml`). Some may not be files (see [`instance_files`]).
+/// (`*.test.yaml`). Some may not be files: [`Registry::scan`] warns about those once.
 fn instance_names(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -137,15 +137,6 @@ fn instance_names(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         .collect();
     out.sort();
     Ok(out)
-}
-
-/// Instance files in `dir`: `*.yaml`/`*.yml` files (symbolic links followed), not mapping
-/// tests (`*.test.yaml`), not directories.
-pub fn instance_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    Ok(instance_names(dir)?
-        .into_iter()
-        .filter(|f| !f.is_dir())
-        .collect())
 }
 
 /// Do two versions of an instance talk to the same Close with the same key and lookup fields?
@@ -242,10 +233,7 @@ impl Registry {
 
     /// Does any instance take events at intake?
     pub fn has_intake(&self) -> bool {
-        self.read()
-            .active
-            .values()
-            .any(|a| !a.instance.write_keys.is_empty())
+        self.intake_count() > 0
     }
 
     /// Each file's validity as the last pass left it (what `/metrics` reports): only files
@@ -293,6 +281,8 @@ impl Registry {
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only what is a directory now: one that goes and comes back is warned about again.
+        g.not_files.retain(|f| f.is_dir());
         for r in &reports {
             if let FileReport::NotAFile { file } = r {
                 g.not_files.insert(file.clone());

@@ -4,9 +4,10 @@
 //! process or from a second handle on the same store, as `closeflow dlq` run beside the server
 //! does — are run against the real queue and a simple in-memory count. At every quiescent point
 //! the depth intake's back-pressure reads (`Queue::load`) equals the model's count and the
-//! store's own count. Today's bug, a depth kept by adding and subtracting in memory, fails this
-//! at once: a replay through the second handle is never added, its settle is still subtracted,
-//! and the depth wraps to 18446744073709551615.
+//! store's own count (for JetStream, the queue's own stats read through the second handle). The
+//! old bug, a depth kept by adding and subtracting in memory, failed this at once: a replay through the second handle is never added, its settle is still subtracted,
+//! and the depth wrapped to 18446744073709551615. The bytes side of `Load` is checked by
+//! `queue_damage.rs` and the end-to-end share tests, not here.
 
 use closeflow_e2e::nats::NatsCluster;
 use closeflow_server::queue::jetstream::{self, JetStreamQueue};

@@ -93,6 +93,11 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// The reply, logged and counted as every refusal is ([`refuse`]).
+    pub fn respond(self) -> Response {
+        refuse(self.status, self.code, self.message)
+    }
+
     fn bad(code: &'static str, message: impl Into<String>) -> Refusal {
         Refusal {
             status: StatusCode::BAD_REQUEST,
@@ -105,10 +110,6 @@ impl Refusal {
 /// The events of a request body that parsed as JSON.
 #[derive(Debug)]
 pub struct Parsed {
-    /// `writeKey` from the body, when it is text (the only auth old Python clients send).
-    pub body_key: Option<String>,
-    /// Whether a `writeKey` field was there at all (of any type).
-    pub body_key_given: bool,
     /// The events, or why the body as a whole holds none; checked only once the request is
     /// authenticated, so an unknown client learns nothing about the body's shape.
     pub events: Result<Events, Refusal>,
@@ -140,31 +141,25 @@ pub fn parse_request(
     parse_decoded(&bytes, route, received)
 }
 
+/// The 400 for a body that is not JSON: it can never succeed, whoever sent it (as Segment
+/// answers), so it is said before authentication.
+fn invalid_json(bytes: &[u8], e: &serde_json::Error) -> Refusal {
+    let why = if std::str::from_utf8(bytes).is_err() {
+        "the body is not UTF-8 text".to_string()
+    } else {
+        format!("the body is not valid JSON: {e}")
+    };
+    Refusal::bad("invalid_json", why)
+}
+
 /// [`parse_request`] after decompression: `bytes` is the body's content.
 pub fn parse_decoded(
     bytes: &[u8],
     route: RouteType,
     received: jiff::Timestamp,
 ) -> Result<Parsed, Refusal> {
-    let parsed: Value = match serde_json::from_slice(bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            let why = if std::str::from_utf8(bytes).is_err() {
-                "the body is not UTF-8 text".to_string()
-            } else {
-                format!("the body is not valid JSON: {e}")
-            };
-            return Err(Refusal::bad("invalid_json", why));
-        }
-    };
-    let body_key = parsed
-        .get("writeKey")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let body_key_given = parsed.get("writeKey").is_some();
+    let parsed: Value = serde_json::from_slice(bytes).map_err(|e| invalid_json(bytes, &e))?;
     Ok(Parsed {
-        body_key,
-        body_key_given,
         events: events_of(parsed, route, received),
     })
 }
@@ -284,6 +279,14 @@ pub fn scan_body_key(bytes: &[u8]) -> Result<(Option<String>, bool), serde_json:
     Ok(found)
 }
 
+fn shutting_down() -> Response {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the server is shutting down; retry shortly",
+    )
+}
+
 /// A 401 for a request whose write key opens no instance.
 fn unauthorized(given: bool) -> Response {
     if given {
@@ -308,19 +311,15 @@ pub async fn ingest<Q: Queue>(
     body: Body,
 ) -> Response {
     if app.shutting_down.load(Ordering::Relaxed) {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the server is shutting down; retry shortly",
-        );
+        return shutting_down();
     }
     if let Some(r) = app.disk_pressure() {
         return r;
     }
     // Authentication comes before any work on the body. A Basic key is the request's key: when
     // it opens nothing the request is refused before its body is read. Without one, the body's
-    // `writeKey` is looked for by a scan that builds nothing, run for at most a few requests
-    // at once off the async workers, so unauthenticated traffic cannot starve the rest.
+    // `writeKey` is looked for by a scan that builds nothing, run for one request at a time off
+    // the async workers, so unauthenticated traffic cannot starve the rest.
     let basic = basic_key(&headers);
     let mut instances = match &basic {
         Some(k) => {
@@ -344,18 +343,13 @@ pub async fn ingest<Q: Queue>(
     let raw = match body::collect(body, what, limit, app.body_timeout).await {
         Ok(raw) => raw,
         Err(e) => {
-            let r = body_refusal(&e, route);
-            return refuse(r.status, r.code, r.message);
+            return body_refusal(&e, route).respond();
         }
     };
     let encoding = body::encoding(&headers);
     let decoded = if instances.is_empty() {
         let Ok(_permit) = app.unauthenticated.acquire().await else {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down; retry shortly",
-            );
+            return shutting_down();
         };
         let enc = encoding.clone();
         let scanned = tokio::task::spawn_blocking(move || {
@@ -363,19 +357,16 @@ pub async fn ingest<Q: Queue>(
                 .map_err(|e| body_refusal(&e, route))?;
             match scan_body_key(&bytes) {
                 Ok(key) => Ok((bytes, key)),
-                // A body that is no JSON object can never succeed, whoever sent it (as Segment
-                // answers): the same 400 the full parse gives.
-                Err(_) => Err(parse_decoded(&bytes, route, jiff::Timestamp::now())
-                    .err()
-                    .unwrap_or_else(|| {
-                        Refusal::bad("invalid_json", "the body is not a JSON object")
-                    })),
+                // Not JSON: the 400 the full parse gives. JSON but not an object: no key, and
+                // an unknown client learns nothing more about the body's shape.
+                Err(e) if e.is_syntax() || e.is_eof() => Err(invalid_json(&bytes, &e)),
+                Err(_) => Ok((bytes, (None, false))),
             }
         })
         .await;
         let (bytes, (key, given)) = match scanned {
             Ok(Ok(found)) => found,
-            Ok(Err(r)) => return refuse(r.status, r.code, r.message),
+            Ok(Err(r)) => return r.respond(),
             Err(_) => {
                 return refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -399,13 +390,13 @@ pub async fn ingest<Q: Queue>(
             Ok(b) => b,
             Err(e) => {
                 let r = body_refusal(&e, route);
-                return refuse(r.status, r.code, r.message);
+                return r.respond();
             }
         }
     };
     let parsed = match parse_decoded(&decoded, route, jiff::Timestamp::now()) {
         Ok(p) => p,
-        Err(r) => return refuse(r.status, r.code, r.message),
+        Err(r) => return r.respond(),
     };
     let Events {
         count,
@@ -413,7 +404,7 @@ pub async fn ingest<Q: Queue>(
         rejected,
     } = match parsed.events {
         Ok(e) => e,
-        Err(r) => return refuse(r.status, r.code, r.message),
+        Err(r) => return r.respond(),
     };
     for inst in &instances {
         telemetry::EventsReceived {

@@ -159,7 +159,7 @@ pub struct Load {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// The disk (or the queue's size limit) is full: try again later, nothing was stored.
+    /// The disk is full: try again later, nothing was stored.
     #[error("the queue's storage is full: {0}")]
     Full(String),
     #[error("the queue is unavailable: {0}")]
