@@ -5,6 +5,7 @@
 use crate::serve::{QueueChoice, queue_choice};
 use anyhow::{Context, Result, bail};
 use closeflow_server::admin::dead_letter_json;
+use closeflow_server::config::defaults;
 use closeflow_server::queue::sqlite::{Options, SqliteQueue};
 use closeflow_server::queue::{DeadLetter, Queue};
 use std::path::PathBuf;
@@ -127,12 +128,11 @@ pub async fn connect(
     let c = closeflow_server::ClusterConfig {
         urls: urls.to_vec(),
         node: "closeflow-cli".into(),
-        ack_wait: std::time::Duration::from_secs(30),
-        partitions: 8,
+        ack_wait: defaults::ACK_WAIT,
+        partitions: defaults::PARTITIONS,
         replicas: None,
     };
-    closeflow_server::connect_cluster(&c, std::time::Duration::from_secs(24 * 3600), None, None)
-        .await
+    closeflow_server::connect_cluster(&c, defaults::DEDUP_WINDOW, None, None).await
 }
 
 async fn on<Q: Queue>(q: &Q, cmd: DlqCmd) -> Result<ExitCode> {

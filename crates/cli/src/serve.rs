@@ -1,6 +1,7 @@
 //! `closeflow serve`: flags → the server's configuration. Everything else is in the server crate.
 
 use anyhow::{Context, Result};
+use closeflow_server::config::defaults;
 use closeflow_server::{ServeConfig, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,15 +21,47 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{s}` is negative; a duration here is positive"))
 }
 
+/// A duration flag that shows its default as people write it (`24h`, not `86400s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        let units = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+        match units.iter().find(|(u, _)| ms > 0 && ms % u == 0) {
+            Some((u, name)) => write!(f, "{}{name}", ms / u),
+            None if ms == 0 => f.write_str("0"),
+            None => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+pub fn span(s: &str) -> Result<Span, String> {
+    duration(s).map(Span)
+}
+
+// Counts that 0 would turn into a server that never does anything: refused with the flag's
+// name by clap, rather than quietly raised to 1.
+fn at_least_one_u64() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+fn at_least_one_u32() -> clap::builder::RangedU64ValueParser<u32> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+fn at_least_one_usize() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// The directory of instance files (each one with a write_key is an intake).
     #[arg(long)]
     pub config: PathBuf,
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value_t = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// Where the queue lives (a SQLite file, readable with `sqlite3`).
-    #[arg(long, default_value = "closeflow-data")]
+    #[arg(long, default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// The Close API base URL for every instance (overrides each instance's endpoint).
     #[arg(long, env = "CLOSEFLOW_CLOSE_URL")]
@@ -43,47 +76,47 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     /// Events all instances may have waiting together; each instance gets an equal share, and
     /// its write keys are answered 503 (with Retry-After) once its share is waiting.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = defaults::MAX_QUEUE, value_parser = at_least_one_u64())]
     pub max_queue: u64,
     /// Queue storage all instances may fill together (MiB; default: no limit but the disk),
     /// shared the same way. It limits intake only: delivery always records its outcomes.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one_u64())]
     pub max_queue_mib: Option<u64>,
     /// Intake answers 503 while the data directory has less free space than this (MiB).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = defaults::MIN_FREE_DISK_MIB)]
     pub min_free_disk_mib: u64,
     /// A messageId seen again within this window is a duplicate (per instance).
-    #[arg(long, default_value = "24h", value_parser = duration)]
-    pub dedup_window: Duration,
+    #[arg(long, default_value_t = Span(defaults::DEDUP_WINDOW), value_parser = span)]
+    pub dedup_window: Span,
     /// On SIGTERM: how long deliveries in flight may take to finish.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    pub grace: Duration,
+    #[arg(long, default_value_t = Span(defaults::GRACE), value_parser = span)]
+    pub grace: Span,
     /// How often instance files are checked for changes (hot reload).
-    #[arg(long, default_value = "1s", value_parser = duration)]
-    pub reload_interval: Duration,
+    #[arg(long, default_value_t = Span(defaults::RELOAD_INTERVAL), value_parser = span)]
+    pub reload_interval: Span,
     /// A request body that takes longer than this to arrive is answered 408.
-    #[arg(long, default_value = "10s", value_parser = duration)]
-    pub body_timeout: Duration,
+    #[arg(long, default_value_t = Span(defaults::BODY_TIMEOUT), value_parser = span)]
+    pub body_timeout: Span,
     /// Connections open at once; one more is closed at once.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = defaults::MAX_CONNECTIONS, value_parser = at_least_one_usize())]
     pub max_connections: usize,
     /// A connection that has not sent a request's headers within this (idle after a reply,
     /// or trickling) is closed.
-    #[arg(long, default_value = "10s", value_parser = duration)]
-    pub header_timeout: Duration,
+    #[arg(long, default_value_t = Span(defaults::HEADER_TIMEOUT), value_parser = span)]
+    pub header_timeout: Span,
     /// Events in flight at once per instance (events sharing a lookup key never are).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults::CONCURRENCY, value_parser = at_least_one_usize())]
     pub concurrency: usize,
     /// An event is dead-lettered after this many failed attempts **and** --retry-max-age.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::RETRY_ATTEMPTS, value_parser = at_least_one_u32())]
     pub retry_attempts: u32,
-    #[arg(long, default_value = "4h", value_parser = duration)]
-    pub retry_max_age: Duration,
+    #[arg(long, default_value_t = Span(defaults::RETRY_MAX_AGE), value_parser = span)]
+    pub retry_max_age: Span,
     /// The first retry's delay; it doubles (with jitter) up to --retry-backoff-cap.
-    #[arg(long, default_value = "1s", value_parser = duration)]
-    pub retry_backoff: Duration,
-    #[arg(long, default_value = "10m", value_parser = duration)]
-    pub retry_backoff_cap: Duration,
+    #[arg(long, default_value_t = Span(defaults::RETRY_BACKOFF), value_parser = span)]
+    pub retry_backoff: Span,
+    #[arg(long, default_value_t = Span(defaults::RETRY_BACKOFF_CAP), value_parser = span)]
+    pub retry_backoff_cap: Span,
     /// Per Close call: the reply timeout, and attempts within one delivery attempt.
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub close_timeout: Duration,
@@ -96,7 +129,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "STATE.json")]
     pub sim: Option<PathBuf>,
     /// The embedded simulator's port (its API at http://127.0.0.1:PORT/api/v1/).
-    #[arg(long, default_value_t = 9000)]
+    #[arg(long, default_value_t = defaults::SIM_PORT)]
     pub sim_port: u16,
     /// Where the queue lives: `sqlite` (the default: a file under --data-dir), or a NATS
     /// JetStream cluster shared by several closeflow nodes: `nats://HOST:PORT[,HOST:PORT…]`.
@@ -109,10 +142,10 @@ pub struct ServeArgs {
     /// Cluster: an event a node took but neither settled nor extended within this goes to
     /// another node (extended at each lease tick, a quarter of it, while Close is slow). Same on
     /// every node.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    pub ack_wait: Duration,
+    #[arg(long, default_value_t = Span(defaults::ACK_WAIT), value_parser = span)]
+    pub ack_wait: Span,
     /// Cluster: partitions of a new instance's queue (spread over the live nodes).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults::PARTITIONS, value_parser = at_least_one_u32())]
     pub partitions: u32,
     /// Cluster: replicas of each stream (default: the cluster's size, at most 3).
     #[arg(long)]
@@ -171,57 +204,68 @@ pub enum LogFormat {
     Json,
 }
 
+impl ServeArgs {
+    /// The one place where flags become the server's configuration.
+    pub fn resolve(&self) -> Result<ServeConfig> {
+        if !self.config.is_dir() {
+            anyhow::bail!(
+                "--config {}: not a directory of instance files",
+                self.config.display()
+            );
+        }
+        let mut cfg = ServeConfig::new(self.config.clone());
+        cfg.listen = self.listen;
+        cfg.data_dir = self.data_dir.clone();
+        cfg.max_queue = self.max_queue;
+        cfg.max_queue_bytes = self.max_queue_mib.map(|m| m * 1024 * 1024);
+        cfg.min_free_disk = self.min_free_disk_mib * 1024 * 1024;
+        cfg.dedup_window = self.dedup_window.0;
+        cfg.grace = self.grace.0;
+        cfg.reload_interval = self.reload_interval.0;
+        cfg.body_timeout = self.body_timeout.0;
+        cfg.cors_origins = self.cors_origins.clone();
+        cfg.connections.max_connections = self.max_connections;
+        cfg.connections.header_timeout = self.header_timeout.0;
+        cfg.delivery.concurrency = self.concurrency;
+        cfg.delivery.retry.max_attempts = self.retry_attempts;
+        cfg.delivery.retry.max_age = self.retry_max_age.0;
+        cfg.delivery.retry.backoff_base = self.retry_backoff.0;
+        cfg.delivery.retry.backoff_cap = self.retry_backoff_cap.0.max(self.retry_backoff.0);
+        cfg.client.close_url = self.close_url.clone();
+        cfg.client.timeout = self.close_timeout;
+        cfg.client.attempts = self.close_attempts.max(1);
+        cfg.client.lookup_mode = self.lookups.mode();
+        cfg.client.search_chunk = self.lookups.search_chunk.max(1);
+        cfg.client.live = self.lookups.options();
+        if let QueueChoice::Nats(urls) = &self.queue {
+            if self.ack_wait.0 < Duration::from_secs(1) {
+                anyhow::bail!("--ack-wait {}: at least 1s", self.ack_wait);
+            }
+            cfg.cluster = Some(closeflow_server::ClusterConfig {
+                urls: urls.clone(),
+                node: self
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| default_node_id(&self.listen)),
+                ack_wait: self.ack_wait.0,
+                partitions: self.partitions,
+                replicas: self.replicas,
+            });
+        }
+        cfg.admin_token = std::env::var("CLOSEFLOW_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(Into::into);
+        Ok(cfg)
+    }
+}
+
 pub fn run(a: ServeArgs) -> Result<ExitCode> {
     telemetry::init_logs(match a.log_format {
         LogFormat::Text => telemetry::LogFormat::Text,
         LogFormat::Json => telemetry::LogFormat::Json,
     });
-    if !a.config.is_dir() {
-        anyhow::bail!(
-            "--config {}: not a directory of instance files",
-            a.config.display()
-        );
-    }
-    let mut cfg = ServeConfig::new(a.config);
-    cfg.listen = a.listen;
-    cfg.data_dir = a.data_dir;
-    cfg.max_queue = a.max_queue;
-    cfg.max_queue_bytes = a.max_queue_mib.map(|m| m.max(1) * 1024 * 1024);
-    cfg.min_free_disk = a.min_free_disk_mib * 1024 * 1024;
-    cfg.dedup_window = a.dedup_window;
-    cfg.grace = a.grace;
-    cfg.reload_interval = a.reload_interval;
-    cfg.body_timeout = a.body_timeout;
-    cfg.cors_origins = a.cors_origins;
-    cfg.connections.max_connections = a.max_connections.max(1);
-    cfg.connections.header_timeout = a.header_timeout;
-    cfg.delivery.concurrency = a.concurrency.max(1);
-    cfg.delivery.retry.max_attempts = a.retry_attempts.max(1);
-    cfg.delivery.retry.max_age = a.retry_max_age;
-    cfg.delivery.retry.backoff_base = a.retry_backoff;
-    cfg.delivery.retry.backoff_cap = a.retry_backoff_cap.max(a.retry_backoff);
-    cfg.client.close_url = a.close_url;
-    cfg.client.timeout = a.close_timeout;
-    cfg.client.attempts = a.close_attempts.max(1);
-    cfg.client.lookup_mode = a.lookups.mode();
-    cfg.client.search_chunk = a.lookups.search_chunk.max(1);
-    cfg.client.live = a.lookups.options();
-    if let QueueChoice::Nats(urls) = a.queue {
-        if a.ack_wait < Duration::from_secs(1) {
-            anyhow::bail!("--ack-wait {:?}: at least 1s", a.ack_wait);
-        }
-        cfg.cluster = Some(closeflow_server::ClusterConfig {
-            urls,
-            node: a.node_id.unwrap_or_else(|| default_node_id(&a.listen)),
-            ack_wait: a.ack_wait,
-            partitions: a.partitions.max(1),
-            replicas: a.replicas,
-        });
-    }
-    cfg.admin_token = std::env::var("CLOSEFLOW_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .map(Into::into);
+    let mut cfg = a.resolve()?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     if let Some(state) = &a.sim {
         let snapshot = if state.as_os_str().is_empty() {
@@ -257,6 +301,20 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_default_duration_is_shown_as_people_write_it() {
+        use super::Span;
+        use std::time::Duration;
+        assert_eq!(Span(Duration::from_secs(24 * 3600)).to_string(), "24h");
+        assert_eq!(Span(Duration::from_secs(600)).to_string(), "10m");
+        assert_eq!(Span(Duration::from_secs(90)).to_string(), "90s");
+        assert_eq!(Span(Duration::from_millis(5)).to_string(), "5ms");
+        assert_eq!(Span(Duration::ZERO).to_string(), "0");
+        for d in ["24h", "10m", "90s", "5ms", "0"] {
+            assert_eq!(super::span(d).unwrap().to_string(), d, "{d} reads back");
+        }
+    }
+
     #[test]
     fn durations_read_as_people_write_them_and_a_bare_zero_turns_things_off() {
         use std::time::Duration;

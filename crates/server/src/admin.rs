@@ -2,9 +2,11 @@
 //! Without a token configured the routes do not exist (404), so nothing is open by default.
 
 use crate::app::App;
+use crate::error::Refusal;
 use crate::queue::{DeadLetter, Queue};
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,14 +23,40 @@ pub fn routes<Q: Queue>() -> Router<Arc<App<Q>>> {
         .route("/admin/cluster", get(cluster::<Q>))
 }
 
+/// Proof that a request carries the admin token, taken by every admin handler so that its
+/// signature says it runs authorized. [`guard`] checks the token before routing (an unknown
+/// `/admin` path is 401 too, not 404) and leaves this mark; the extractor only reads it, and
+/// refuses if a route was somehow reached without it.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin(());
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Admin, Refusal> {
+        parts
+            .extensions
+            .get::<Admin>()
+            .copied()
+            .ok_or_else(unauthorized)
+    }
+}
+
+fn unauthorized() -> Refusal {
+    Refusal::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid admin token is required (Authorization: Bearer …)",
+    )
+}
+
 /// This node's part in a cluster: its name, the live nodes, the partitions it owns.
-async fn cluster<Q: Queue>(State(app): State<Arc<App<Q>>>) -> Response {
+async fn cluster<Q: Queue>(_: Admin, State(app): State<Arc<App<Q>>>) -> Result<Response, Refusal> {
     match app.queue.cluster().await {
-        Some(v) => axum::Json(v).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
+        Some(v) => Ok(axum::Json(v).into_response()),
+        None => Err(Refusal::not_found(
             "this server's queue is not shared (no --queue nats://…)",
-        ),
+        )),
     }
 }
 
@@ -42,10 +70,6 @@ pub fn dead_letter_json(d: &DeadLetter) -> Value {
     let mut v = serde_json::to_value(d).unwrap_or(Value::Null);
     v["body"] = serde_json::from_str(&d.body).unwrap_or_else(|_| Value::String(d.body.clone()));
     v
-}
-
-fn error(status: StatusCode, msg: &str) -> Response {
-    (status, axum::Json(json!({"error": msg}))).into_response()
 }
 
 /// Wraps every route and the fallback, so it runs before extraction for every `/admin…` path:
@@ -62,12 +86,16 @@ pub async fn guard<Q: Queue>(
         return next.run(req).await;
     }
     match authorize(&app, req.headers()) {
-        Ok(()) => next.run(req).await,
+        Ok(mark) => {
+            let mut req = req;
+            req.extensions_mut().insert(mark);
+            next.run(req).await
+        }
         Err(r) => r,
     }
 }
 
-fn authorize<Q: Queue>(app: &App<Q>, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize<Q: Queue>(app: &App<Q>, headers: &HeaderMap) -> Result<Admin, Response> {
     let Some(token) = &app.admin_token else {
         return Err(StatusCode::NOT_FOUND.into_response());
     };
@@ -78,76 +106,106 @@ fn authorize<Q: Queue>(app: &App<Q>, headers: &HeaderMap) -> Result<(), Response
         .unwrap_or_default();
     if constant_time_eq::constant_time_eq(given.trim().as_bytes(), token.expose_secret().as_bytes())
     {
-        Ok(())
+        Ok(Admin(()))
     } else {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "a valid admin token is required (Authorization: Bearer …)",
-        ))
+        Err(unauthorized().into_response())
     }
 }
 
-fn queue_error(e: &crate::queue::QueueError) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+fn no_such_dead_letter() -> Refusal {
+    Refusal::not_found("no such dead letter")
 }
 
-async fn list<Q: Queue>(State(app): State<Arc<App<Q>>>, Query(f): Query<Filter>) -> Response {
-    match app.queue.dead_letters(f.instance.as_deref()).await {
-        Ok(list) => axum::Json(
-            json!({"dead_letters": list.iter().map(dead_letter_json).collect::<Vec<_>>()}),
-        )
-        .into_response(),
-        Err(e) => queue_error(&e),
+async fn list<Q: Queue>(
+    _: Admin,
+    State(app): State<Arc<App<Q>>>,
+    Query(f): Query<Filter>,
+) -> Result<axum::Json<Value>, Refusal> {
+    let list = app
+        .queue
+        .dead_letters(f.instance.as_deref())
+        .await
+        .map_err(|e| Refusal::from(&e))?;
+    Ok(axum::Json(
+        json!({"dead_letters": list.iter().map(dead_letter_json).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn show<Q: Queue>(
+    _: Admin,
+    State(app): State<Arc<App<Q>>>,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Value>, Refusal> {
+    match app
+        .queue
+        .dead_letter(id)
+        .await
+        .map_err(|e| Refusal::from(&e))?
+    {
+        Some(d) => Ok(axum::Json(dead_letter_json(&d))),
+        None => Err(no_such_dead_letter()),
     }
 }
 
-async fn show<Q: Queue>(State(app): State<Arc<App<Q>>>, Path(id): Path<i64>) -> Response {
-    match app.queue.dead_letter(id).await {
-        Ok(Some(d)) => axum::Json(dead_letter_json(&d)).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "no such dead letter"),
-        Err(e) => queue_error(&e),
-    }
-}
-
-async fn replay_one<Q: Queue>(State(app): State<Arc<App<Q>>>, Path(id): Path<i64>) -> Response {
-    let instance = match app.queue.dead_letter(id).await {
-        Ok(Some(d)) => d.instance,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no such dead letter"),
-        Err(e) => return queue_error(&e),
+async fn replay_one<Q: Queue>(
+    _: Admin,
+    State(app): State<Arc<App<Q>>>,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Value>, Refusal> {
+    let instance = match app
+        .queue
+        .dead_letter(id)
+        .await
+        .map_err(|e| Refusal::from(&e))?
+    {
+        Some(d) => d.instance,
+        None => return Err(no_such_dead_letter()),
     };
-    match app.queue.replay(id).await {
-        Ok(true) => {
-            app.wakers.wake(&instance);
-            axum::Json(json!({"replayed": [id]})).into_response()
-        }
-        Ok(false) => error(StatusCode::NOT_FOUND, "no such dead letter"),
-        Err(e) => queue_error(&e),
+    if !app.queue.replay(id).await.map_err(|e| Refusal::from(&e))? {
+        return Err(no_such_dead_letter());
     }
+    app.wakers.wake(&instance);
+    Ok(axum::Json(json!({"replayed": [id]})))
 }
 
-async fn replay_all<Q: Queue>(State(app): State<Arc<App<Q>>>, Query(f): Query<Filter>) -> Response {
-    let list = match app.queue.dead_letters(f.instance.as_deref()).await {
-        Ok(l) => l,
-        Err(e) => return queue_error(&e),
-    };
+async fn replay_all<Q: Queue>(
+    _: Admin,
+    State(app): State<Arc<App<Q>>>,
+    Query(f): Query<Filter>,
+) -> Result<axum::Json<Value>, Refusal> {
+    let list = app
+        .queue
+        .dead_letters(f.instance.as_deref())
+        .await
+        .map_err(|e| Refusal::from(&e))?;
     let mut done = Vec::new();
     for d in list {
-        match app.queue.replay(d.id).await {
-            Ok(true) => {
-                app.wakers.wake(&d.instance);
-                done.push(d.id);
-            }
-            Ok(false) => {}
-            Err(e) => return queue_error(&e),
+        if app
+            .queue
+            .replay(d.id)
+            .await
+            .map_err(|e| Refusal::from(&e))?
+        {
+            app.wakers.wake(&d.instance);
+            done.push(d.id);
         }
     }
-    axum::Json(json!({"replayed": done})).into_response()
+    Ok(axum::Json(json!({"replayed": done})))
 }
 
-async fn drop_one<Q: Queue>(State(app): State<Arc<App<Q>>>, Path(id): Path<i64>) -> Response {
-    match app.queue.drop_dead(id).await {
-        Ok(true) => axum::Json(json!({"dropped": [id]})).into_response(),
-        Ok(false) => error(StatusCode::NOT_FOUND, "no such dead letter"),
-        Err(e) => queue_error(&e),
+async fn drop_one<Q: Queue>(
+    _: Admin,
+    State(app): State<Arc<App<Q>>>,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Value>, Refusal> {
+    if app
+        .queue
+        .drop_dead(id)
+        .await
+        .map_err(|e| Refusal::from(&e))?
+    {
+        Ok(axum::Json(json!({"dropped": [id]})))
+    } else {
+        Err(no_such_dead_letter())
     }
 }

@@ -1,14 +1,8 @@
-//! The HTTP application: what the routes share, and the router itself.
+//! The HTTP application's state: what every route shares (the router is in `router.rs`).
 
 use crate::delivery::Wakers;
-use crate::intake::{self, refuse};
 use crate::queue::Queue;
 use crate::registry::Registry;
-use crate::{admin, ops};
-use axum::Router;
-use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::post;
 use secrecy::SecretString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,56 +30,9 @@ pub struct App<Q: Queue> {
     /// `CLOSEFLOW_ADMIN_TOKEN`; the admin routes answer 404 without it.
     pub admin_token: Option<SecretString>,
     pub free_disk: AtomicU64,
-    /// The origins whose pages may send events to the intake routes (CORS).
-    pub cors_origins: intake::cors::Origins,
 }
 
 impl<Q: Queue> App<Q> {
-    /// 503 with `Retry-After` while the disk is nearly full: nothing could be made durable.
-    pub fn disk_pressure(&self) -> Option<Response> {
-        self.disk_full.load(Ordering::Relaxed).then(|| {
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "disk_full",
-                "the queue's disk is nearly full; retry later",
-            )
-        })
-    }
-
-    /// 503 with `Retry-After` when one of `instances` holds its full share of the queue.
-    pub fn back_pressure(&self, instances: &[String]) -> Option<Response> {
-        let n = self.registry.intake_count().max(1) as u64;
-        let events = self.max_queue / n;
-        let bytes = self.max_queue_bytes.map(|b| b / n);
-        for inst in instances {
-            let load = self.queue.load(inst);
-            if load.queued >= events {
-                return Some(refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "queue_full",
-                    format!(
-                        "{} events of instance {inst} are waiting for delivery (its share of the queue is {events}); retry later",
-                        load.queued
-                    ),
-                ));
-            }
-            if let Some(limit) = bytes
-                && load.bytes >= limit
-            {
-                return Some(refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "queue_full",
-                    format!(
-                        "instance {inst} fills {} MiB of the queue (its share is {} MiB); retry later",
-                        load.bytes >> 20,
-                        limit.div_ceil(1 << 20)
-                    ),
-                ));
-            }
-        }
-        None
-    }
-
     /// Re-reads the free space of the data directory (the disk watcher calls this).
     pub fn check_disk(&self) {
         match fs4::available_space(&self.data_dir) {
@@ -100,24 +47,4 @@ impl<Q: Queue> App<Q> {
             Err(_) => {}
         }
     }
-}
-
-pub fn router<Q: Queue>(app: Arc<App<Q>>) -> Router {
-    let mut r = Router::new();
-    for (path, kind) in intake::ROUTES {
-        let kind = *kind;
-        r = r.route(
-            path,
-            post(move |s, h, b| intake::ingest::<Q>(s, kind, h, b)),
-        );
-    }
-    // CORS on the intake routes only: layered before the admin and ops routes are merged.
-    let r = intake::cors::apply(r, &app.cors_origins);
-    r.merge(ops::routes::<Q>())
-        .merge(admin::routes::<Q>())
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            admin::guard::<Q>,
-        ))
-        .with_state(app)
 }

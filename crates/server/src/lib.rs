@@ -10,89 +10,31 @@
 
 pub mod admin;
 pub mod app;
+pub mod config;
 pub mod datadir;
 pub mod delivery;
+pub mod error;
 pub mod intake;
 pub mod listen;
 pub mod ops;
 pub mod queue;
 pub mod registry;
+pub mod router;
 pub mod telemetry;
 
 use anyhow::{Context, Result};
 use app::App;
+pub use config::{ClusterConfig, ServeConfig};
 use delivery::{Deliverer, Wakers};
 use queue::sqlite::{Options, SqliteQueue};
 use registry::{FileReport, Registry};
-use secrecy::SecretString;
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use telemetry::{ConfigLoaded, InternalEvent};
 use tokio::sync::watch;
 use tracing::{info, warn};
-
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub config_dir: PathBuf,
-    pub listen: SocketAddr,
-    pub data_dir: PathBuf,
-    /// Queued events all instances may hold together (each gets an equal share).
-    pub max_queue: u64,
-    /// Queue storage all instances may fill together (each gets an equal share); intake only:
-    /// delivery can always record outcomes.
-    pub max_queue_bytes: Option<u64>,
-    pub min_free_disk: u64,
-    pub dedup_window: Duration,
-    pub grace: Duration,
-    pub reload_interval: Duration,
-    pub body_timeout: Duration,
-    pub connections: listen::Limits,
-    pub delivery: delivery::Policy,
-    pub client: registry::ClientPolicy,
-    pub admin_token: Option<SecretString>,
-    /// The origins whose pages may send events (CORS on the intake routes; default any).
-    pub cors_origins: intake::cors::Origins,
-    /// `None`: the embedded SQLite queue under `data_dir`; `Some`: a NATS JetStream cluster
-    /// shared with other closeflow nodes.
-    pub cluster: Option<ClusterConfig>,
-}
-
-/// How this node joins a NATS JetStream cluster (`closeflow serve --queue nats://…`).
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    pub urls: Vec<String>,
-    pub node: String,
-    pub ack_wait: Duration,
-    pub partitions: u32,
-    pub replicas: Option<usize>,
-}
-
-impl ServeConfig {
-    pub fn new(config_dir: PathBuf) -> ServeConfig {
-        ServeConfig {
-            config_dir,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("closeflow-data"),
-            max_queue: 1_000_000,
-            max_queue_bytes: None,
-            min_free_disk: 64 * 1024 * 1024,
-            dedup_window: Duration::from_secs(24 * 3600),
-            grace: Duration::from_secs(30),
-            reload_interval: Duration::from_secs(1),
-            body_timeout: Duration::from_secs(10),
-            connections: listen::Limits::default(),
-            delivery: delivery::Policy::default(),
-            client: registry::ClientPolicy::default(),
-            admin_token: None,
-            cors_origins: intake::cors::Origins::Any,
-            cluster: None,
-        }
-    }
-}
 
 fn emit_reports(reports: &[FileReport]) -> bool {
     let mut loaded = false;
@@ -313,7 +255,6 @@ async fn run<Q: queue::Queue>(
         body_timeout: cfg.body_timeout,
         admin_token: cfg.admin_token.clone(),
         free_disk: AtomicU64::new(0),
-        cors_origins: cfg.cors_origins.clone(),
     });
     app.check_disk();
 
@@ -377,7 +318,7 @@ async fn run<Q: queue::Queue>(
     // Spans for every request; no log line per 5xx: each refusal is logged and counted once,
     // by kind, in `intake::refuse` (tower-http's default would add an ERROR line for every
     // 503 a client is sent while a queue is full, thousands a minute).
-    let router = app::router(app.clone())
+    let router = router::router(app.clone(), &cfg.cors_origins)
         .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(()));
     let (down_tx, down_rx) = watch::channel(false);
     let server = tokio::spawn(listen::serve(

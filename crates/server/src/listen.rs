@@ -6,6 +6,7 @@
 //! (`--body-timeout`, answered 408). HTTP/1.1 only: it is what Segment's libraries and
 //! webhooks speak, and it keeps one set of timeouts to reason about.
 
+use crate::config::defaults;
 use crate::telemetry::{self, InternalEvent};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,8 +25,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 1024,
-            header_timeout: Duration::from_secs(10),
+            max_connections: defaults::MAX_CONNECTIONS,
+            header_timeout: defaults::HEADER_TIMEOUT,
         }
     }
 }

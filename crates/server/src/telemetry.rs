@@ -232,7 +232,8 @@ pub fn close_observer(instance: &str) -> CallObserver {
     })
 }
 
-/// A request refused before any event was looked at (auth, size, JSON, back-pressure).
+/// A request refused as a whole: at intake before any event was looked at (auth, size, JSON,
+/// back-pressure), or on an admin route.
 pub struct RequestRejected<'a> {
     pub code: &'a str,
     pub status: u16,
@@ -240,11 +241,7 @@ pub struct RequestRejected<'a> {
 
 impl InternalEvent for RequestRejected<'_> {
     fn emit(self) {
-        info!(
-            code = self.code,
-            status = self.status,
-            "intake request refused"
-        );
+        info!(code = self.code, status = self.status, "request refused");
         counter!("closeflow_requests_rejected_total", "reason" => self.code.to_string())
             .increment(1);
     }

@@ -1,6 +1,7 @@
 //! What a delivery attempt's result means for the event (vector's `RetryLogic` idea, at the
 //! event level): applied, skipped, retried later, or dead-lettered now.
 
+use crate::config::defaults;
 use crate::queue::{Millis, Settle};
 use closeflow_close::client::CloseError;
 use closeflow_close::plan::StepKind;
@@ -21,10 +22,10 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 10,
-            max_age: Duration::from_secs(4 * 3600),
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(600),
+            max_attempts: defaults::RETRY_ATTEMPTS,
+            max_age: defaults::RETRY_MAX_AGE,
+            backoff_base: defaults::RETRY_BACKOFF,
+            backoff_cap: defaults::RETRY_BACKOFF_CAP,
         }
     }
 }

@@ -10,13 +10,15 @@ pub mod body;
 pub mod compat;
 pub mod cors;
 pub mod event;
+pub mod pressure;
 
 use crate::app::App;
+use crate::error::Refusal;
 use crate::queue::{Enqueued, NewEvent, Queue, QueueError};
 use crate::telemetry::{self, InternalEvent};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use body::BodyError;
@@ -44,27 +46,6 @@ pub const ROUTES: &[(&str, RouteType)] = &[
     ("/v1/a", Some("alias")),
 ];
 
-/// A refusal: the status, a stable code and a sentence; logged and counted once.
-pub fn refuse(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
-    let message = message.into();
-    telemetry::RequestRejected {
-        code,
-        status: status.as_u16(),
-    }
-    .emit();
-    let mut r = (
-        status,
-        axum::Json(json!({"success": false, "code": code, "error": message})),
-    )
-        .into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        let wait = if code == "disk_full" { "30" } else { "5" };
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static(wait));
-    }
-    r
-}
-
 /// The user name of `Authorization: Basic base64(KEY:)`.
 fn basic_key(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -83,29 +64,6 @@ fn basic_key(headers: &HeaderMap) -> Option<String> {
 /// The most a batch's shared context and integrations may add up to once merged into every
 /// item (a 1 KB context on 2,500 events is 2.5 MB).
 pub const MERGE_BUDGET: usize = 16 * 1024 * 1024;
-
-/// Why a request is refused as a whole.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Refusal {
-    /// The reply, logged and counted as every refusal is ([`refuse`]).
-    pub fn respond(self) -> Response {
-        refuse(self.status, self.code, self.message)
-    }
-
-    fn bad(code: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message: message.into(),
-        }
-    }
-}
 
 /// The events of a request body that parsed as JSON.
 #[derive(Debug)]
@@ -175,11 +133,7 @@ fn body_refusal(e: &BodyError, route: RouteType) -> Refusal {
         BodyError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
         BodyError::Read(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
     };
-    Refusal {
-        status,
-        code,
-        message: e.to_string(),
-    }
+    Refusal::new(status, code, e.to_string())
 }
 
 fn events_of(
@@ -279,24 +233,16 @@ pub fn scan_body_key(bytes: &[u8]) -> Result<(Option<String>, bool), serde_json:
     Ok(found)
 }
 
-fn shutting_down() -> Response {
-    refuse(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "shutting_down",
-        "the server is shutting down; retry shortly",
-    )
-}
-
 /// A 401 for a request whose write key opens no instance.
-fn unauthorized(given: bool) -> Response {
+fn unauthorized(given: bool) -> Refusal {
     if given {
-        refuse(
+        Refusal::new(
             StatusCode::UNAUTHORIZED,
             "unknown_write_key",
             "the write key is not one this server knows",
         )
     } else {
-        refuse(
+        Refusal::new(
             StatusCode::UNAUTHORIZED,
             "missing_write_key",
             "no write key: send it as the HTTP Basic user name, or as `writeKey` in the body",
@@ -309,13 +255,11 @@ pub async fn ingest<Q: Queue>(
     route: RouteType,
     headers: HeaderMap,
     body: Body,
-) -> Response {
+) -> Result<Response, Refusal> {
     if app.shutting_down.load(Ordering::Relaxed) {
-        return shutting_down();
+        return Err(Refusal::shutting_down());
     }
-    if let Some(r) = app.disk_pressure() {
-        return r;
-    }
+    pressure::disk_pressure(&app)?;
     // Authentication comes before any work on the body. A Basic key is the request's key: when
     // it opens nothing the request is refused before its body is read. Without one, the body's
     // `writeKey` is looked for by a scan that builds nothing, run for one request at a time off
@@ -325,31 +269,26 @@ pub async fn ingest<Q: Queue>(
         Some(k) => {
             let found = app.registry.instances_for_key(k);
             if found.is_empty() {
-                return unauthorized(true);
+                return Err(unauthorized(true));
             }
             found
         }
         None => Vec::new(),
     };
-    if !instances.is_empty()
-        && let Some(r) = app.back_pressure(&instances)
-    {
-        return r;
+    if !instances.is_empty() {
+        pressure::back_pressure(&app, &instances)?;
     }
     let (what, limit) = match route {
         Some(_) => ("the event limit of 32 KB", EVENT_LIMIT),
         None => ("the batch limit of 500 KB", BATCH_LIMIT),
     };
-    let raw = match body::collect(body, what, limit, app.body_timeout).await {
-        Ok(raw) => raw,
-        Err(e) => {
-            return body_refusal(&e, route).respond();
-        }
-    };
+    let raw = body::collect(body, what, limit, app.body_timeout)
+        .await
+        .map_err(|e| body_refusal(&e, route))?;
     let encoding = body::encoding(&headers);
     let decoded = if instances.is_empty() {
         let Ok(_permit) = app.unauthenticated.acquire().await else {
-            return shutting_down();
+            return Err(Refusal::shutting_down());
         };
         let enc = encoding.clone();
         let scanned = tokio::task::spawn_blocking(move || {
@@ -364,48 +303,28 @@ pub async fn ingest<Q: Queue>(
             }
         })
         .await;
-        let (bytes, (key, given)) = match scanned {
-            Ok(Ok(found)) => found,
-            Ok(Err(r)) => return r.respond(),
-            Err(_) => {
-                return refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "internal_error",
-                    "the request could not be read; retry later",
-                );
-            }
-        };
+        let (bytes, (key, given)) = scanned.map_err(|_| {
+            Refusal::unavailable(
+                "internal_error",
+                "the request could not be read; retry later",
+            )
+        })??;
         if let Some(k) = &key {
             instances = app.registry.instances_for_key(k);
         }
         if instances.is_empty() {
-            return unauthorized(given);
+            return Err(unauthorized(given));
         }
-        if let Some(r) = app.back_pressure(&instances) {
-            return r;
-        }
+        pressure::back_pressure(&app, &instances)?;
         bytes
     } else {
-        match body::decode(&raw, encoding.as_deref(), what, limit) {
-            Ok(b) => b,
-            Err(e) => {
-                let r = body_refusal(&e, route);
-                return r.respond();
-            }
-        }
-    };
-    let parsed = match parse_decoded(&decoded, route, jiff::Timestamp::now()) {
-        Ok(p) => p,
-        Err(r) => return r.respond(),
+        body::decode(&raw, encoding.as_deref(), what, limit).map_err(|e| body_refusal(&e, route))?
     };
     let Events {
         count,
         accepted: events,
         rejected,
-    } = match parsed.events {
-        Ok(e) => e,
-        Err(r) => return r.respond(),
-    };
+    } = parse_decoded(&decoded, route, jiff::Timestamp::now())?.events?;
     for inst in &instances {
         telemetry::EventsReceived {
             instance: inst,
@@ -431,14 +350,7 @@ pub async fn ingest<Q: Queue>(
                 "no event of the batch could be accepted".to_string(),
             )
         };
-        telemetry::RequestRejected { code, status: 400 }.emit();
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(
-                json!({"success": false, "code": code, "error": error, "rejected": rejected}),
-            ),
-        )
-            .into_response();
+        return Err(Refusal::bad(code, error).with("rejected", json!(rejected)));
     }
     let mut fresh = vec![false; events.len()];
     for inst in &instances {
@@ -451,13 +363,12 @@ pub async fn ingest<Q: Queue>(
             }
             Err(QueueError::Full(why)) => {
                 app.disk_full.store(true, Ordering::Relaxed);
-                return refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                return Err(Refusal::unavailable(
                     "disk_full",
                     format!(
                         "the queue is full ({why}); this request was not accepted, retry later"
                     ),
-                );
+                ));
             }
             Err(e) => {
                 telemetry::QueueFailed {
@@ -465,11 +376,10 @@ pub async fn ingest<Q: Queue>(
                     error: &e,
                 }
                 .emit();
-                return refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                return Err(Refusal::unavailable(
                     "queue_unavailable",
                     "the queue cannot store events right now; retry later",
-                );
+                ));
             }
         }
     }
@@ -479,7 +389,7 @@ pub async fn ingest<Q: Queue>(
     if !rejected.is_empty() {
         reply["rejected"] = json!(rejected);
     }
-    (StatusCode::OK, axum::Json(reply)).into_response()
+    Ok((StatusCode::OK, axum::Json(reply)).into_response())
 }
 
 #[cfg(test)]

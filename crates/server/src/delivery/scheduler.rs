@@ -1,0 +1,253 @@
+//! One instance's scheduler: keeps a window of fetched events in queue order, starts each one
+//! as soon as `order::ready` allows (no earlier unfinished event shares a key, a worker is free,
+//! its backoff is over), and takes back the attempts' results. Its state is this struct's
+//! fields, each with its reason, rather than a loop's locals.
+
+use super::attempt::deliver;
+use super::keys::{self, Key};
+use super::{Deliverer, order};
+use crate::queue::{Delivery, Millis, Queue, Settle, now_ms};
+use crate::registry::Active;
+use crate::telemetry::{self, InternalEvent};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+struct Slot {
+    d: Delivery,
+    /// Parsed once; `None` when the body is not JSON (settled as a corrupt record).
+    event: Option<Value>,
+    /// The keys under the instance version they were computed with.
+    keys: Option<(u64, Vec<Key>)>,
+    in_flight: bool,
+}
+
+/// A finished attempt, reported back to the scheduler.
+struct Done {
+    id: i64,
+    /// `Some(t)`: not final, try again at `t`. `None`: final, forget the event.
+    retry_at: Option<Millis>,
+}
+
+pub(super) struct Scheduler<Q: Queue> {
+    deliverer: Arc<Deliverer<Q>>,
+    instance: String,
+    /// Fetched, unfinished events by queue id: queue order is key order.
+    slots: BTreeMap<i64, Slot>,
+    in_flight: usize,
+    /// Fetched events that cannot start whatever the workers (see `order::Decision`): they do
+    /// not count against the window, or one failing key would stall every other.
+    held_back: usize,
+    /// A bound on memory when one key's events keep piling up behind its failure.
+    most: usize,
+    /// When the last fetch failed: the next one waits a second rather than spinning.
+    fetch_failed_at: Option<tokio::time::Instant>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+}
+
+impl<Q: Queue> Scheduler<Q> {
+    pub(super) fn new(deliverer: Arc<Deliverer<Q>>, instance: String) -> Scheduler<Q> {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let most = deliverer.policy.window.saturating_mul(25);
+        Scheduler {
+            deliverer,
+            instance,
+            slots: BTreeMap::new(),
+            in_flight: 0,
+            held_back: 0,
+            most,
+            fetch_failed_at: None,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// Until the instance is gone, or the server stops and nothing is in flight.
+    pub(super) async fn run(mut self) {
+        let wake = self.deliverer.wakers.get(&self.instance);
+        let mut stop = self.deliverer.stop.clone();
+        loop {
+            let stopping = *stop.borrow();
+            if stopping && self.in_flight == 0 {
+                return;
+            }
+            let Some(active) = self.deliverer.registry.get(&self.instance) else {
+                return;
+            };
+            if !stopping {
+                self.fill().await;
+            }
+            let next = if stopping {
+                None
+            } else {
+                let d = self.dispatch(&active);
+                self.held_back = d.held_back;
+                d.next
+            };
+            let sleep = next.map_or(Duration::from_secs(1), |t| {
+                Duration::from_millis((t - now_ms()).clamp(1, 1_000) as u64)
+            });
+            tokio::select! {
+                () = wake.notified() => {}
+                Some(done) = self.done_rx.recv() => {
+                    self.finish(done);
+                    while let Ok(done) = self.done_rx.try_recv() {
+                        self.finish(done);
+                    }
+                }
+                () = tokio::time::sleep(sleep) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Fetches events into the window while there is room.
+    async fn fill(&mut self) {
+        let window = self.deliverer.policy.window;
+        let retry_fetch = self
+            .fetch_failed_at
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+        let counted = self.slots.len().saturating_sub(self.held_back);
+        if counted >= window || self.slots.len() >= self.most || !retry_fetch {
+            return;
+        }
+        let room = (window - counted).min(self.most - self.slots.len());
+        match self.deliverer.queue.fetch(&self.instance, room).await {
+            Ok(got) => {
+                self.fetch_failed_at = None;
+                for d in got {
+                    let event = serde_json::from_str::<Value>(&d.body)
+                        .ok()
+                        .filter(Value::is_object);
+                    self.slots.insert(
+                        d.id,
+                        Slot {
+                            d,
+                            event,
+                            keys: None,
+                            in_flight: false,
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                self.fetch_failed_at = Some(tokio::time::Instant::now());
+                telemetry::QueueFailed {
+                    what: "fetch",
+                    error: &e,
+                }
+                .emit();
+            }
+        }
+    }
+
+    fn finish(&mut self, done: Done) {
+        self.in_flight -= 1;
+        match done.retry_at {
+            None => {
+                self.slots.remove(&done.id);
+            }
+            Some(at) => {
+                if let Some(s) = self.slots.get_mut(&done.id) {
+                    s.in_flight = false;
+                    s.d.not_before = at;
+                    // As the queue recorded it: the next attempt's give-up check counts this one.
+                    s.d.attempts += 1;
+                }
+            }
+        }
+    }
+
+    /// Starts every event that may start now; returns the decision (when the next waiting
+    /// event is due, how many are held back).
+    fn dispatch(&mut self, active: &Arc<Active>) -> order::Decision {
+        for slot in self.slots.values_mut() {
+            let fresh = matches!(&slot.keys, Some((v, _)) if *v == active.version);
+            if !fresh {
+                let k = slot
+                    .event
+                    .as_ref()
+                    .map(|ev| keys::of(&active.instance, ev))
+                    .unwrap_or_default();
+                slot.keys = Some((active.version, k));
+            }
+        }
+        let pending: Vec<order::Pending<'_>> = self
+            .slots
+            .values()
+            .map(|s| order::Pending {
+                keys: s.keys.as_ref().map_or(&[][..], |(_, k)| k.as_slice()),
+                in_flight: s.in_flight,
+                not_before: s.d.not_before,
+            })
+            .collect();
+        let concurrency = self.deliverer.policy.concurrency;
+        let decision = order::ready(&pending, now_ms(), self.in_flight, concurrency);
+        drop(pending);
+        let ids: Vec<i64> = self.slots.keys().copied().collect();
+        for &i in &decision.start {
+            let Some(slot) = self.slots.get_mut(&ids[i]) else {
+                continue;
+            };
+            slot.in_flight = true;
+            self.in_flight += 1;
+            let names: Vec<String> = slot
+                .keys
+                .as_ref()
+                .map(|(_, k)| k.iter().map(Key::lock_name).collect())
+                .unwrap_or_default();
+            tokio::spawn(attempt_guarded(
+                self.deliverer.queue.clone(),
+                active.clone(),
+                slot.d.clone(),
+                slot.event.clone(),
+                names,
+                self.deliverer.policy.retry.clone(),
+                self.done_tx.clone(),
+            ));
+        }
+        decision
+    }
+}
+
+/// Runs one attempt on a task of its own and always reports back. A panic must not leave the
+/// slot in flight for ever (its keys, and one of the instance's workers, would be held until a
+/// restart): it dead-letters the event, kept with the reason for a replay once fixed, and the
+/// key goes on.
+async fn attempt_guarded<Q: Queue>(
+    queue: Arc<Q>,
+    active: Arc<Active>,
+    d: Delivery,
+    event: Option<Value>,
+    names: Vec<String>,
+    retry: super::outcome::RetryPolicy,
+    done: mpsc::UnboundedSender<Done>,
+) {
+    let id = d.id;
+    let attempt = {
+        let (queue, d) = (queue.clone(), d.clone());
+        tokio::spawn(async move { deliver(&*queue, &active, d, event, &names, &retry).await })
+    };
+    let retry_at = match attempt.await {
+        Ok(r) => r,
+        Err(e) => {
+            let outcome = Settle::Dead {
+                reason: "internal_error".into(),
+                error: format!("delivery failed inside closeflow: {e}"),
+                last_reply: None,
+            };
+            if queue.settle(&d, outcome.clone()).await.is_ok() {
+                telemetry::EventSettled {
+                    delivery: &d,
+                    outcome: &outcome,
+                }
+                .emit();
+            }
+            None
+        }
+    };
+    let _ = done.send(Done { id, retry_at });
+}
