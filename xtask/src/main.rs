@@ -8,6 +8,7 @@ mod bench_diff;
 mod bench_dry_run;
 mod child;
 mod setup;
+mod shape;
 mod soak;
 
 use anyhow::{Context, Result, bail};
@@ -77,11 +78,12 @@ fn main() -> Result<()> {
             println!("schema up to date");
         }
         ["bench", rest @ ..] => bench::run(rest)?,
+        ["shape"] => shape::run(&root())?,
         ["setup"] => setup::install(&root())?,
         ["test", rest @ ..] => setup::test(&root(), rest)?,
         ["soak", rest @ ..] => soak::run(rest)?,
         _ => bail!(
-            "usage: cargo xtask test [ARGS for cargo test] | setup | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff [--events N] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR] | bench cluster"
+            "usage: cargo xtask test [ARGS for cargo test] | setup | shape | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff [--events N] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR] | bench cluster"
         ),
     }
     Ok(())
