@@ -1,6 +1,7 @@
 //! `cargo xtask`: code generation and benchmarks.
 #![forbid(unsafe_code)]
 
+mod args;
 mod bench;
 mod bench_cluster;
 mod bench_delivery;
@@ -10,6 +11,7 @@ mod child;
 mod setup;
 mod shape;
 mod soak;
+mod traffic;
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;

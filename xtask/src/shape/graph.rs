@@ -35,7 +35,10 @@ pub fn edges(root: &Path, files: &[PathBuf]) -> Edges {
             let p = normalise(&dir.join(p));
             return known.contains(&p).then_some(p);
         }
-        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         let mut bases = Vec::new();
         if !matches!(stem, "mod" | "lib" | "main") {
             bases.push(dir.join(stem));
@@ -101,9 +104,7 @@ pub fn edges(root: &Path, files: &[PathBuf]) -> Edges {
                     _ => {}
                 }
                 at.extend(rest.cloned());
-                let Some(target) = (0..=at.len())
-                    .rev()
-                    .find_map(|n| module_file.get(&at[..n]))
+                let Some(target) = (0..=at.len()).rev().find_map(|n| module_file.get(&at[..n]))
                 else {
                     continue;
                 };

@@ -241,6 +241,9 @@ pub fn blank_comments_and_literals(text: &str) -> String {
 
 /// At `b[i]`: `#…#"` opens a raw string; the number of `#`s.
 fn raw_string_start(b: &[char], i: usize) -> Option<usize> {
-    let hashes = b[i.min(b.len())..].iter().take_while(|c| **c == '#').count();
+    let hashes = b[i.min(b.len())..]
+        .iter()
+        .take_while(|c| **c == '#')
+        .count();
     (b.get(i + hashes) == Some(&'"')).then_some(hashes)
 }

@@ -57,7 +57,10 @@ fn a_parent_and_its_child_are_no_circle() {
     let dir = tree(&[
         ("c/src/lib.rs", "mod p;\npub use p::q::Q;\n"),
         ("c/src/p/mod.rs", "mod q;\nuse self::q::Q;\npub struct P;\n"),
-        ("c/src/p/q.rs", "use super::P;\nuse crate::p::P as Again;\npub struct Q;\n"),
+        (
+            "c/src/p/q.rs",
+            "use super::P;\nuse crate::p::P as Again;\npub struct Q;\n",
+        ),
     ]);
     assert!(circles(&dir).is_empty());
 }
