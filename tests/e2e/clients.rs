@@ -3,7 +3,7 @@
 //! Segment's, each giving the same Close records with the default mappings. The README's
 //! "Pointing your clients at it" snippets are these very files.
 
-use crate::serve::{assert_balanced, instance, write_config};
+use crate::serve::{acme, assert_balanced, instance, write_config};
 use closeflow_e2e::procs::{ServerProc, SimProc, empty_org, free_port, leads, metric, wait_for};
 use closeflow_e2e::{text, workspace_root};
 use serde_json::{Value, json};
@@ -58,11 +58,7 @@ fn allow_origin(h: &reqwest::header::HeaderMap) -> Option<&str> {
 async fn intake_answers_preflights_and_names_the_origin_on_every_reply() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
-    );
+    acme(dir.path(), &sim.api());
     let mut s = ServerProc::start(dir.path(), &[], &[]).await;
     let http = reqwest::Client::new();
     let page = "http://127.0.0.1:1";
