@@ -191,7 +191,10 @@ pub fn run(root: &Path) -> Result<()> {
     if !fail.is_empty() {
         bail!("the shape check found {} problem(s)", fail.len());
     }
-    println!("shape: no file over {MAX_LINES} lines, no import circle");
+    println!(
+        "shape: no failure (no file of this slice over {MAX_LINES} lines, no circle); {} warning(s)",
+        warn.len()
+    );
     Ok(())
 }
 
