@@ -1,7 +1,7 @@
 //! Several `closeflow serve` nodes over one NATS JetStream cluster: real `nats-server`,
 //! `closeflow serve` and simulator processes on loopback ports.
 
-use crate::serve::{assert_balanced, identify, instance, write_config};
+use crate::serve::{acme, assert_balanced, identify, instance, write_config};
 use closeflow_e2e::nats::NatsCluster;
 use closeflow_e2e::procs::{
     ServerProc, SimProc, contacts, empty_org, leads, metric, post, wait_for,
@@ -16,11 +16,7 @@ const LONG: Duration = Duration::from_secs(180);
 
 /// A node of the cluster: its own config copy (the same instance file), its own logs.
 async fn node(dir: &std::path::Path, nats: &str, id: &str, sim_api: &str) -> ServerProc {
-    write_config(
-        dir,
-        "acme.yaml",
-        &instance("acme", sim_api, &["wk"], "test_key", "$.traits.title"),
-    );
+    acme(dir, sim_api);
     ServerProc::start(
         dir,
         &[
@@ -342,11 +338,7 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
     assert_balanced(&m, "acme");
 
     // Fix the key, replay from the CLI against the cluster: applied once.
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
-    );
+    acme(dir.path(), &sim.api());
     wait_for("the fixed key loaded", LONG, || async {
         metric(
             &s.metrics().await,

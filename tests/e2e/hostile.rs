@@ -4,7 +4,7 @@
 //! `tests/flood`, so that nothing else runs beside it while it measures latency.)
 
 use closeflow_e2e::procs::{ServerProc, SimProc, empty_org, metric, wait_for};
-use closeflow_e2e::soak::workload::{WRITE_KEY, instance_yaml};
+use closeflow_e2e::soak::workload::{self, WRITE_KEY, instance_yaml};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -311,18 +311,7 @@ async fn read_until_closed(c: &mut TcpStream, limit: Duration) -> Option<String>
 }
 
 async fn good_request(base: &str, n: usize) -> (u16, Duration) {
-    let ev = json!({"type": "identify", "userId": format!("good{n}"), "messageId": format!("good-{n}"),
-                    "traits": {"email": format!("good{n}@x.example")}});
-    let t = Instant::now();
-    let st = reqwest::Client::new()
-        .post(format!("{base}/v1/identify"))
-        .basic_auth(WRITE_KEY, Some(""))
-        .json(&ev)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16());
-    (st, t.elapsed())
+    workload::good_request(&reqwest::Client::new(), base, n).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,7 @@
 //! instance files renamed, one instance's Close down while another's is fine, events sent
 //! without ids, admin paths probed. Each test reproduces a way the server used to break.
 
-use crate::serve::{assert_balanced, identify, instance, write_config};
+use crate::serve::{acme, assert_balanced, identify, instance, write_config};
 use closeflow_e2e::procs::{
     ServerProc, SimProc, contacts, empty_org, free_port, leads, metric, post, wait_for,
 };
@@ -13,15 +13,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(90);
-
-/// The instance most tests here run: "acme" over `sim`, write key `wk`.
-fn acme(dir: &Path, sim: &SimProc) {
-    write_config(
-        dir,
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "test_key", "$.traits.title"),
-    );
-}
 
 fn data_dir(dir: &Path) -> String {
     dir.join("data").to_str().unwrap().to_string()
@@ -127,7 +118,7 @@ async fn a_dlq_replay_from_the_cli_beside_an_idle_server_leaves_intake_open_and_
 async fn a_second_server_on_the_same_data_dir_exits_at_once_naming_the_holder() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    acme(dir.path(), &sim);
+    acme(dir.path(), &sim.api());
     // Close answers slowly, so the first server is still delivering during its grace.
     sim.faults(json!({"latency_ms": 1500})).await;
     let mut first = ServerProc::start(dir.path(), &["--grace", "20s"], &[]).await;
@@ -218,7 +209,7 @@ async fn a_second_server_on_the_same_data_dir_exits_at_once_naming_the_holder() 
 async fn a_restart_with_a_queue_budget_below_what_waits_refuses_intake_and_still_drains() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    acme(dir.path(), &sim);
+    acme(dir.path(), &sim.api());
     sim.faults(json!({"error_rate": 1.0})).await;
     let mut s = ServerProc::start(dir.path(), &["--close-attempts", "1"], &[]).await;
     let http = reqwest::Client::new();
@@ -335,7 +326,7 @@ async fn renaming_an_instance_file_keeps_its_intake_open_and_the_metrics_true() 
 async fn identical_events_without_a_message_id_are_each_delivered() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    acme(dir.path(), &sim);
+    acme(dir.path(), &sim.api());
     let s = ServerProc::start(dir.path(), &[], &[]).await;
     for (i, plan) in ["pro", "free", "pro"].iter().enumerate() {
         let mut ev = identify("u1", "u1@x.io", "c1", plan);
@@ -464,7 +455,7 @@ async fn one_instances_backlog_fills_only_its_share_of_max_queue_mib() {
 async fn admin_paths_answer_404_without_a_token_and_401_before_anything_else_with_one() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    acme(dir.path(), &sim);
+    acme(dir.path(), &sim.api());
     let http = reqwest::Client::new();
     let probes = [
         ("GET", "/admin/dlq"),
@@ -538,7 +529,7 @@ async fn admin_paths_answer_404_without_a_token_and_401_before_anything_else_wit
 async fn replaying_an_applied_dead_letter_plans_unchanged(queue: &[&str], dlq: Option<&[&str]>) {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    acme(dir.path(), &sim);
+    acme(dir.path(), &sim.api());
     // The reply is lost, and the look-ups that would find the create answer 503 for a while:
     // the attempt fails and, with no retries left, the event is dead-lettered.
     sim.faults(json!({"lose_reply_to": ["POST lead/"], "unavailable_after_lost_reply": 20}))

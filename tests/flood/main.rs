@@ -9,7 +9,7 @@
 //! went from 3 ms to ~200 ms with 8 such clients. The aim here: the good client's p99 under 50 ms.
 
 use closeflow_e2e::procs::{ServerProc, SimProc, empty_org, metric};
-use closeflow_e2e::soak::workload::{WRITE_KEY, instance_yaml};
+use closeflow_e2e::soak::workload::{good_request, instance_yaml};
 use serde_json::json;
 use std::io::Write;
 use std::sync::Arc;
@@ -89,18 +89,8 @@ async fn a_flood_of_unauthenticated_gzip_bodies_keeps_a_good_clients_p99_under_5
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(8) {
                 let n = latencies.len();
-                let ev = json!({"type": "identify", "userId": format!("good{n}"), "messageId": format!("good-{n}"),
-                                "traits": {"email": format!("good{n}@x.example")}});
-                let t = Instant::now();
-                let st = http
-                    .post(format!("{base}/v1/identify"))
-                    .basic_auth(WRITE_KEY, Some(""))
-                    .json(&ev)
-                    .timeout(Duration::from_secs(30))
-                    .send()
-                    .await
-                    .map_or(0, |r| r.status().as_u16());
-                latencies.push(t.elapsed());
+                let (st, took) = good_request(&http, &base, n).await;
+                latencies.push(took);
                 assert_eq!(st, 200, "a good request during the flood");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -189,6 +189,28 @@ mappings:
     )
 }
 
+/// The `n`th request of a well-behaved client: a small identify under [`WRITE_KEY`], its status
+/// (0 when no answer came within 30 s) and how long it took. The hostile tests and the flood
+/// measure the server by it.
+pub async fn good_request(
+    http: &reqwest::Client,
+    base: &str,
+    n: usize,
+) -> (u16, std::time::Duration) {
+    let ev = json!({"type": "identify", "userId": format!("good{n}"), "messageId": format!("good-{n}"),
+                    "traits": {"email": format!("good{n}@x.example")}});
+    let t = std::time::Instant::now();
+    let st = http
+        .post(format!("{base}/v1/identify"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&ev)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16());
+    (st, t.elapsed())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,8 @@
 //! Close calls are counted by the simulator (`GET /_sim/stats`), so nothing is taken on the
 //! client's word.
 
-use anyhow::{Context, Result, bail};
+use crate::args;
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -392,23 +393,12 @@ fn serve(bin: &Path, people: &[Person], events: &[Value], instances: usize) -> R
     })
 }
 
-fn arg(args: &[&str], name: &str, default: usize) -> Result<usize> {
-    // (`--events N`, `--baseline-events M`, `--scale-events K`, `--seed S`)
-    match args.iter().position(|a| *a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .context(format!("{name} takes a number"))?
-            .parse()
-            .with_context(|| format!("{name} takes a number")),
-        None => Ok(default),
-    }
-}
-
+// (`--events N`, `--baseline-events M`, `--scale-events K`, `--seed S`)
 pub fn run(args: &[&str]) -> Result<()> {
-    let n = arg(args, "--events", 1_000)?;
-    let n_base = arg(args, "--baseline-events", 60)?;
-    let n_scale = arg(args, "--scale-events", 4_000)?;
-    let seed = arg(args, "--seed", 7)? as u64;
+    let n = args::number(args, "--events", 1_000)?;
+    let n_base = args::number(args, "--baseline-events", 60)?;
+    let n_scale = args::number(args, "--scale-events", 4_000)?;
+    let seed = args::number(args, "--seed", 7)? as u64;
     let bin = crate::release_closeflow()?;
     let people = base_people(seed);
     let mut after = people.clone();

@@ -9,9 +9,10 @@
 //! (the child's `VmHWM`). `--generate DIR` writes the files and stops. Nothing here is a
 //! pass/fail test.
 
-use crate::bench::identify_events;
+use crate::args;
 use crate::child::{mb, measure};
-use anyhow::{Context, Result};
+use crate::traffic::identify_events;
+use anyhow::Result;
 use serde_json::{Value, json};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -96,19 +97,6 @@ fn snapshot() -> Value {
     json!({ "leads": leads })
 }
 
-fn arg(args: &[&str], name: &str) -> Option<String> {
-    let i = args.iter().position(|a| *a == name)?;
-    args.get(i + 1).map(|v| v.to_string())
-}
-
-fn num(args: &[&str], name: &str, default: usize) -> Result<usize> {
-    arg(args, name).map_or(Ok(default), |v| {
-        v.replace('_', "")
-            .parse()
-            .with_context(|| format!("{name} takes a number"))
-    })
-}
-
 struct Files {
     old: PathBuf,
     new: PathBuf,
@@ -137,12 +125,13 @@ fn generate(dir: &Path, events: usize, planned: usize) -> Result<Files> {
 }
 
 pub fn run(args: &[&str]) -> Result<()> {
-    let events = num(args, "--events", EVENTS)?;
-    let planned = num(args, "--planned-events", PLANNED_EVENTS)?;
-    if let Some(dir) = arg(args, "--generate") {
-        let f = generate(Path::new(&dir), events, planned)?;
+    let events = args::number(args, "--events", EVENTS)?;
+    let planned = args::number(args, "--planned-events", PLANNED_EVENTS)?;
+    if let Some(dir) = args::dir(args, "--generate")? {
+        let f = generate(&dir, events, planned)?;
         println!(
-            "written to {dir}: old.yaml, new.yaml, {} ({:.1} MB), {}, snapshot.json",
+            "written to {}: old.yaml, new.yaml, {} ({:.1} MB), {}, snapshot.json",
+            dir.display(),
             f.events.display(),
             mb(f.events_bytes),
             f.planned.display()

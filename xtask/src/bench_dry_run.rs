@@ -13,10 +13,11 @@
 //! each output format, then the events, the snapshot and both grown ten times (JSON lines
 //! out). `--generate DIR` writes the files and stops. Nothing here is a pass/fail test.
 
+use crate::args;
 use crate::child::{mb, measure};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const INSTANCE: &str = r#"name: bench
 settings:
@@ -159,28 +160,10 @@ fn count_events(path: &Path) -> Result<usize> {
     Ok(text.iter().filter(|b| **b == b'\n').count())
 }
 
-fn arg(args: &[&str], name: &str, default: usize) -> Result<usize> {
-    match args.iter().position(|a| *a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.replace('_', "").parse().ok())
-            .with_context(|| format!("{name} takes a number")),
-    }
-}
-
 pub fn run(args: &[&str]) -> Result<()> {
-    let leads = arg(args, "--leads", 10_000)?;
-    let events = arg(args, "--events", 10_000)?;
-    let generate = args
-        .iter()
-        .position(|a| *a == "--generate")
-        .map(|i| {
-            args.get(i + 1)
-                .map(PathBuf::from)
-                .context("--generate takes a directory")
-        })
-        .transpose()?;
+    let leads = args::number(args, "--leads", 10_000)?;
+    let events = args::number(args, "--events", 10_000)?;
+    let generate = args::dir(args, "--generate")?;
     let dir = generate.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("closeflow-bench-dry-run-{}", std::process::id()))
     });

@@ -1,6 +1,7 @@
 //! `cargo xtask`: code generation and benchmarks.
 #![forbid(unsafe_code)]
 
+mod args;
 mod bench;
 mod bench_cluster;
 mod bench_delivery;
@@ -8,7 +9,9 @@ mod bench_diff;
 mod bench_dry_run;
 mod child;
 mod setup;
+mod shape;
 mod soak;
+mod traffic;
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -77,11 +80,12 @@ fn main() -> Result<()> {
             println!("schema up to date");
         }
         ["bench", rest @ ..] => bench::run(rest)?,
+        ["shape"] => shape::run(&root())?,
         ["setup"] => setup::install(&root())?,
         ["test", rest @ ..] => setup::test(&root(), rest)?,
         ["soak", rest @ ..] => soak::run(rest)?,
         _ => bail!(
-            "usage: cargo xtask test [ARGS for cargo test] | setup | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff [--events N] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR] | bench cluster"
+            "usage: cargo xtask test [ARGS for cargo test] | setup | shape | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff [--events N] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR] | bench cluster"
         ),
     }
     Ok(())

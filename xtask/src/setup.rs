@@ -102,8 +102,10 @@ pub fn install(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Installs the test clients, then `cargo test --workspace` with the given extra arguments.
+/// The shape check (seconds, so it goes first), installs the test clients, then `cargo test
+/// --workspace` with the given extra arguments.
 pub fn test(root: &Path, extra: &[&str]) -> Result<()> {
+    crate::shape::run(root)?;
     install(root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);

@@ -36,9 +36,13 @@ pub fn files(
 
 /// Instance files named by `paths` (mapping tests `*.test.yaml` are not instances).
 pub fn instance_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    files(paths, is_instance_file, |f| {
-        !crate::tests_cmd::is_test_file(f)
-    })
+    files(paths, is_instance_file, |f| !is_test_file(f))
+}
+
+/// A mapping test file (`*.test.yaml`): `closeflow test` runs it, and it is no instance.
+pub fn is_test_file(f: &Path) -> bool {
+    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.ends_with(".test.yaml") || name.ends_with(".test.yml")
 }
 
 pub fn is_instance_file(f: &Path) -> bool {

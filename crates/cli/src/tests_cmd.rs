@@ -2,6 +2,7 @@
 //! way instance files are (every problem, located, with hints) before any test runs; `validate`
 //! uses the same check.
 
+use crate::input::is_test_file;
 use anyhow::{Context, Result, bail};
 use closeflow_close::state::State;
 use closeflow_close::testing::{self, TestFile};
@@ -21,11 +22,6 @@ pub fn test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
-}
-
-pub fn is_test_file(f: &Path) -> bool {
-    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    name.ends_with(".test.yaml") || name.ends_with(".test.yml")
 }
 
 /// A file's name without `.yaml`/`.yml` (and without `.test` for a test file).

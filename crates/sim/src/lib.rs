@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod records;
 mod search;
 mod store;
 

@@ -233,7 +233,7 @@ impl Sim {
                 let mut c = c.clone();
                 let cd = c.get("date_created").cloned().unwrap_or(Value::Null);
                 c.entry("date_updated").or_insert(cd);
-                crate::api::normalise_contact(&mut c);
+                normalise_contact(&mut c);
                 inner.contacts.push(c);
             }
             inner.leads.push(lead);
@@ -299,6 +299,59 @@ impl Sim {
     pub(crate) fn window(&self) -> Duration {
         Duration::from_secs_f64(self.lock().limits.window_secs.max(0.001))
     }
+}
+
+/// Server defaults on a contact: list entry types, `phone_formatted`, `""` for null text.
+pub(crate) fn normalise_contact(c: &mut Map<String, Value>) {
+    for k in ["name", "title"] {
+        if !matches!(c.get(k), Some(Value::String(_))) {
+            c.insert(k.into(), json!(""));
+        }
+    }
+    let fix = |c: &mut Map<String, Value>,
+               key: &str,
+               default_type: &str,
+               f: &dyn Fn(&mut Map<String, Value>)| {
+        let list = match c.get(key) {
+            Some(Value::Array(a)) => a.clone(),
+            _ => vec![],
+        };
+        let fixed: Vec<Value> = list
+            .into_iter()
+            .filter_map(|e| match e {
+                Value::Object(mut m) => {
+                    m.entry("type").or_insert(json!(default_type));
+                    f(&mut m);
+                    Some(Value::Object(m))
+                }
+                _ => None,
+            })
+            .collect();
+        c.insert(key.into(), Value::Array(fixed));
+    };
+    fix(c, "emails", "office", &|_| {});
+    fix(c, "phones", "office", &|m| {
+        let p = m.get("phone").cloned().unwrap_or(Value::Null);
+        m.entry("phone_formatted").or_insert(p);
+        m.entry("country").or_insert(Value::Null);
+    });
+    fix(c, "urls", "url", &|_| {});
+    let display = match c.get("name").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => c
+            .get("emails")
+            .and_then(|e| e.get(0))
+            .and_then(|e| e.get("email"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    };
+    c.insert("display_name".into(), json!(display));
+    c.entry("organization_id").or_insert(json!("orga_sim"));
+    for k in ["created_by", "updated_by"] {
+        c.entry(k).or_insert(json!("user_sim"));
+    }
+    c.entry("integration_links").or_insert(json!([]));
 }
 
 #[cfg(test)]
