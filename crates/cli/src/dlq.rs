@@ -5,8 +5,8 @@
 use crate::serve::{QueueChoice, queue_choice};
 use anyhow::{Context, Result, bail};
 use closeflow_server::admin::dead_letter_json;
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
-use closeflow_server::queue::{DeadLetter, Queue};
+use closeflow_queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::{DeadLetter, Queue};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -123,7 +123,7 @@ pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
 /// The cluster's queue, as a client: no leases, no delivery, only the shared state.
 pub async fn connect(
     urls: &[String],
-) -> Result<closeflow_server::queue::jetstream::JetStreamQueue> {
+) -> Result<closeflow_queue::jetstream::JetStreamQueue> {
     let c = closeflow_server::ClusterConfig {
         urls: urls.to_vec(),
         node: "closeflow-cli".into(),

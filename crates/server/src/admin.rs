@@ -2,7 +2,7 @@
 //! Without a token configured the routes do not exist (404), so nothing is open by default.
 
 use crate::app::App;
-use crate::queue::{DeadLetter, Queue};
+use closeflow_queue::{DeadLetter, Queue};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -87,7 +87,7 @@ fn authorize<Q: Queue>(app: &App<Q>, headers: &HeaderMap) -> Result<(), Response
     }
 }
 
-fn queue_error(e: &crate::queue::QueueError) -> Response {
+fn queue_error(e: &closeflow_queue::QueueError) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
 }
 

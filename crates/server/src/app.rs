@@ -2,7 +2,7 @@
 
 use crate::delivery::Wakers;
 use crate::intake::{self, refuse};
-use crate::queue::Queue;
+use closeflow_queue::Queue;
 use crate::registry::Registry;
 use crate::{admin, ops};
 use axum::Router;

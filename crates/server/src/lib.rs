@@ -15,14 +15,14 @@ pub mod delivery;
 pub mod intake;
 pub mod listen;
 pub mod ops;
-pub mod queue;
+
 pub mod registry;
 pub mod telemetry;
 
 use anyhow::{Context, Result};
 use app::App;
 use delivery::{Deliverer, Wakers};
-use queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::{self as queue, sqlite::{Options, SqliteQueue}};
 use registry::{FileReport, Registry};
 use secrecy::SecretString;
 use std::collections::HashSet;

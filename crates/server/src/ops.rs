@@ -1,7 +1,7 @@
 //! `/livez`, `/readyz` and `/metrics`.
 
 use crate::app::App;
-use crate::queue::Queue;
+use closeflow_queue::Queue;
 use crate::telemetry;
 use axum::Router;
 use axum::extract::State;

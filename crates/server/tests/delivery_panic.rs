@@ -5,8 +5,8 @@
 
 use closeflow_e2e::procs::{contacts, empty_org, sim_in_process};
 use closeflow_server::delivery::{Deliverer, Policy, Wakers};
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
-use closeflow_server::queue::{
+use closeflow_queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::{
     DeadLetter, Delivery, Enqueued, InstanceStats, KeyHold, Load, Millis, NewEvent, Queue,
     QueueError, Retained, Settle, now_ms,
 };

@@ -14,7 +14,7 @@ pub mod keys;
 pub mod order;
 pub mod outcome;
 
-use crate::queue::{Delivery, Millis, Queue, Settle, now_ms};
+use closeflow_queue::{Delivery, Millis, Queue, Settle, now_ms};
 use crate::registry::{Active, Registry};
 use crate::telemetry::{self, InternalEvent};
 use closeflow_mapping::events::Entry;
@@ -358,7 +358,7 @@ async fn deliver<Q: Queue>(
     };
     match queue.settle(&d, outcome.clone()).await {
         // Settled elsewhere meanwhile (nothing to count twice): done with it.
-        Err(crate::queue::QueueError::NotFound(_)) => None,
+        Err(closeflow_queue::QueueError::NotFound(_)) => None,
         Ok(()) => {
             telemetry::EventSettled {
                 delivery: &d,

@@ -1,7 +1,7 @@
 //! What a delivery attempt's result means for the event (vector's `RetryLogic` idea, at the
 //! event level): applied, skipped, retried later, or dead-lettered now.
 
-use crate::queue::{Millis, Settle};
+use closeflow_queue::{Millis, Settle};
 use closeflow_close::client::CloseError;
 use closeflow_close::plan::StepKind;
 use closeflow_close::retry::Backoff;

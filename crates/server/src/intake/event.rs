@@ -1,7 +1,7 @@
 //! One incoming event: checked (an object, a known `type`, within 32 KB), cleaned (the write key
 //! is never stored) and enriched as Segment does (`messageId`, `receivedAt`, `timestamp`).
 
-use crate::queue::NewEvent;
+use closeflow_queue::NewEvent;
 use closeflow_mapping::events::{self, Entry};
 use serde_json::Value;
 

@@ -12,7 +12,7 @@ pub mod cors;
 pub mod event;
 
 use crate::app::App;
-use crate::queue::{Enqueued, NewEvent, Queue, QueueError};
+use closeflow_queue::{Enqueued, NewEvent, Queue, QueueError};
 use crate::telemetry::{self, InternalEvent};
 use axum::body::Body;
 use axum::extract::State;

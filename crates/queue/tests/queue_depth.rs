@@ -10,9 +10,9 @@
 //! `queue_damage.rs` and the end-to-end share tests, not here.
 
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_server::queue::jetstream::{self, JetStreamQueue};
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
-use closeflow_server::queue::{Delivery, Enqueued, NewEvent, Queue, Settle, now_ms};
+use closeflow_queue::jetstream::{self, JetStreamQueue};
+use closeflow_queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::{Delivery, Enqueued, NewEvent, Queue, Settle, now_ms};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -2,8 +2,8 @@
 //! each instance holds (its depth and waiting bytes, what intake's back-pressure reads), read
 //! from the file itself.
 
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
-use closeflow_server::queue::{Enqueued, NewEvent, Queue, Settle, now_ms};
+use closeflow_queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::{Enqueued, NewEvent, Queue, Settle, now_ms};
 
 fn ev(id: &str, pad: usize) -> NewEvent {
     NewEvent {

@@ -2,9 +2,9 @@
 //! NATS JetStream (a real nats-server on loopback).
 
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_server::queue::contract::{self, Harness};
-use closeflow_server::queue::jetstream::{self, JetStreamQueue};
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::contract::{self, Harness};
+use closeflow_queue::jetstream::{self, JetStreamQueue};
+use closeflow_queue::sqlite::{Options, SqliteQueue};
 use std::time::Duration;
 
 struct Sqlite {
