@@ -3,7 +3,7 @@
 //! can be tried (`closeflow diff`, `dry-run`) on real traffic.
 
 use anyhow::{Context, Result, bail};
-use closeflow_queue::Queue;
+use closeflow_queue::Inspect;
 use closeflow_queue::sqlite::{Options, SqliteQueue};
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,7 +57,7 @@ pub fn run(a: CaptureArgs) -> Result<ExitCode> {
     }
 }
 
-fn write<Q: Queue>(rt: &tokio::runtime::Runtime, q: &Q, a: &CaptureArgs) -> Result<ExitCode> {
+fn write<Q: Inspect>(rt: &tokio::runtime::Runtime, q: &Q, a: &CaptureArgs) -> Result<ExitCode> {
     let since = closeflow_queue::now_ms() - a.since.as_millis() as i64;
     let mut out = std::io::stdout().lock();
     let mut kept: Vec<(i64, String)> = Vec::new();

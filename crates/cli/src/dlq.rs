@@ -6,7 +6,7 @@ use crate::serve::{QueueChoice, queue_choice};
 use anyhow::{Context, Result, bail};
 use closeflow_server::admin::dead_letter_json;
 use closeflow_queue::sqlite::{Options, SqliteQueue};
-use closeflow_queue::{DeadLetter, Queue};
+use closeflow_queue::{DeadLetter, DeadLetters};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -80,7 +80,7 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-async fn targets<Q: Queue>(q: &Q, at: &At, ids: &[i64], all: bool) -> Result<Vec<DeadLetter>> {
+async fn targets<Q: DeadLetters>(q: &Q, at: &At, ids: &[i64], all: bool) -> Result<Vec<DeadLetter>> {
     let list = q.dead_letters(at.instance.as_deref()).await?;
     if all {
         return Ok(list);
@@ -135,7 +135,7 @@ pub async fn connect(
         .await
 }
 
-async fn on<Q: Queue>(q: &Q, cmd: DlqCmd) -> Result<ExitCode> {
+async fn on<Q: DeadLetters>(q: &Q, cmd: DlqCmd) -> Result<ExitCode> {
     match cmd {
         DlqCmd::List { at, format } => {
             let list = q.dead_letters(at.instance.as_deref()).await?;

@@ -163,6 +163,16 @@ impl<B: Settles> Lease<B> {
     /// Records what happened to the event, in one durable step with its count. `Ok(None)`: a
     /// final outcome, the event has left the queue; `Ok(Some(lease))`: a retry, the event stays
     /// queued and the lease is kept for the next attempt.
+    ///
+    /// A lease settles once; a second settle of it does not compile:
+    /// ```compile_fail
+    /// # async fn twice(q: closeflow_queue::sqlite::SqliteQueue) {
+    /// use closeflow_queue::{Deliver, Settle};
+    /// let lease = q.fetch("a", 1).await.unwrap().remove(0);
+    /// let _ = lease.settle(Settle::Applied).await;
+    /// let _ = lease.settle(Settle::Applied).await;
+    /// # }
+    /// ```
     pub async fn settle(self, outcome: Settle) -> Result<Option<Lease<B>>, SettleError<B>> {
         let backend = self.backend.clone();
         backend.settle(self, outcome).await

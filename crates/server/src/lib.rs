@@ -216,7 +216,7 @@ async fn join_cluster(
             )
             .await?;
             let timing = q.check_timing().await?;
-            queue::Queue::stats(&q).await?;
+            queue::Inspect::stats(&q).await?;
             anyhow::Ok((q, timing))
         };
         match attempt.await {
@@ -289,7 +289,7 @@ async fn run<Q: queue::Queue>(
     wakers: Arc<Wakers>,
 ) -> Result<()> {
     // A courtesy check only: a queue that cannot be read right now is no reason not to start.
-    match queue::Queue::stats(&*queue).await {
+    match queue::Inspect::stats(&*queue).await {
         Ok(stats) => {
             for s in stats {
                 if s.queued > 0 && registry.get(&s.instance).is_none() {

@@ -14,7 +14,7 @@ pub mod keys;
 pub mod order;
 pub mod outcome;
 
-use closeflow_queue::{Delivery, Millis, Queue, Settle, now_ms};
+use closeflow_queue::{Deliver, Delivery, KeyHold, Lease, Millis, Settle, now_ms};
 use crate::registry::{Active, Registry};
 use crate::telemetry::{self, InternalEvent};
 use closeflow_mapping::events::Entry;
@@ -75,8 +75,14 @@ impl Wakers {
     }
 }
 
-struct Slot {
+/// The lease a scheduler holds for each event of `Q`.
+type LeaseOf<Q> = Lease<<Q as Deliver>::Backend>;
+
+struct Slot<L> {
+    /// The event as the scheduler sees it (attempts and backoff as of its last attempt).
     d: Delivery,
+    /// The event's lease; out with its worker while in flight.
+    lease: Option<L>,
     /// Parsed once; `None` when the body is not JSON (settled as a corrupt record).
     event: Option<Value>,
     /// The keys under the instance version they were computed with.
@@ -85,14 +91,15 @@ struct Slot {
 }
 
 /// A finished attempt, reported back to the scheduler.
-struct Done {
+struct Done<L> {
     id: i64,
-    /// `Some(t)`: not final, try again at `t`. `None`: final, forget the event.
-    retry_at: Option<Millis>,
+    /// `Some((t, lease))`: not final, try again at `t` with the lease handed back. `None`: final
+    /// (or no longer this process's), forget the event.
+    retry: Option<(Millis, L)>,
 }
 
 /// Runs every instance's scheduler until `stop` turns true, then lets in-flight work finish.
-pub struct Deliverer<Q: Queue> {
+pub struct Deliverer<Q: Deliver> {
     pub queue: Arc<Q>,
     pub registry: Arc<Registry>,
     pub wakers: Arc<Wakers>,
@@ -100,7 +107,7 @@ pub struct Deliverer<Q: Queue> {
     pub stop: watch::Receiver<bool>,
 }
 
-impl<Q: Queue> Deliverer<Q> {
+impl<Q: Deliver> Deliverer<Q> {
     /// Starts a scheduler for every instance it does not serve yet. Called at start and after
     /// each reload; returns the handles of the new schedulers.
     pub fn start_new(
@@ -119,9 +126,9 @@ impl<Q: Queue> Deliverer<Q> {
 
     async fn schedule(self: Arc<Self>, instance: String) {
         let wake = self.wakers.get(&instance);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done<LeaseOf<Q>>>();
         let mut stop = self.stop.clone();
-        let mut slots: BTreeMap<i64, Slot> = BTreeMap::new();
+        let mut slots: BTreeMap<i64, Slot<LeaseOf<Q>>> = BTreeMap::new();
         let mut in_flight = 0usize;
         let mut fetch_failed_at: Option<tokio::time::Instant> = None;
         // Fetched events that cannot start whatever the workers (see `order::Decision`).
@@ -143,7 +150,8 @@ impl<Q: Queue> Deliverer<Q> {
                 match self.queue.fetch(&instance, room).await {
                     Ok(got) => {
                         fetch_failed_at = None;
-                        for d in got {
+                        for lease in got {
+                            let d = lease.event().clone();
                             let event = serde_json::from_str::<Value>(&d.body)
                                 .ok()
                                 .filter(Value::is_object);
@@ -151,6 +159,7 @@ impl<Q: Queue> Deliverer<Q> {
                                 d.id,
                                 Slot {
                                     d,
+                                    lease: Some(lease),
                                     event,
                                     keys: None,
                                     in_flight: false,
@@ -194,14 +203,15 @@ impl<Q: Queue> Deliverer<Q> {
         }
     }
 
-    fn finish(&self, slots: &mut BTreeMap<i64, Slot>, done: Done) {
-        match done.retry_at {
+    fn finish(&self, slots: &mut BTreeMap<i64, Slot<LeaseOf<Q>>>, done: Done<LeaseOf<Q>>) {
+        match done.retry {
             None => {
                 slots.remove(&done.id);
             }
-            Some(at) => {
+            Some((at, lease)) => {
                 if let Some(s) = slots.get_mut(&done.id) {
                     s.in_flight = false;
+                    s.lease = Some(lease);
                     s.d.not_before = at;
                     // As the queue recorded it: the next attempt's give-up check counts this one.
                     s.d.attempts += 1;
@@ -215,9 +225,9 @@ impl<Q: Queue> Deliverer<Q> {
     fn dispatch(
         &self,
         active: &Arc<Active>,
-        slots: &mut BTreeMap<i64, Slot>,
+        slots: &mut BTreeMap<i64, Slot<LeaseOf<Q>>>,
         in_flight: &mut usize,
-        done_tx: &mpsc::UnboundedSender<Done>,
+        done_tx: &mpsc::UnboundedSender<Done<LeaseOf<Q>>>,
     ) -> order::Decision {
         for slot in slots.values_mut() {
             let fresh = matches!(&slot.keys, Some((v, _)) if *v == active.version);
@@ -245,6 +255,10 @@ impl<Q: Queue> Deliverer<Q> {
             let Some(slot) = slots.get_mut(&ids[i]) else {
                 continue;
             };
+            // Never missing while the event is not in flight: the lease comes back with it.
+            let Some(lease) = slot.lease.take() else {
+                continue;
+            };
             slot.in_flight = true;
             *in_flight += 1;
             let d = slot.d.clone();
@@ -260,22 +274,30 @@ impl<Q: Queue> Deliverer<Q> {
                 let id = d.id;
                 // A panic must not leave the slot in flight for ever (its keys, and one of the
                 // instance's workers, would be held until a restart): it dead-letters the event,
-                // kept with the reason for a replay once fixed, and the key goes on.
+                // kept with the reason for a replay once fixed, and the key goes on. So the
+                // attempt runs on a task of its own, and the lease stays here to settle.
                 let attempt = {
                     let (queue, active, d) = (queue.clone(), active.clone(), d.clone());
                     tokio::spawn(async move {
-                        deliver(&*queue, &active, d, event, &names, &retry).await
+                        attempt(&*queue, &active, &d, event, &names, &retry).await
                     })
                 };
-                let retry_at = match attempt.await {
-                    Ok(r) => r,
+                let retry = match attempt.await {
+                    Ok(Attempt::Forget) => None,
+                    Ok(Attempt::Later(at)) => Some((at, lease)),
+                    Ok(Attempt::Settle(outcome, hold)) => {
+                        let next = settle(lease, &d, outcome).await;
+                        // Released after the write and the settle.
+                        drop(hold);
+                        next
+                    }
                     Err(e) => {
                         let outcome = Settle::Dead {
                             reason: "internal_error".into(),
                             error: format!("delivery failed inside closeflow: {e}"),
                             last_reply: None,
                         };
-                        if queue.settle(&d, outcome.clone()).await.is_ok() {
+                        if lease.settle(outcome.clone()).await.is_ok() {
                             telemetry::EventSettled {
                                 delivery: &d,
                                 outcome: &outcome,
@@ -285,7 +307,7 @@ impl<Q: Queue> Deliverer<Q> {
                         None
                     }
                 };
-                let _ = tx.send(Done { id, retry_at });
+                let _ = tx.send(Done { id, retry });
             });
         }
         decision
@@ -301,28 +323,37 @@ fn failpoint_panic(d: &Delivery) {
     }
 }
 
-/// One attempt at one event, settled in the queue. Returns when to try again, if ever.
-async fn deliver<Q: Queue>(
+/// What one attempt came to.
+enum Attempt {
+    /// Another node delivers the event now: forget it here, without settling.
+    Forget,
+    /// The keys could not be held: try again at this time.
+    Later(Millis),
+    /// The outcome to settle, with the keys held until it is settled.
+    Settle(Settle, KeyHold),
+}
+
+/// One attempt at one event: its keys held, the event planned and written.
+async fn attempt<Q: Deliver>(
     queue: &Q,
     active: &Active,
-    d: Delivery,
+    d: &Delivery,
     event: Option<Value>,
     keys: &[String],
     retry: &RetryPolicy,
-) -> Option<Millis> {
+) -> Attempt {
     // Other processes sharing the queue must not plan these keys meanwhile; released (by
     // drop) after the write and the settle.
-    let _hold = match queue.hold_keys(&d, keys).await {
+    let hold = match queue.hold_keys(d, keys).await {
         Ok(Some(h)) => h,
-        // Another node delivers it now: forget it here, without settling.
-        Ok(None) => return None,
+        Ok(None) => return Attempt::Forget,
         Err(e) => {
             telemetry::QueueFailed {
                 what: "hold_keys",
                 error: &e,
             }
             .emit();
-            return Some(now_ms() + 1_000);
+            return Attempt::Later(now_ms() + 1_000);
         }
     };
     let outcome = match event {
@@ -332,7 +363,7 @@ async fn deliver<Q: Queue>(
             last_reply: None,
         },
         Some(ev) => {
-            failpoint_panic(&d);
+            failpoint_panic(d);
             let entry = Entry::Event(ev);
             let (report, err) = closeflow_close::run::send_via(
                 &active.instance,
@@ -352,30 +383,38 @@ async fn deliver<Q: Queue>(
             )
         }
     };
-    let retry_at = match &outcome {
-        Settle::Retry { not_before, .. } => Some(*not_before),
-        _ => None,
-    };
-    match queue.settle(&d, outcome.clone()).await {
-        // Settled elsewhere meanwhile (nothing to count twice): done with it.
-        Err(closeflow_queue::QueueError::NotFound(_)) => None,
-        Ok(()) => {
+    Attempt::Settle(outcome, hold)
+}
+
+/// Settles an attempt's outcome. Returns when to try again, if ever, with the lease back.
+async fn settle<L: closeflow_queue::Settles>(
+    lease: Lease<L>,
+    d: &Delivery,
+    outcome: Settle,
+) -> Option<(Millis, Lease<L>)> {
+    match lease.settle(outcome.clone()).await {
+        Ok(kept) => {
             telemetry::EventSettled {
-                delivery: &d,
+                delivery: d,
                 outcome: &outcome,
             }
             .emit();
-            retry_at
+            match (&outcome, kept) {
+                (Settle::Retry { not_before, .. }, Some(lease)) => Some((*not_before, lease)),
+                _ => None,
+            }
         }
+        // Settled elsewhere meanwhile (nothing to count twice): done with it.
+        Err(e) if matches!(e.error, closeflow_queue::QueueError::NotFound(_)) => None,
         Err(e) => {
             telemetry::QueueFailed {
                 what: "settle",
-                error: &e,
+                error: &e.error,
             }
             .emit();
             // Not recorded: the event stays queued; attempt it again shortly (planning
             // converges, so a repeat writes nothing that was already written).
-            Some(now_ms() + 1_000)
+            e.lease.map(|lease| (now_ms() + 1_000, lease))
         }
     }
 }
