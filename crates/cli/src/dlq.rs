@@ -4,9 +4,9 @@
 
 use crate::serve::{QueueChoice, queue_choice};
 use anyhow::{Context, Result, bail};
-use closeflow_server::admin::dead_letter_json;
 use closeflow_queue::sqlite::{Options, SqliteQueue};
 use closeflow_queue::{DeadLetter, DeadLetters};
+use closeflow_server::admin::dead_letter_json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -80,7 +80,12 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-async fn targets<Q: DeadLetters>(q: &Q, at: &At, ids: &[i64], all: bool) -> Result<Vec<DeadLetter>> {
+async fn targets<Q: DeadLetters>(
+    q: &Q,
+    at: &At,
+    ids: &[i64],
+    all: bool,
+) -> Result<Vec<DeadLetter>> {
     let list = q.dead_letters(at.instance.as_deref()).await?;
     if all {
         return Ok(list);
@@ -121,9 +126,7 @@ pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
 }
 
 /// The cluster's queue, as a client: no leases, no delivery, only the shared state.
-pub async fn connect(
-    urls: &[String],
-) -> Result<closeflow_queue::jetstream::JetStreamQueue> {
+pub async fn connect(urls: &[String]) -> Result<closeflow_queue::jetstream::JetStreamQueue> {
     let c = closeflow_server::ClusterConfig {
         urls: urls.to_vec(),
         node: "closeflow-cli".into(),

@@ -180,7 +180,6 @@ impl<B: Settles> Lease<B> {
 }
 
 /// A settle that was not recorded.
-#[derive(Debug)]
 pub struct SettleError<B> {
     pub error: QueueError,
     /// The lease back, to try again; `None` when the event is no longer this process's to
@@ -201,4 +200,13 @@ impl<B> std::fmt::Display for SettleError<B> {
     }
 }
 
-impl<B: std::fmt::Debug> std::error::Error for SettleError<B> {}
+impl<B> std::fmt::Debug for SettleError<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettleError")
+            .field("error", &self.error)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl<B> std::error::Error for SettleError<B> {}

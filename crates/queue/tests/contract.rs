@@ -1,6 +1,7 @@
 //! The queue contract against both backends: the embedded SQLite file (in a temporary dir) and
 //! NATS JetStream (a real nats-server on loopback).
 
+#[path = "contract/checks.rs"]
 mod checks;
 
 use checks::Harness;

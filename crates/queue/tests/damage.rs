@@ -139,7 +139,7 @@ async fn an_unreadable_record_is_quarantined_and_counted_the_rest_kept() {
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.message_id)
+        .map(|d| d.message_id.clone())
         .collect();
     assert_eq!(got, ["m0", "m1", "m4"]);
     let s = &q.stats().await.unwrap()[0];

@@ -10,12 +10,15 @@
 //! restarts: a restarted node waits out its old partition lease (seconds); the contract suite
 //! checks its restart.
 
+#[path = "model/reference.rs"]
 mod reference;
 
 use closeflow_e2e::nats::NatsCluster;
 use closeflow_queue::jetstream::{self, JetStreamQueue};
 use closeflow_queue::sqlite::{Options, SqliteQueue};
-use closeflow_queue::{Deliver, Lease, NewEvent, Queue, Settle, now_ms};
+use closeflow_queue::{
+    DeadLetters, Deliver, Inspect, Intake, Lease, NewEvent, Queue, Settle, now_ms,
+};
 use proptest::prelude::*;
 use reference::{Model, Outcome};
 use std::collections::BTreeSet;
@@ -26,13 +29,27 @@ const INSTANCES: [&str; 2] = ["a", "b"];
 #[derive(Debug, Clone)]
 enum Op {
     /// `n` new events, or (`dup`) one whose id the instance already took.
-    Enqueue { inst: usize, n: usize, dup: bool },
-    Fetch { inst: usize, max: usize },
+    Enqueue {
+        inst: usize,
+        n: usize,
+        dup: bool,
+    },
+    Fetch {
+        inst: usize,
+        max: usize,
+    },
     /// Settles the `pick`-th lease held.
-    Settle { pick: usize, outcome: u8 },
+    Settle {
+        pick: usize,
+        outcome: u8,
+    },
     /// Replays the `pick`-th dead letter, then tries again (it is no longer one).
-    Replay { pick: usize },
-    Drop { pick: usize },
+    Replay {
+        pick: usize,
+    },
+    Drop {
+        pick: usize,
+    },
     Restart,
     Stats,
 }
@@ -228,7 +245,10 @@ async fn run<S: Store>(s: &mut S, ops: &[Op], id_prefix: &str) {
                 );
                 held.extend(got);
             }
-            Op::Settle { pick, outcome: kind } => {
+            Op::Settle {
+                pick,
+                outcome: kind,
+            } => {
                 if held.is_empty() {
                     continue;
                 }
@@ -249,7 +269,9 @@ async fn run<S: Store>(s: &mut S, ops: &[Op], id_prefix: &str) {
                 if dead.is_empty() {
                     continue;
                 }
-                dead.sort_by(|a, b| (&a.instance, &a.message_id).cmp(&(&b.instance, &b.message_id)));
+                dead.sort_by(|a, b| {
+                    (&a.instance, &a.message_id).cmp(&(&b.instance, &b.message_id))
+                });
                 let d = &dead[pick % dead.len()];
                 if matches!(op, Op::Replay { .. }) {
                     assert!(q.replay(d.id).await.unwrap());

@@ -12,7 +12,9 @@
 use closeflow_e2e::nats::NatsCluster;
 use closeflow_queue::jetstream::{self, JetStreamQueue};
 use closeflow_queue::sqlite::{Options, SqliteQueue};
-use closeflow_queue::{Deliver, Enqueued, Lease, NewEvent, Queue, Settle, now_ms};
+use closeflow_queue::{
+    DeadLetters, Deliver, Enqueued, Inspect, Intake, Lease, NewEvent, Queue, Settle, now_ms,
+};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

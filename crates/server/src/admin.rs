@@ -2,12 +2,12 @@
 //! Without a token configured the routes do not exist (404), so nothing is open by default.
 
 use crate::app::App;
-use closeflow_queue::{DeadLetter, Queue};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use closeflow_queue::{DeadLetter, Queue};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::sync::Arc;

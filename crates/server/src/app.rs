@@ -2,13 +2,13 @@
 
 use crate::delivery::Wakers;
 use crate::intake::{self, refuse};
-use closeflow_queue::Queue;
 use crate::registry::Registry;
 use crate::{admin, ops};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
+use closeflow_queue::Queue;
 use secrecy::SecretString;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -21,8 +21,11 @@ pub mod telemetry;
 
 use anyhow::{Context, Result};
 use app::App;
+use closeflow_queue::{
+    self as queue,
+    sqlite::{Options, SqliteQueue},
+};
 use delivery::{Deliverer, Wakers};
-use closeflow_queue::{self as queue, sqlite::{Options, SqliteQueue}};
 use registry::{FileReport, Registry};
 use secrecy::SecretString;
 use std::collections::HashSet;

@@ -4,12 +4,12 @@
 //! and a worker until a restart), and the next event for the same person delivered.
 
 use closeflow_e2e::procs::{contacts, empty_org, sim_in_process};
-use closeflow_server::delivery::{Deliverer, Policy, Wakers};
 use closeflow_queue::sqlite::{Options, SqliteQueue};
 use closeflow_queue::{
     DeadLetters, Deliver, Delivery, Enqueued, Inspect, Intake, KeyHold, Lease, NewEvent,
     QueueError, now_ms,
 };
+use closeflow_server::delivery::{Deliverer, Policy, Wakers};
 use closeflow_server::registry::{ClientPolicy, Registry};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,7 +20,11 @@ struct Panicky(SqliteQueue);
 
 impl Deliver for Panicky {
     type Backend = SqliteQueue;
-    async fn fetch(&self, instance: &str, max: usize) -> Result<Vec<Lease<SqliteQueue>>, QueueError> {
+    async fn fetch(
+        &self,
+        instance: &str,
+        max: usize,
+    ) -> Result<Vec<Lease<SqliteQueue>>, QueueError> {
         self.0.fetch(instance, max).await
     }
     async fn hold_keys(

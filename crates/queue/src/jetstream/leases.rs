@@ -12,8 +12,8 @@
 //! their ack deadline; see [`super::owner`] for why the order of a partition's events survives
 //! a takeover.
 
-use super::owner::{self, Inst, step_bound};
 use super::errors::failed;
+use super::owner::{self, Inst, step_bound};
 use super::{Inner, names};
 use crate::QueueError;
 use async_nats::jetstream::consumer;
@@ -314,4 +314,3 @@ pub(crate) async fn listen_for_arrivals(me: &Arc<Inner>) -> Result<(), QueueErro
     });
     Ok(())
 }
-

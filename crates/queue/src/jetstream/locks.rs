@@ -6,9 +6,9 @@
 //! while the write is under way, deleted after it. Partitioning already sends events sharing
 //! their first key to one node; the locks cover events that share some other key.
 
+use super::Inner;
 use super::leases::fresh;
 use super::owner::{self, Inst};
-use super::Inner;
 use crate::{Delivery, KeyHold, QueueError};
 use async_nats::jetstream::kv;
 use std::sync::Arc;
@@ -85,7 +85,9 @@ pub(crate) async fn hold_keys(
         }
         release(std::mem::take(&mut taken), me.clone()).await;
         if let Some(e) = failure {
-            return Err(QueueError::Unavailable(format!("locking a lookup key: {e}")));
+            return Err(QueueError::Unavailable(format!(
+                "locking a lookup key: {e}"
+            )));
         }
         let jitter = rand::random::<f64>() * 0.5 + 0.75;
         tokio::time::sleep(wait.mul_f64(jitter)).await;
@@ -112,4 +114,3 @@ pub(crate) async fn hold_keys(
     });
     Ok(Some(KeyHold(Some(tx))))
 }
-

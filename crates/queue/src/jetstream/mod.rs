@@ -263,4 +263,3 @@ impl JetStreamQueue {
         self.inner.replicas
     }
 }
-

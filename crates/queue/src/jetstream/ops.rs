@@ -2,11 +2,11 @@
 //! the partitions this node owns, dead letters live in one stream for every instance.
 
 use super::errors::{failed, no_message};
+use super::names;
 use super::records::{DeadHeader, unframe};
 use super::{Inner, JetStreamQueue, leases, locks, owner, stats};
-use super::names;
 use crate::{
-    DeadLetter, DeadLetters, Deliver, Delivery, Enqueued, Inspect, Intake, InstanceStats, KeyHold,
+    DeadLetter, DeadLetters, Deliver, Delivery, Enqueued, Inspect, InstanceStats, Intake, KeyHold,
     Lease, Load, Millis, NewEvent, QueueError, Retained, Upkeep,
 };
 use async_nats::HeaderMap;

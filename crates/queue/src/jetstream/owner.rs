@@ -14,8 +14,8 @@
 //! out (`gapped`), and per-key queue order holds across the handover.
 //!
 
-use super::leases::{self, PartitionLease};
 use super::errors::failed;
+use super::leases::{self, PartitionLease};
 use super::{Inner, names};
 use crate::{Delivery, QueueError};
 use async_nats::jetstream::consumer::PullConsumer;
@@ -175,7 +175,9 @@ pub(crate) async fn pull(me: &Inner, inst: &Inst, max: usize) -> Result<(), Queu
         let full = waiting >= max;
         st.owned
             .iter()
-            .filter(|(p, l)| !l.draining && leases::fresh(me, l) && (!full || st.gapped.contains(p)))
+            .filter(|(p, l)| {
+                !l.draining && leases::fresh(me, l) && (!full || st.gapped.contains(p))
+            })
             .map(|(p, _)| *p)
             .collect()
     };

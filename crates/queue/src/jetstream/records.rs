@@ -78,7 +78,12 @@ impl Final {
                 reason,
                 error,
                 last_reply,
-            } => (Kind::Dead, reason.as_str(), error.as_str(), last_reply.clone()),
+            } => (
+                Kind::Dead,
+                reason.as_str(),
+                error.as_str(),
+                last_reply.clone(),
+            ),
             Settle::Retry { reason, error, .. } => {
                 (Kind::Retry, reason.as_str(), error.as_str(), None)
             }
@@ -148,7 +153,10 @@ pub fn frame<T: Serialize>(header: &T, body: &str) -> Vec<u8> {
 pub fn unframe<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Option<(T, String)> {
     let nl = payload.iter().position(|b| *b == b'\n')?;
     let header = serde_json::from_slice(&payload[..nl]).ok()?;
-    Some((header, String::from_utf8_lossy(&payload[nl + 1..]).into_owned()))
+    Some((
+        header,
+        String::from_utf8_lossy(&payload[nl + 1..]).into_owned(),
+    ))
 }
 
 #[cfg(test)]

@@ -78,8 +78,14 @@ impl Inner {
         };
         // Counted before acknowledged: once the event leaves the queue it has been counted
         // (a crash in between redelivers it, and the count's message id keeps it single).
-        self.count(&d.instance, name, &done.reason, 1, Some(format!("{once}.f")))
-            .await?;
+        self.count(
+            &d.instance,
+            name,
+            &done.reason,
+            1,
+            Some(format!("{once}.f")),
+        )
+        .await?;
         held.msg
             .double_ack()
             .await

@@ -210,10 +210,7 @@ pub(crate) async fn retained(
             .await
             .map_err(|e| failed("reading event records", e))?;
         while let Some(s) = info.next().await {
-            subjects.push(
-                s.map_err(|e| failed("reading event records", e))?
-                    .0,
-            );
+            subjects.push(s.map_err(|e| failed("reading event records", e))?.0);
         }
     }
     for subject in subjects {

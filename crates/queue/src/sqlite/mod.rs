@@ -13,7 +13,9 @@ mod schema;
 
 use crate::{Load, Millis, QueueError, now_ms};
 use rusqlite::{Connection, params};
-use schema::{Loads, init_depth, is_corruption, move_aside, open_conn, quarantine_bad_records, read_loads};
+use schema::{
+    Loads, init_depth, is_corruption, move_aside, open_conn, quarantine_bad_records, read_loads,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -317,4 +319,3 @@ fn clone_err(e: &QueueError) -> QueueError {
         QueueError::NotFound(id) => QueueError::NotFound(*id),
     }
 }
-

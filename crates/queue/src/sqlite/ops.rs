@@ -4,7 +4,7 @@
 use super::schema::{DEAD, DONE, QUEUED, bump};
 use super::{Options, SqliteQueue, sql_err};
 use crate::{
-    DeadLetter, DeadLetters, Deliver, Delivery, Enqueued, InstanceStats, Inspect, Intake, Lease,
+    DeadLetter, DeadLetters, Deliver, Delivery, Enqueued, Inspect, InstanceStats, Intake, Lease,
     Load, Millis, NewEvent, QueueError, Retained, Settle, SettleError, Settles, Upkeep, now_ms,
 };
 use rusqlite::{Connection, OptionalExtension, params};
@@ -88,39 +88,43 @@ impl Deliver for SqliteQueue {
         max: usize,
     ) -> Result<Vec<Lease<SqliteQueue>>, QueueError> {
         let instance = instance.to_string();
-        let got = self.run_then(
-            move |ctx| {
-                let after = ctx.cursors.get(&instance).copied().unwrap_or(0);
-                let mut st = ctx
+        let got = self
+            .run_then(
+                move |ctx| {
+                    let after = ctx.cursors.get(&instance).copied().unwrap_or(0);
+                    let mut st = ctx
                     .conn
                     .prepare_cached(
                         "SELECT seq, message_id, body, received_at, attempts, not_before FROM events
                          WHERE instance = ?1 AND state = 0 AND seq > ?2 ORDER BY seq LIMIT ?3",
                     )
                     .map_err(sql_err)?;
-                let rows = st
-                    .query_map(params![instance, after, max as i64], |r| {
-                        Ok(Delivery {
-                            id: r.get(0)?,
-                            instance: instance.clone(),
-                            message_id: r.get(1)?,
-                            body: r.get(2)?,
-                            received_at: r.get(3)?,
-                            attempts: r.get(4)?,
-                            not_before: r.get(5)?,
+                    let rows = st
+                        .query_map(params![instance, after, max as i64], |r| {
+                            Ok(Delivery {
+                                id: r.get(0)?,
+                                instance: instance.clone(),
+                                message_id: r.get(1)?,
+                                body: r.get(2)?,
+                                received_at: r.get(3)?,
+                                attempts: r.get(4)?,
+                                not_before: r.get(5)?,
+                            })
                         })
-                    })
-                    .map_err(sql_err)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
-            },
-            |got: &Vec<Delivery>, ctx| {
-                if let Some(last) = got.last() {
-                    ctx.cursors.insert(last.instance.clone(), last.id);
-                }
-            },
-        )
-        .await?;
-        Ok(got.into_iter().map(|d| Lease::new(self.clone(), d)).collect())
+                        .map_err(sql_err)?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+                },
+                |got: &Vec<Delivery>, ctx| {
+                    if let Some(last) = got.last() {
+                        ctx.cursors.insert(last.instance.clone(), last.id);
+                    }
+                },
+            )
+            .await?;
+        Ok(got
+            .into_iter()
+            .map(|d| Lease::new(self.clone(), d))
+            .collect())
     }
 }
 
@@ -187,7 +191,6 @@ impl Settles for SqliteQueue {
 }
 
 impl DeadLetters for SqliteQueue {
-
     async fn dead_letters(&self, instance: Option<&str>) -> Result<Vec<DeadLetter>, QueueError> {
         let instance = instance.map(str::to_string);
         self.run(move |ctx| {
@@ -254,7 +257,6 @@ impl DeadLetters for SqliteQueue {
         })
         .await
     }
-
 }
 
 impl Inspect for SqliteQueue {

@@ -194,7 +194,6 @@ pub(super) fn read_loads(conn: &Connection) -> rusqlite::Result<Loads> {
     Ok(Loads { by_instance })
 }
 
-
 pub(super) fn is_corruption(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
     matches!(e.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase))

@@ -5,7 +5,8 @@
 //! of the process), with a short dedup window so that expiry can be observed.
 
 use closeflow_queue::{
-    Deliver, Enqueued, Inspect, InstanceStats, Lease, NewEvent, Queue, Settle, now_ms,
+    DeadLetters, Deliver, Enqueued, Inspect, InstanceStats, Intake, Lease, NewEvent, Queue, Settle,
+    now_ms,
 };
 use std::future::Future;
 use std::time::{Duration, Instant};

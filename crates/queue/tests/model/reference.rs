@@ -142,11 +142,13 @@ impl Model {
     }
 
     pub fn counts(&self, instance: &str) -> Counts {
-        self.instances.get(instance).map_or_else(Counts::default, |i| Counts {
-            queued: i.queue.len() as u64,
-            dead_now: i.dead.len() as u64,
-            ..i.counts
-        })
+        self.instances
+            .get(instance)
+            .map_or_else(Counts::default, |i| Counts {
+                queued: i.queue.len() as u64,
+                dead_now: i.dead.len() as u64,
+                ..i.counts
+            })
     }
 
     /// `(instance, messageId)` of every dead letter.

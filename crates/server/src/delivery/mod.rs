@@ -14,10 +14,10 @@ pub mod keys;
 pub mod order;
 pub mod outcome;
 
-use closeflow_queue::{Deliver, Delivery, KeyHold, Lease, Millis, Settle, now_ms};
 use crate::registry::{Active, Registry};
 use crate::telemetry::{self, InternalEvent};
 use closeflow_mapping::events::Entry;
+use closeflow_queue::{Deliver, Delivery, KeyHold, Lease, Millis, Settle, now_ms};
 use keys::Key;
 use outcome::RetryPolicy;
 use serde_json::Value;

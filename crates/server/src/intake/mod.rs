@@ -12,7 +12,6 @@ pub mod cors;
 pub mod event;
 
 use crate::app::App;
-use closeflow_queue::{Enqueued, NewEvent, Queue, QueueError};
 use crate::telemetry::{self, InternalEvent};
 use axum::body::Body;
 use axum::extract::State;
@@ -20,6 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use body::BodyError;
+use closeflow_queue::{Enqueued, NewEvent, Queue, QueueError};
 use event::{BATCH_ITEMS, BATCH_LIMIT, EVENT_LIMIT, Rejected, RouteType};
 use serde_json::{Value, json};
 use std::sync::Arc;
