@@ -3,8 +3,8 @@
 //! can be tried (`closeflow diff`, `dry-run`) on real traffic.
 
 use anyhow::{Context, Result, bail};
-use closeflow_server::queue::Queue;
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::Inspect;
+use closeflow_queue::sqlite::{Options, SqliteQueue};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,8 +57,8 @@ pub fn run(a: CaptureArgs) -> Result<ExitCode> {
     }
 }
 
-fn write<Q: Queue>(rt: &tokio::runtime::Runtime, q: &Q, a: &CaptureArgs) -> Result<ExitCode> {
-    let since = closeflow_server::queue::now_ms() - a.since.as_millis() as i64;
+fn write<Q: Inspect>(rt: &tokio::runtime::Runtime, q: &Q, a: &CaptureArgs) -> Result<ExitCode> {
+    let since = closeflow_queue::now_ms() - a.since.as_millis() as i64;
     let mut out = std::io::stdout().lock();
     let mut kept: Vec<(i64, String)> = Vec::new();
     let (mut seen, mut after) = (0usize, 0i64);

@@ -4,10 +4,10 @@
 
 use crate::serve::{QueueChoice, queue_choice};
 use anyhow::{Context, Result, bail};
+use closeflow_queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::{DeadLetter, DeadLetters};
 use closeflow_server::admin::dead_letter_json;
 use closeflow_server::config::defaults;
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
-use closeflow_server::queue::{DeadLetter, Queue};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -81,7 +81,12 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-async fn targets<Q: Queue>(q: &Q, at: &At, ids: &[i64], all: bool) -> Result<Vec<DeadLetter>> {
+async fn targets<Q: DeadLetters>(
+    q: &Q,
+    at: &At,
+    ids: &[i64],
+    all: bool,
+) -> Result<Vec<DeadLetter>> {
     let list = q.dead_letters(at.instance.as_deref()).await?;
     if all {
         return Ok(list);
@@ -122,9 +127,7 @@ pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
 }
 
 /// The cluster's queue, as a client: no leases, no delivery, only the shared state.
-pub async fn connect(
-    urls: &[String],
-) -> Result<closeflow_server::queue::jetstream::JetStreamQueue> {
+pub async fn connect(urls: &[String]) -> Result<closeflow_queue::jetstream::JetStreamQueue> {
     let c = closeflow_server::ClusterConfig {
         urls: urls.to_vec(),
         node: "closeflow-cli".into(),
@@ -135,7 +138,7 @@ pub async fn connect(
     closeflow_server::connect_cluster(&c, defaults::DEDUP_WINDOW, None, None).await
 }
 
-async fn on<Q: Queue>(q: &Q, cmd: DlqCmd) -> Result<ExitCode> {
+async fn on<Q: DeadLetters>(q: &Q, cmd: DlqCmd) -> Result<ExitCode> {
     match cmd {
         DlqCmd::List { at, format } => {
             let list = q.dead_letters(at.instance.as_deref()).await?;

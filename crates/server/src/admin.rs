@@ -3,7 +3,7 @@
 
 use crate::app::App;
 use crate::error::Refusal;
-use crate::queue::{DeadLetter, Queue};
+use closeflow_queue::{DeadLetter, Queue};
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;

@@ -1,8 +1,8 @@
 //! The HTTP application's state: what every route shares (the router is in `router.rs`).
 
 use crate::delivery::Wakers;
-use crate::queue::Queue;
 use crate::registry::Registry;
+use closeflow_queue::Queue;
 use secrecy::SecretString;
 use std::path::PathBuf;
 use std::sync::Arc;

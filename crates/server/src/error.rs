@@ -75,8 +75,8 @@ impl IntoResponse for Refusal {
     }
 }
 
-impl From<&crate::queue::QueueError> for Refusal {
-    fn from(e: &crate::queue::QueueError) -> Refusal {
+impl From<&closeflow_queue::QueueError> for Refusal {
+    fn from(e: &closeflow_queue::QueueError) -> Refusal {
         Refusal::unavailable("queue_unavailable", e.to_string())
     }
 }

@@ -17,7 +17,7 @@ pub mod error;
 pub mod intake;
 pub mod listen;
 pub mod ops;
-pub mod queue;
+
 pub mod registry;
 pub mod router;
 pub mod telemetry;
@@ -25,8 +25,11 @@ pub mod telemetry;
 use anyhow::{Context, Result};
 use app::App;
 pub use config::{ClusterConfig, ServeConfig};
+use closeflow_queue::{
+    self as queue,
+    sqlite::{Options, SqliteQueue},
+};
 use delivery::{Deliverer, Wakers};
-use queue::sqlite::{Options, SqliteQueue};
 use registry::{FileReport, Registry};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -158,7 +161,7 @@ async fn join_cluster(
             )
             .await?;
             let timing = q.check_timing().await?;
-            queue::Queue::stats(&q).await?;
+            queue::Inspect::stats(&q).await?;
             anyhow::Ok((q, timing))
         };
         match attempt.await {
@@ -231,7 +234,7 @@ async fn run<Q: queue::Queue>(
     wakers: Arc<Wakers>,
 ) -> Result<()> {
     // A courtesy check only: a queue that cannot be read right now is no reason not to start.
-    match queue::Queue::stats(&*queue).await {
+    match queue::Inspect::stats(&*queue).await {
         Ok(stats) => {
             for s in stats {
                 if s.queued > 0 && registry.get(&s.instance).is_none() {

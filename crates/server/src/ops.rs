@@ -1,13 +1,13 @@
 //! `/livez`, `/readyz` and `/metrics`.
 
 use crate::app::App;
-use crate::queue::Queue;
 use crate::telemetry;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use closeflow_queue::Queue;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 

@@ -2,7 +2,7 @@
 //! from the state (`app.rs`) so the route modules depend on the state and nothing depends back.
 
 use crate::app::App;
-use crate::queue::Queue;
+use closeflow_queue::Queue;
 use crate::{admin, intake, ops};
 use axum::Router;
 use axum::routing::post;

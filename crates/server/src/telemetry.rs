@@ -6,9 +6,9 @@
 //! transaction as the event, and `/metrics` renders them from there ([`render_queue`]).
 //! Nothing here ever carries a secret: events hold names, codes and counts, never keys.
 
-use crate::queue::{Delivery, InstanceStats, QueueError, Settle, now_ms};
 use closeflow_close::client::{CallObserver, CallRecord};
 use closeflow_mapping::Diagnostic;
+use closeflow_queue::{Delivery, InstanceStats, QueueError, Settle, now_ms};
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::fmt::Write as _;

@@ -4,60 +4,28 @@
 //! and a worker until a restart), and the next event for the same person delivered.
 
 use closeflow_e2e::procs::{contacts, empty_org, sim_in_process};
-use closeflow_server::delivery::{Deliverer, Policy, Wakers};
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
-use closeflow_server::queue::{
-    DeadLetter, Delivery, Enqueued, InstanceStats, KeyHold, Load, Millis, NewEvent, Queue,
-    QueueError, Retained, Settle, now_ms,
+use closeflow_queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::{
+    DeadLetters, Deliver, Delivery, Enqueued, Inspect, Intake, KeyHold, Lease, NewEvent,
+    QueueError, now_ms,
 };
+use closeflow_server::delivery::{Deliverer, Policy, Wakers};
 use closeflow_server::registry::{ClientPolicy, Registry};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The embedded queue, except that holding the keys of message `boom` panics.
+/// The embedded queue's delivery role, except that holding the keys of message `boom` panics.
 struct Panicky(SqliteQueue);
 
-impl Queue for Panicky {
-    async fn enqueue(
+impl Deliver for Panicky {
+    type Backend = SqliteQueue;
+    async fn fetch(
         &self,
         instance: &str,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<Enqueued>, QueueError> {
-        self.0.enqueue(instance, events).await
-    }
-    async fn fetch(&self, instance: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        max: usize,
+    ) -> Result<Vec<Lease<SqliteQueue>>, QueueError> {
         self.0.fetch(instance, max).await
-    }
-    async fn settle(&self, d: &Delivery, outcome: Settle) -> Result<(), QueueError> {
-        self.0.settle(d, outcome).await
-    }
-    async fn dead_letters(&self, instance: Option<&str>) -> Result<Vec<DeadLetter>, QueueError> {
-        self.0.dead_letters(instance).await
-    }
-    async fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, QueueError> {
-        self.0.dead_letter(id).await
-    }
-    async fn replay(&self, id: i64) -> Result<bool, QueueError> {
-        self.0.replay(id).await
-    }
-    async fn drop_dead(&self, id: i64) -> Result<bool, QueueError> {
-        self.0.drop_dead(id).await
-    }
-    async fn stats(&self) -> Result<Vec<InstanceStats>, QueueError> {
-        self.0.stats().await
-    }
-    fn load(&self, instance: &str) -> Load {
-        self.0.load(instance)
-    }
-    async fn retained(
-        &self,
-        instance: &str,
-        since: Millis,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<Retained>, QueueError> {
-        self.0.retained(instance, since, after, limit).await
     }
     async fn hold_keys(
         &self,
@@ -99,13 +67,11 @@ async fn a_panic_in_one_delivery_dead_letters_that_event_and_the_key_goes_on() {
     let reports = registry.scan().unwrap();
     assert!(registry.get("acme").is_some(), "{reports:?}");
 
-    let queue = Arc::new(Panicky(
-        SqliteQueue::open(Options::in_dir(&dir.path().join("data"))).unwrap(),
-    ));
+    let queue = SqliteQueue::open(Options::in_dir(&dir.path().join("data"))).unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let wakers = Arc::new(Wakers::default());
     let deliverer = Arc::new(Deliverer {
-        queue: queue.clone(),
+        queue: Arc::new(Panicky(queue.clone())),
         registry,
         wakers: wakers.clone(),
         policy: Policy::default(),

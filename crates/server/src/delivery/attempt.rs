@@ -1,12 +1,12 @@
 //! One attempt at one event: hold its keys against other processes, plan and write it through
-//! the action core, classify the result and settle it in the queue. Kept apart from the
-//! scheduler, which decides only *when* an attempt may start.
+//! the action core, classify the result, and settle it with the event's lease. Kept apart from
+//! the scheduler, which decides only *when* an attempt may start.
 
 use super::outcome::{self, RetryPolicy};
-use crate::queue::{Delivery, Millis, Queue, QueueError, Settle, now_ms};
 use crate::registry::Active;
 use crate::telemetry::{self, InternalEvent};
 use closeflow_mapping::events::Entry;
+use closeflow_queue::{Deliver, Delivery, KeyHold, Lease, Millis, Settle, now_ms};
 use serde_json::Value;
 
 /// A failpoint for tests of what a panic in a delivery leaves behind (no event or reply is known
@@ -18,28 +18,37 @@ fn failpoint_panic(d: &Delivery) {
     }
 }
 
-/// One attempt at one event, settled in the queue. Returns when to try again, if ever.
-pub(super) async fn deliver<Q: Queue>(
+/// What one attempt came to.
+pub(super) enum Attempt {
+    /// Another node delivers the event now: forget it here, without settling.
+    Forget,
+    /// The keys could not be held: try again at this time.
+    Later(Millis),
+    /// The outcome to settle, with the keys held until it is settled.
+    Settle(Settle, KeyHold),
+}
+
+/// One attempt at one event: its keys held, the event planned and written.
+pub(super) async fn attempt<Q: Deliver>(
     queue: &Q,
     active: &Active,
-    d: Delivery,
+    d: &Delivery,
     event: Option<Value>,
     keys: &[String],
     retry: &RetryPolicy,
-) -> Option<Millis> {
+) -> Attempt {
     // Other processes sharing the queue must not plan these keys meanwhile; released (by
     // drop) after the write and the settle.
-    let _hold = match queue.hold_keys(&d, keys).await {
+    let hold = match queue.hold_keys(d, keys).await {
         Ok(Some(h)) => h,
-        // Another node delivers it now: forget it here, without settling.
-        Ok(None) => return None,
+        Ok(None) => return Attempt::Forget,
         Err(e) => {
             telemetry::QueueFailed {
                 what: "hold_keys",
                 error: &e,
             }
             .emit();
-            return Some(now_ms() + 1_000);
+            return Attempt::Later(now_ms() + 1_000);
         }
     };
     let outcome = match event {
@@ -49,7 +58,7 @@ pub(super) async fn deliver<Q: Queue>(
             last_reply: None,
         },
         Some(ev) => {
-            failpoint_panic(&d);
+            failpoint_panic(d);
             let entry = Entry::Event(ev);
             let (report, err) = closeflow_close::run::send_via(
                 &active.instance,
@@ -69,30 +78,38 @@ pub(super) async fn deliver<Q: Queue>(
             )
         }
     };
-    let retry_at = match &outcome {
-        Settle::Retry { not_before, .. } => Some(*not_before),
-        _ => None,
-    };
-    match queue.settle(&d, outcome.clone()).await {
-        // Settled elsewhere meanwhile (nothing to count twice): done with it.
-        Err(QueueError::NotFound(_)) => None,
-        Ok(()) => {
+    Attempt::Settle(outcome, hold)
+}
+
+/// Settles an attempt's outcome. Returns when to try again, if ever, with the lease back.
+pub(super) async fn settle<L: closeflow_queue::Settles>(
+    lease: Lease<L>,
+    d: &Delivery,
+    outcome: Settle,
+) -> Option<(Millis, Lease<L>)> {
+    match lease.settle(outcome.clone()).await {
+        Ok(kept) => {
             telemetry::EventSettled {
-                delivery: &d,
+                delivery: d,
                 outcome: &outcome,
             }
             .emit();
-            retry_at
+            match (&outcome, kept) {
+                (Settle::Retry { not_before, .. }, Some(lease)) => Some((*not_before, lease)),
+                _ => None,
+            }
         }
+        // Settled elsewhere meanwhile (nothing to count twice): done with it.
+        Err(e) if matches!(e.error, closeflow_queue::QueueError::NotFound(_)) => None,
         Err(e) => {
             telemetry::QueueFailed {
                 what: "settle",
-                error: &e,
+                error: &e.error,
             }
             .emit();
             // Not recorded: the event stays queued; attempt it again shortly (planning
             // converges, so a repeat writes nothing that was already written).
-            Some(now_ms() + 1_000)
+            e.lease.map(|lease| (now_ms() + 1_000, lease))
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod outcome;
 mod scheduler;
 
 use crate::config::defaults;
-use crate::queue::Queue;
+use closeflow_queue::Deliver;
 use crate::registry::Registry;
 use outcome::RetryPolicy;
 use std::collections::{HashMap, HashSet};
@@ -74,7 +74,7 @@ impl Wakers {
 }
 
 /// Runs every instance's scheduler until `stop` turns true, then lets in-flight work finish.
-pub struct Deliverer<Q: Queue> {
+pub struct Deliverer<Q: Deliver> {
     pub queue: Arc<Q>,
     pub registry: Arc<Registry>,
     pub wakers: Arc<Wakers>,
@@ -82,7 +82,7 @@ pub struct Deliverer<Q: Queue> {
     pub stop: watch::Receiver<bool>,
 }
 
-impl<Q: Queue> Deliverer<Q> {
+impl<Q: Deliver> Deliverer<Q> {
     /// Starts a scheduler for every instance it does not serve yet. Called at start and after
     /// each reload; returns the handles of the new schedulers.
     pub fn start_new(

@@ -2,7 +2,7 @@
 //! can be stated as properties without a clock, a queue or Close.
 
 use super::keys::Key;
-use crate::queue::Millis;
+use closeflow_queue::Millis;
 use std::collections::HashSet;
 
 /// What the rule needs to know of one fetched event, in queue order.

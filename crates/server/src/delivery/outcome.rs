@@ -2,11 +2,11 @@
 //! event level): applied, skipped, retried later, or dead-lettered now.
 
 use crate::config::defaults;
-use crate::queue::{Millis, Settle};
 use closeflow_close::client::CloseError;
 use closeflow_close::plan::StepKind;
 use closeflow_close::retry::Backoff;
 use closeflow_close::run::EventReport;
+use closeflow_queue::{Millis, Settle};
 use std::time::Duration;
 
 /// When an event is given up: after `max_attempts` failed attempts **and** `max_age` since it

@@ -3,10 +3,10 @@
 //! its backoff is over), and takes back the attempts' results. Its state is this struct's
 //! fields, each with its reason, rather than a loop's locals.
 
-use super::attempt::deliver;
+use super::attempt::{Attempt, attempt, settle};
 use super::keys::{self, Key};
 use super::{Deliverer, order};
-use crate::queue::{Delivery, Millis, Queue, Settle, now_ms};
+use closeflow_queue::{Deliver, Delivery, Lease, Millis, Settle, now_ms};
 use crate::registry::Active;
 use crate::telemetry::{self, InternalEvent};
 use serde_json::Value;
@@ -15,8 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-struct Slot {
+/// The lease a scheduler holds for each event of `Q`.
+type LeaseOf<Q> = Lease<<Q as Deliver>::Backend>;
+
+struct Slot<L> {
+    /// The event as the scheduler sees it (attempts and backoff as of its last attempt).
     d: Delivery,
+    /// The event's lease; out with its worker while in flight.
+    lease: Option<L>,
     /// Parsed once; `None` when the body is not JSON (settled as a corrupt record).
     event: Option<Value>,
     /// The keys under the instance version they were computed with.
@@ -25,17 +31,18 @@ struct Slot {
 }
 
 /// A finished attempt, reported back to the scheduler.
-struct Done {
+struct Done<L> {
     id: i64,
-    /// `Some(t)`: not final, try again at `t`. `None`: final, forget the event.
-    retry_at: Option<Millis>,
+    /// `Some((t, lease))`: not final, try again at `t` with the lease handed back. `None`: final
+    /// (or no longer this process's), forget the event.
+    retry: Option<(Millis, L)>,
 }
 
-pub(super) struct Scheduler<Q: Queue> {
+pub(super) struct Scheduler<Q: Deliver> {
     deliverer: Arc<Deliverer<Q>>,
     instance: String,
     /// Fetched, unfinished events by queue id: queue order is key order.
-    slots: BTreeMap<i64, Slot>,
+    slots: BTreeMap<i64, Slot<LeaseOf<Q>>>,
     in_flight: usize,
     /// Fetched events that cannot start whatever the workers (see `order::Decision`): they do
     /// not count against the window, or one failing key would stall every other.
@@ -44,11 +51,11 @@ pub(super) struct Scheduler<Q: Queue> {
     most: usize,
     /// When the last fetch failed: the next one waits a second rather than spinning.
     fetch_failed_at: Option<tokio::time::Instant>,
-    done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: mpsc::UnboundedReceiver<Done>,
+    done_tx: mpsc::UnboundedSender<Done<LeaseOf<Q>>>,
+    done_rx: mpsc::UnboundedReceiver<Done<LeaseOf<Q>>>,
 }
 
-impl<Q: Queue> Scheduler<Q> {
+impl<Q: Deliver> Scheduler<Q> {
     pub(super) fn new(deliverer: Arc<Deliverer<Q>>, instance: String) -> Scheduler<Q> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let most = deliverer.policy.window.saturating_mul(25);
@@ -118,7 +125,8 @@ impl<Q: Queue> Scheduler<Q> {
         match self.deliverer.queue.fetch(&self.instance, room).await {
             Ok(got) => {
                 self.fetch_failed_at = None;
-                for d in got {
+                for lease in got {
+                    let d = lease.event().clone();
                     let event = serde_json::from_str::<Value>(&d.body)
                         .ok()
                         .filter(Value::is_object);
@@ -126,6 +134,7 @@ impl<Q: Queue> Scheduler<Q> {
                         d.id,
                         Slot {
                             d,
+                            lease: Some(lease),
                             event,
                             keys: None,
                             in_flight: false,
@@ -144,15 +153,16 @@ impl<Q: Queue> Scheduler<Q> {
         }
     }
 
-    fn finish(&mut self, done: Done) {
+    fn finish(&mut self, done: Done<LeaseOf<Q>>) {
         self.in_flight -= 1;
-        match done.retry_at {
+        match done.retry {
             None => {
                 self.slots.remove(&done.id);
             }
-            Some(at) => {
+            Some((at, lease)) => {
                 if let Some(s) = self.slots.get_mut(&done.id) {
                     s.in_flight = false;
+                    s.lease = Some(lease);
                     s.d.not_before = at;
                     // As the queue recorded it: the next attempt's give-up check counts this one.
                     s.d.attempts += 1;
@@ -192,6 +202,10 @@ impl<Q: Queue> Scheduler<Q> {
             let Some(slot) = self.slots.get_mut(&ids[i]) else {
                 continue;
             };
+            // Never missing while the event is not in flight: the lease comes back with it.
+            let Some(lease) = slot.lease.take() else {
+                continue;
+            };
             slot.in_flight = true;
             self.in_flight += 1;
             let names: Vec<String> = slot
@@ -202,6 +216,7 @@ impl<Q: Queue> Scheduler<Q> {
             tokio::spawn(attempt_guarded(
                 self.deliverer.queue.clone(),
                 active.clone(),
+                lease,
                 slot.d.clone(),
                 slot.event.clone(),
                 names,
@@ -216,30 +231,39 @@ impl<Q: Queue> Scheduler<Q> {
 /// Runs one attempt on a task of its own and always reports back. A panic must not leave the
 /// slot in flight for ever (its keys, and one of the instance's workers, would be held until a
 /// restart): it dead-letters the event, kept with the reason for a replay once fixed, and the
-/// key goes on.
-async fn attempt_guarded<Q: Queue>(
+/// key goes on. So the attempt runs on a task of its own, and the lease stays here to settle.
+#[allow(clippy::too_many_arguments)]
+async fn attempt_guarded<Q: Deliver>(
     queue: Arc<Q>,
     active: Arc<Active>,
+    lease: LeaseOf<Q>,
     d: Delivery,
     event: Option<Value>,
     names: Vec<String>,
     retry: super::outcome::RetryPolicy,
-    done: mpsc::UnboundedSender<Done>,
+    done: mpsc::UnboundedSender<Done<LeaseOf<Q>>>,
 ) {
     let id = d.id;
-    let attempt = {
-        let (queue, d) = (queue.clone(), d.clone());
-        tokio::spawn(async move { deliver(&*queue, &active, d, event, &names, &retry).await })
+    let running = {
+        let d = d.clone();
+        tokio::spawn(async move { attempt(&*queue, &active, &d, event, &names, &retry).await })
     };
-    let retry_at = match attempt.await {
-        Ok(r) => r,
+    let retry = match running.await {
+        Ok(Attempt::Forget) => None,
+        Ok(Attempt::Later(at)) => Some((at, lease)),
+        Ok(Attempt::Settle(outcome, hold)) => {
+            let next = settle(lease, &d, outcome).await;
+            // Released after the write and the settle.
+            drop(hold);
+            next
+        }
         Err(e) => {
             let outcome = Settle::Dead {
                 reason: "internal_error".into(),
                 error: format!("delivery failed inside closeflow: {e}"),
                 last_reply: None,
             };
-            if queue.settle(&d, outcome.clone()).await.is_ok() {
+            if lease.settle(outcome.clone()).await.is_ok() {
                 telemetry::EventSettled {
                     delivery: &d,
                     outcome: &outcome,
@@ -249,5 +273,5 @@ async fn attempt_guarded<Q: Queue>(
             None
         }
     };
-    let _ = done.send(Done { id, retry_at });
+    let _ = done.send(Done { id, retry });
 }

@@ -1,8 +1,8 @@
 //! One incoming event: checked (an object, a known `type`, within 32 KB), cleaned (the write key
 //! is never stored) and enriched as Segment does (`messageId`, `receivedAt`, `timestamp`).
 
-use crate::queue::NewEvent;
 use closeflow_mapping::events::{self, Entry};
+use closeflow_queue::NewEvent;
 use serde_json::Value;
 
 /// Segment's limits.

@@ -14,7 +14,6 @@ pub mod pressure;
 
 use crate::app::App;
 use crate::error::Refusal;
-use crate::queue::{Enqueued, NewEvent, Queue, QueueError};
 use crate::telemetry::{self, InternalEvent};
 use axum::body::Body;
 use axum::extract::State;
@@ -22,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use body::BodyError;
+use closeflow_queue::{Enqueued, NewEvent, Queue, QueueError};
 use event::{BATCH_ITEMS, BATCH_LIMIT, EVENT_LIMIT, Rejected, RouteType};
 use serde_json::{Value, json};
 use std::sync::Arc;

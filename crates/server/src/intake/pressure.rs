@@ -4,7 +4,7 @@
 
 use crate::app::App;
 use crate::error::Refusal;
-use crate::queue::Queue;
+use closeflow_queue::Queue;
 use std::sync::atomic::Ordering;
 
 /// 503 with `Retry-After` while the disk is nearly full: nothing could be made durable.

@@ -5,7 +5,8 @@
 //! digits and `-` stay, every other byte becomes `_XX` (hex). The mapping is one-to-one, so two
 //! instance names never share a stream.
 
-use crate::queue::Millis;
+use super::records::{Envelope, frame, unframe};
+use crate::Millis;
 
 /// Escapes `s` into `[A-Za-z0-9_-]+` (the empty string becomes `_`).
 pub fn enc(s: &str) -> String {
@@ -148,23 +149,20 @@ pub fn fnv1a(s: &str) -> u64 {
     h
 }
 
-/// An event in the queue stream: one JSON line of metadata, then the event as it was stored.
-/// (Headers could carry the metadata, but a `messageId` is the client's text and may hold
-/// characters a header cannot.)
+/// An event in the queue stream: its [`Envelope`] as one JSON line, then the event as it was
+/// stored.
 pub fn wrap(message_id: &str, received_at: Millis, body: &str) -> Vec<u8> {
-    let meta = serde_json::json!({"m": message_id, "r": received_at});
-    let mut v = meta.to_string().into_bytes();
-    v.push(b'\n');
-    v.extend_from_slice(body.as_bytes());
-    v
+    let envelope = Envelope {
+        message_id: message_id.into(),
+        received_at,
+    };
+    frame(&envelope, body)
 }
 
 /// `(message_id, received_at, body)` of a wrapped event.
 pub fn unwrap(payload: &[u8]) -> Option<(String, Millis, String)> {
-    let nl = payload.iter().position(|b| *b == b'\n')?;
-    let meta: serde_json::Value = serde_json::from_slice(&payload[..nl]).ok()?;
-    let body = String::from_utf8_lossy(&payload[nl + 1..]).into_owned();
-    Some((meta["m"].as_str()?.to_string(), meta["r"].as_i64()?, body))
+    let (e, body) = unframe::<Envelope>(payload)?;
+    Some((e.message_id, e.received_at, body))
 }
 
 /// A `Nats-Msg-Id` value: header-safe, and still one-to-one with the `messageId`.

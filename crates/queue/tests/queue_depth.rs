@@ -10,9 +10,11 @@
 //! `queue_damage.rs` and the end-to-end share tests, not here.
 
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_server::queue::jetstream::{self, JetStreamQueue};
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
-use closeflow_server::queue::{Delivery, Enqueued, NewEvent, Queue, Settle, now_ms};
+use closeflow_queue::jetstream::{self, JetStreamQueue};
+use closeflow_queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::{
+    DeadLetters, Deliver, Enqueued, Inspect, Intake, Lease, NewEvent, Queue, Settle, now_ms,
+};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -223,7 +225,7 @@ async fn check<S: Store>(
 async fn run<S: Store>(s: &S, ops: &[Op], id_prefix: &str) {
     let mut model: BTreeMap<&str, u64> = BTreeMap::new();
     let mut ids: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let mut held: Vec<Delivery> = Vec::new();
+    let mut held: Vec<Lease<<S::Q as Deliver>::Backend>> = Vec::new();
     let mut dropped = std::collections::HashSet::new();
     let mut next = 0usize;
     s.refresh().await;
@@ -260,6 +262,7 @@ async fn run<S: Store>(s: &S, ops: &[Op], id_prefix: &str) {
             }
             Op::Fetch { inst, max } => {
                 for d in s.main().fetch(INSTANCES[*inst], *max).await.unwrap() {
+                    // (a lease for an event already held is dropped: the held one settles it)
                     // An event kept after a retry may be handed out again: it is one event.
                     if !held
                         .iter()
@@ -274,11 +277,14 @@ async fn run<S: Store>(s: &S, ops: &[Op], id_prefix: &str) {
                     continue;
                 }
                 let i = pick % held.len();
-                let d = held[i].clone();
-                s.main().settle(&d, outcome(*kind)).await.unwrap();
-                if *kind != 2 {
-                    held.remove(i);
-                    *model.get_mut(d.instance.as_str()).unwrap() -= 1;
+                let d = held.remove(i);
+                let instance = d.instance.clone();
+                match d.settle(outcome(*kind)).await.unwrap() {
+                    Some(kept) => {
+                        assert_eq!(*kind, 2, "only a retry keeps the lease");
+                        held.insert(i, kept);
+                    }
+                    None => *model.get_mut(instance.as_str()).unwrap() -= 1,
                 }
             }
             Op::SettleDuringScrape { pick } => {
@@ -286,15 +292,16 @@ async fn run<S: Store>(s: &S, ops: &[Op], id_prefix: &str) {
                     continue;
                 }
                 let d = held.remove(pick % held.len());
+                let instance = d.instance.clone();
                 let (settled, a, b) = tokio::join!(
-                    s.main().settle(&d, Settle::Applied),
+                    d.settle(Settle::Applied),
                     s.main().stats(),
                     s.main().stats()
                 );
                 settled.unwrap();
                 a.unwrap();
                 b.unwrap();
-                *model.get_mut(d.instance.as_str()).unwrap() -= 1;
+                *model.get_mut(instance.as_str()).unwrap() -= 1;
             }
             Op::Replay { pick, side } => {
                 let dead = s.main().dead_letters(None).await.unwrap();

@@ -5,8 +5,10 @@
 //! an event when it is acknowledged); outcomes come from the durable counters, summed over the
 //! nodes (and kept per node, so that the metrics say which node did what).
 
+use super::errors::failed;
+use super::records::CounterValue;
 use super::{Inner, names};
-use crate::queue::{InstanceStats, Load, Millis, NodeCounts, QueueError, Retained};
+use crate::{InstanceStats, Load, Millis, NodeCounts, QueueError, Retained};
 use async_nats::jetstream::stream;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +18,7 @@ async fn queues(me: &Inner) -> Result<Vec<(String, String)>, QueueError> {
     let mut names_ = me.js.stream_names();
     let mut out = Vec::new();
     while let Some(n) = names_.next().await {
-        let n = n.map_err(|e| super::unavailable("listing queues", e))?;
+        let n = n.map_err(|e| failed("listing queues", e))?;
         if let Some(i) = me.names.instance_of_stream(&n) {
             out.push((i, n));
         }
@@ -29,10 +31,10 @@ async fn queue_info(me: &Inner, s: &str) -> Result<stream::Info, QueueError> {
     me.js
         .get_stream_no_info(s)
         .await
-        .map_err(|e| super::unavailable("reading a queue", e))?
+        .map_err(|e| failed("reading a queue", e))?
         .get_info()
         .await
-        .map_err(|e| super::unavailable("reading a queue", e))
+        .map_err(|e| failed("reading a queue", e))
 }
 
 /// What each instance's queue stream holds now: the stream is the one source of its depth.
@@ -78,9 +80,9 @@ pub(crate) async fn stats(me: &Inner) -> Result<Vec<InstanceStats>, QueueError> 
             .counts
             .info_with_subjects(me.names.counters())
             .await
-            .map_err(|e| super::unavailable("reading counters", e))?;
+            .map_err(|e| failed("reading counters", e))?;
         while let Some(s) = info.next().await {
-            subjects.push(s.map_err(|e| super::unavailable("reading counters", e))?.0);
+            subjects.push(s.map_err(|e| failed("reading counters", e))?.0);
         }
     }
     let mut per_node: BTreeMap<(String, String), NodeCounts> = BTreeMap::new();
@@ -92,9 +94,8 @@ pub(crate) async fn stats(me: &Inner) -> Result<Vec<InstanceStats>, QueueError> 
             .counts
             .get_last_raw_message_by_subject(&subject)
             .await
-            .map_err(|e| super::unavailable("reading counters", e))?;
-        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
-        let n: u64 = v["val"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+            .map_err(|e| failed("reading counters", e))?;
+        let n = CounterValue::total(&m.payload);
         entry(&mut by, &i);
         let st = by.get_mut(&i).expect("inserted above");
         let nc = per_node
@@ -144,10 +145,10 @@ pub(crate) async fn stats(me: &Inner) -> Result<Vec<InstanceStats>, QueueError> 
         .dlq
         .info_with_subjects(me.names.dlq_subjects())
         .await
-        .map_err(|e| super::unavailable("reading dead letters", e))?;
+        .map_err(|e| failed("reading dead letters", e))?;
     let prefix = format!("{}.dlq.", me.names.prefix);
     while let Some(s) = info.next().await {
-        let (subject, n) = s.map_err(|e| super::unavailable("reading dead letters", e))?;
+        let (subject, n) = s.map_err(|e| failed("reading dead letters", e))?;
         if let Some(i) = subject.strip_prefix(&prefix).and_then(names::dec) {
             entry(&mut by, &i);
             by.get_mut(&i).expect("inserted above").dead_now = n as u64;
@@ -172,7 +173,7 @@ pub(crate) async fn retained(
         let info = s
             .get_info()
             .await
-            .map_err(|e| super::unavailable("reading a queue", e))?;
+            .map_err(|e| failed("reading a queue", e))?;
         if info.state.messages > 0 {
             let from = info.state.first_sequence.max(after.max(0) as u64 + 1);
             for seq in from..=info.state.last_sequence {
@@ -200,19 +201,16 @@ pub(crate) async fn retained(
         .js
         .get_stream(format!("KV_{}", me.names.events_bucket()))
         .await
-        .map_err(|e| super::unavailable("reading event records", e))?;
+        .map_err(|e| failed("reading event records", e))?;
     let prefix = format!("$KV.{}.{}.", me.names.events_bucket(), names::enc(instance));
     let mut subjects = Vec::new();
     {
         let mut info = kv_stream
             .info_with_subjects(format!("{prefix}*"))
             .await
-            .map_err(|e| super::unavailable("reading event records", e))?;
+            .map_err(|e| failed("reading event records", e))?;
         while let Some(s) = info.next().await {
-            subjects.push(
-                s.map_err(|e| super::unavailable("reading event records", e))?
-                    .0,
-            );
+            subjects.push(s.map_err(|e| failed("reading event records", e))?.0);
         }
     }
     for subject in subjects {
@@ -228,16 +226,15 @@ pub(crate) async fn retained(
         let Some((_, v)) = me.record(instance, seq as u64).await? else {
             continue;
         };
-        let (Some(m), Some(r), Some(b)) = (v["m"].as_str(), v["r"].as_i64(), v["body"].as_str())
-        else {
+        let (Some(m), Some(r), Some(b)) = (v.message_id, v.received_at, v.body) else {
             continue;
         };
-        if r >= since && !v["final"].is_null() {
+        if r >= since && v.outcome.is_some() {
             out.push(Retained {
                 id: seq,
-                message_id: m.to_string(),
+                message_id: m,
                 received_at: r,
-                body: b.to_string(),
+                body: b,
             });
         }
     }

@@ -1,9 +1,13 @@
-//! The queue contract as executable checks: every backend runs [`check_all`] in its tests.
+//! The queue contract as executable checks: every backend runs [`check_all`] (see
+//! `tests/contract.rs`).
 //!
 //! A backend provides a [`Harness`]: a fresh, empty store that can be opened again (a restart
 //! of the process), with a short dedup window so that expiry can be observed.
 
-use super::{Delivery, Enqueued, NewEvent, Queue, Settle, now_ms};
+use closeflow_queue::{
+    DeadLetters, Deliver, Enqueued, Inspect, InstanceStats, Intake, Lease, NewEvent, Queue, Settle,
+    now_ms,
+};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -30,7 +34,7 @@ async fn fetch_after_restart<Q: Queue>(
     instance: &str,
     want: usize,
     limit: Duration,
-) -> Vec<Delivery> {
+) -> Vec<Lease<<Q as Deliver>::Backend>> {
     let start = Instant::now();
     let mut got = Vec::new();
     loop {
@@ -104,10 +108,10 @@ pub async fn duplicates_are_stored_once<H: Harness>(mut h: H) {
         q.enqueue("a", evs(&["m1"])).await.unwrap(),
         [Enqueued::Duplicate]
     );
-    let got = q.fetch("a", 10).await.unwrap();
+    let mut got = q.fetch("a", 10).await.unwrap();
     assert_eq!(got.len(), 1);
     // Still a duplicate once settled, within the window.
-    q.settle(&got[0], Settle::Applied).await.unwrap();
+    got.remove(0).settle(Settle::Applied).await.unwrap();
     assert_eq!(
         q.enqueue("a", evs(&["m1"])).await.unwrap(),
         [Enqueued::Duplicate]
@@ -138,9 +142,10 @@ pub async fn instances_are_separate<H: Harness>(mut h: H) {
 pub async fn unsettled_events_come_back_after_a_restart<H: Harness>(mut h: H) {
     let q = h.open().await;
     q.enqueue("a", evs(&["m1", "m2"])).await.unwrap();
-    let got = q.fetch("a", 10).await.unwrap();
-    q.settle(&got[0], Settle::Applied).await.unwrap();
-    drop(q);
+    let mut got = q.fetch("a", 10).await.unwrap().into_iter();
+    first(&mut got).settle(Settle::Applied).await.unwrap();
+    // The process goes away with every lease it held.
+    drop((got, q));
     let q = h.open().await;
     let again = fetch_after_restart(&q, "a", 1, h.lease_timeout()).await;
     assert_eq!(
@@ -163,29 +168,33 @@ pub async fn final_outcomes_are_final_and_counted_once<H: Harness>(mut h: H) {
     q.enqueue("a", evs(&["m1", "m2", "m3", "m4"]))
         .await
         .unwrap();
-    let got = q.fetch("a", 10).await.unwrap();
-    q.settle(&got[0], Settle::Applied).await.unwrap();
-    q.settle(
-        &got[1],
-        Settle::Skipped {
+    let mut got = q.fetch("a", 10).await.unwrap().into_iter();
+    assert!(
+        first(&mut got)
+            .settle(Settle::Applied)
+            .await
+            .unwrap()
+            .is_none(),
+        "a final outcome consumes the lease: an event is settled once (a second settle of \
+         the same lease does not compile; see `Lease::settle`)"
+    );
+    first(&mut got)
+        .settle(Settle::Skipped {
             reason: "not_matched".into(),
-        },
-    )
-    .await
-    .unwrap();
-    q.settle(
-        &got[2],
-        Settle::Dead {
+        })
+        .await
+        .unwrap();
+    first(&mut got)
+        .settle(Settle::Dead {
             reason: "rejected".into(),
             error: "HTTP 400".into(),
             last_reply: Some("{}".into()),
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert!(
-        q.settle(&got[0], Settle::Applied).await.is_err(),
-        "an event is settled once"
+        q.fetch("a", 10).await.unwrap().is_empty(),
+        "settled events are not handed out again"
     );
     let s = stats_of(&q, "a").await;
     assert_eq!(s.accepted, 4);
@@ -196,7 +205,7 @@ pub async fn final_outcomes_are_final_and_counted_once<H: Harness>(mut h: H) {
     assert_eq!(s.dead_now, 1);
     assert!(s.oldest_queued_at.is_some());
     assert!(s.balanced(), "{s:?}");
-    drop(q);
+    drop((got, q));
     let q = h.open().await;
     let s2 = stats_of(&q, "a").await;
     assert_eq!(
@@ -215,32 +224,32 @@ pub async fn final_outcomes_are_final_and_counted_once<H: Harness>(mut h: H) {
 pub async fn a_retry_keeps_the_event_and_its_attempts<H: Harness>(mut h: H) {
     let q = h.open().await;
     q.enqueue("a", evs(&["m1"])).await.unwrap();
-    let d = q.fetch("a", 10).await.unwrap().remove(0);
+    let mut d = q.fetch("a", 10).await.unwrap().remove(0);
     let later = now_ms() + 60_000;
-    for _ in 0..2 {
-        q.settle(
-            &d,
-            Settle::Retry {
+    for n in 1..=2 {
+        d = d
+            .settle(Settle::Retry {
                 not_before: later,
                 reason: "http_503".into(),
                 error: "HTTP 503".into(),
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await
+            .unwrap()
+            .expect("a retry hands the lease back");
+        assert_eq!((d.attempts, d.not_before), (n, later), "as recorded");
     }
     let s = stats_of(&q, "a").await;
     assert_eq!(s.retried, vec![("http_503".to_string(), 2)]);
     assert_eq!(s.queued, 1, "a retried event is still queued");
     assert!(s.balanced(), "{s:?}");
-    drop(q);
+    drop((d, q));
     let q = h.open().await;
     let mut back = fetch_after_restart(&q, "a", 1, h.lease_timeout()).await;
     assert_eq!(back.len(), 1, "the retried event comes back once");
     let d = back.remove(0);
     assert_eq!(d.attempts, 2, "attempts are durable");
     assert_eq!(d.not_before, later, "the backoff is durable");
-    q.settle(&d, Settle::Applied).await.unwrap();
+    d.settle(Settle::Applied).await.unwrap();
     assert!(stats_of(&q, "a").await.balanced());
 }
 
@@ -248,16 +257,16 @@ pub async fn dead_letters_list_show_replay_drop<H: Harness>(mut h: H) {
     let q = h.open().await;
     q.enqueue("a", evs(&["m1", "m2"])).await.unwrap();
     q.enqueue("b", evs(&["m3"])).await.unwrap();
-    let got = q.fetch("a", 10).await.unwrap();
+    let mut got = q.fetch("a", 10).await.unwrap().into_iter();
     let dead = |why: &str| Settle::Dead {
         reason: why.into(),
         error: format!("{why} happened"),
         last_reply: Some(r#"{"error":"nope"}"#.into()),
     };
-    q.settle(&got[0], dead("rejected")).await.unwrap();
-    q.settle(&got[1], dead("unauthorized")).await.unwrap();
+    first(&mut got).settle(dead("rejected")).await.unwrap();
+    first(&mut got).settle(dead("unauthorized")).await.unwrap();
     let b = q.fetch("b", 10).await.unwrap().remove(0);
-    q.settle(&b, dead("rejected")).await.unwrap();
+    b.settle(dead("rejected")).await.unwrap();
 
     assert_eq!(q.dead_letters(None).await.unwrap().len(), 3);
     let list = q.dead_letters(Some("a")).await.unwrap();
@@ -280,11 +289,11 @@ pub async fn dead_letters_list_show_replay_drop<H: Harness>(mut h: H) {
         "a replayed event is no longer a dead letter"
     );
     assert!(q.dead_letter(first.id).await.unwrap().is_none());
-    let again = q.fetch("a", 10).await.unwrap();
+    let mut again = q.fetch("a", 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].message_id, "m1");
     assert_eq!(again[0].attempts, 0, "a replay starts afresh");
-    q.settle(&again[0], Settle::Applied).await.unwrap();
+    again.remove(0).settle(Settle::Applied).await.unwrap();
     assert_eq!(
         q.enqueue("a", evs(&["m1"])).await.unwrap(),
         [Enqueued::Duplicate]
@@ -307,7 +316,7 @@ pub async fn dedup_window_expires<H: Harness>(mut h: H) {
     let q = h.open().await;
     q.enqueue("a", evs(&["m1"])).await.unwrap();
     let d = q.fetch("a", 10).await.unwrap().remove(0);
-    q.settle(&d, Settle::Applied).await.unwrap();
+    d.settle(Settle::Applied).await.unwrap();
     tokio::time::sleep(h.dedup_window() + Duration::from_millis(300)).await;
     assert_eq!(
         q.enqueue("a", evs(&["m1"])).await.unwrap(),
@@ -342,8 +351,8 @@ pub async fn retained_events_can_be_read_back<H: Harness>(mut h: H) {
     let t0 = now_ms();
     q.enqueue("a", evs(&["m1", "m2"])).await.unwrap();
     q.enqueue("b", evs(&["m3"])).await.unwrap();
-    let d = q.fetch("a", 10).await.unwrap();
-    q.settle(&d[0], Settle::Applied).await.unwrap();
+    let d = q.fetch("a", 10).await.unwrap().remove(0);
+    d.settle(Settle::Applied).await.unwrap();
     let r = q.retained("a", t0, 0, 10).await.unwrap();
     assert_eq!(
         r.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(),
@@ -365,7 +374,12 @@ pub async fn retained_events_can_be_read_back<H: Harness>(mut h: H) {
     assert!(later.is_empty());
 }
 
-async fn stats_of<Q: Queue>(q: &Q, instance: &str) -> super::InstanceStats {
+/// The next lease of a fetch.
+fn first<L>(leases: &mut impl Iterator<Item = Lease<L>>) -> Lease<L> {
+    leases.next().expect("one more event was fetched")
+}
+
+async fn stats_of<Q: Inspect>(q: &Q, instance: &str) -> InstanceStats {
     q.stats()
         .await
         .unwrap()

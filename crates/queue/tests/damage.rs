@@ -2,8 +2,8 @@
 //! each instance holds (its depth and waiting bytes, what intake's back-pressure reads), read
 //! from the file itself.
 
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
-use closeflow_server::queue::{Enqueued, NewEvent, Queue, Settle, now_ms};
+use closeflow_queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::{Deliver, Enqueued, Inspect, Intake, NewEvent, Settle, now_ms};
 
 fn ev(id: &str, pad: usize) -> NewEvent {
     NewEvent {
@@ -51,7 +51,7 @@ async fn each_instances_depth_and_waiting_bytes_are_read_from_the_file_and_survi
         } else {
             Settle::Applied
         };
-        q.settle(&d, outcome).await.unwrap();
+        d.settle(outcome).await.unwrap();
     }
     let settled = q.load("a");
     assert_eq!(settled.queued, 0);
@@ -76,8 +76,8 @@ async fn a_file_without_the_depth_table_gets_it_filled_at_open() {
     q.enqueue("a", vec![ev("one", 10), ev("two", 10)])
         .await
         .unwrap();
-    let got = q.fetch("a", 1).await.unwrap();
-    q.settle(&got[0], Settle::Applied).await.unwrap();
+    let mut got = q.fetch("a", 1).await.unwrap();
+    got.remove(0).settle(Settle::Applied).await.unwrap();
     drop(q);
     wait_closed(dir.path());
     let c = rusqlite::Connection::open(dir.path().join("queue.db")).unwrap();
@@ -139,7 +139,7 @@ async fn an_unreadable_record_is_quarantined_and_counted_the_rest_kept() {
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.message_id)
+        .map(|d| d.message_id.clone())
         .collect();
     assert_eq!(got, ["m0", "m1", "m4"]);
     let s = &q.stats().await.unwrap()[0];
@@ -190,10 +190,10 @@ async fn a_stats_read_beside_a_settle_keeps_the_depth_exact() {
     let q = open(dir.path());
     for i in 0..100 {
         q.enqueue("a", vec![ev(&format!("d{i}"), 0)]).await.unwrap();
-        let got = q.fetch("a", 10).await.unwrap();
+        let mut got = q.fetch("a", 10).await.unwrap();
         assert_eq!(got.len(), 1);
         // Both jobs are sent before the writer wakes, so they usually share a group.
-        let (settled, stats) = tokio::join!(q.settle(&got[0], Settle::Applied), q.stats());
+        let (settled, stats) = tokio::join!(got.remove(0).settle(Settle::Applied), q.stats());
         settled.unwrap();
         stats.unwrap();
         assert_eq!(q.load("a").queued, 0, "after event {i}");

@@ -1,20 +1,28 @@
-//! The durable queue between intake and delivery, behind one interface.
+//! The durable queue between intake and delivery: the embedded SQLite file ([`sqlite`]) or a
+//! shared NATS JetStream cluster ([`jetstream`]), behind role traits ([`roles`]) so that each
+//! consumer asks only for what it uses.
 //!
-//! The contract (checked for every backend by [`contract`]):
+//! The contract (checked for every backend by `tests/contract.rs`, and against a model by
+//! `tests/model.rs`):
 //! - `enqueue` answers only after the events are durable; an event whose `messageId` the
 //!   instance accepted within the dedup window is a [`Enqueued::Duplicate`], stored once.
-//! - `fetch` hands out each queued event of an instance once per process (a lease held by the
-//!   caller), oldest first; an event that is not settled comes back after a restart.
-//! - `settle` records an event's final outcome (or a retry) and counts it, in one durable step,
+//! - `fetch` hands out each queued event of an instance once per process (a [`Lease`] held by
+//!   the caller), oldest first; an event that is not settled comes back after a restart.
+//! - [`Lease::settle`] consumes the lease (settled once, by the type system) and records an event's final outcome (or a retry) and counts it, in one durable step,
 //!   so that `accepted + replayed = applied + skipped + dead_lettered + queued` always holds.
 //! - dead letters can be listed, shown, replayed (queued again, at the back) and dropped.
 
-pub mod contract;
+#![forbid(unsafe_code)]
+
 pub mod jetstream;
+mod roles;
 pub mod sqlite;
 
+pub use roles::{
+    DeadLetters, Deliver, Inspect, Intake, KeyHold, Lease, Queue, SettleError, Settles, Upkeep,
+};
+
 use serde::Serialize;
-use std::future::Future;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -166,90 +174,4 @@ pub enum QueueError {
     Unavailable(String),
     #[error("no such event: {0}")]
     NotFound(i64),
-}
-
-/// Held while an event is planned and written (see [`Queue::hold_keys`]); dropping it releases
-/// the keys.
-#[derive(Debug, Default)]
-pub struct KeyHold(pub Option<tokio::sync::oneshot::Sender<()>>);
-
-/// A durable queue of events per instance.
-pub trait Queue: Send + Sync + 'static {
-    /// Stores events durably (all or nothing) and answers per event.
-    fn enqueue(
-        &self,
-        instance: &str,
-        events: Vec<NewEvent>,
-    ) -> impl Future<Output = Result<Vec<Enqueued>, QueueError>> + Send;
-
-    /// Up to `max` queued events of `instance` not handed out yet, oldest first.
-    fn fetch(
-        &self,
-        instance: &str,
-        max: usize,
-    ) -> impl Future<Output = Result<Vec<Delivery>, QueueError>> + Send;
-
-    /// Records what happened to a fetched event. After `Retry` the caller keeps the lease.
-    fn settle(
-        &self,
-        d: &Delivery,
-        outcome: Settle,
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
-
-    fn dead_letters(
-        &self,
-        instance: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<DeadLetter>, QueueError>> + Send;
-
-    fn dead_letter(
-        &self,
-        id: i64,
-    ) -> impl Future<Output = Result<Option<DeadLetter>, QueueError>> + Send;
-
-    /// Queues a dead letter again (at the back, attempts reset). `false` when it is not there.
-    fn replay(&self, id: i64) -> impl Future<Output = Result<bool, QueueError>> + Send;
-
-    /// Deletes a dead letter for good. `false` when it is not there.
-    fn drop_dead(&self, id: i64) -> impl Future<Output = Result<bool, QueueError>> + Send;
-
-    fn stats(&self) -> impl Future<Output = Result<Vec<InstanceStats>, QueueError>> + Send;
-
-    /// What `instance` holds, as last read from the queue's own store (no I/O): what intake's
-    /// back-pressure compares with the instance's share of `--max-queue` and `--max-queue-mib`.
-    fn load(&self, instance: &str) -> Load;
-
-    /// Events of `instance` still retained (queued, or settled within the retention window)
-    /// that were received at or after `since`, in queue order after the event `after` (0: from
-    /// the start), at most `limit`: pages for `closeflow capture`.
-    fn retained(
-        &self,
-        instance: &str,
-        since: Millis,
-        after: i64,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Retained>, QueueError>> + Send;
-
-    /// Before an event is planned: holds its lookup keys against other processes that share
-    /// the queue, so that two events sharing a key are never planned at once anywhere.
-    /// `Ok(None)`: the event is no longer this process's to deliver (another one took it over);
-    /// drop it without settling. One process alone needs nothing (its scheduler serialises).
-    fn hold_keys(
-        &self,
-        d: &Delivery,
-        keys: &[String],
-    ) -> impl Future<Output = Result<Option<KeyHold>, QueueError>> + Send {
-        let _ = (d, keys);
-        async { Ok(Some(KeyHold::default())) }
-    }
-
-    /// Periodic upkeep (pruning settled events), called about once a minute by the server.
-    fn maintain(&self) -> impl Future<Output = ()> + Send {
-        async {}
-    }
-
-    /// What this process does in a cluster (node, partitions owned, peers), for the admin
-    /// route; `None` for a backend that is not shared.
-    fn cluster(&self) -> impl Future<Output = Option<serde_json::Value>> + Send {
-        async { None }
-    }
 }

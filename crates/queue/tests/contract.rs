@@ -1,10 +1,13 @@
 //! The queue contract against both backends: the embedded SQLite file (in a temporary dir) and
 //! NATS JetStream (a real nats-server on loopback).
 
+#[path = "contract/checks.rs"]
+mod checks;
+
+use checks::Harness;
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_server::queue::contract::{self, Harness};
-use closeflow_server::queue::jetstream::{self, JetStreamQueue};
-use closeflow_server::queue::sqlite::{Options, SqliteQueue};
+use closeflow_queue::jetstream::{self, JetStreamQueue};
+use closeflow_queue::sqlite::{Options, SqliteQueue};
 use std::time::Duration;
 
 struct Sqlite {
@@ -25,7 +28,7 @@ impl Harness for Sqlite {
 
 #[tokio::test]
 async fn sqlite_backend_passes_the_queue_contract() {
-    contract::check_all(|| Sqlite {
+    checks::check_all(|| Sqlite {
         dir: tempfile::tempdir().unwrap(),
     })
     .await;
@@ -70,7 +73,7 @@ async fn jetstream_backend_passes_the_queue_contract() {
     let nats = NatsCluster::start(1).await;
     let n = std::sync::atomic::AtomicUsize::new(0);
     let url = nats.nodes[0].url();
-    contract::check_all(|| Nats {
+    checks::check_all(|| Nats {
         url: url.clone(),
         prefix: format!("T{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
     })
