@@ -13,22 +13,16 @@
 //! a takeover.
 
 use super::errors::failed;
+use super::nodes::{PartitionLease, fresh, heartbeat, live_nodes};
 use super::owner::{self, Inst, step_bound};
-use super::{Inner, names};
+use super::Inner;
 use crate::QueueError;
 use async_nats::jetstream::consumer;
 use async_nats::jetstream::{self, AckKind, kv};
 use futures_util::StreamExt;
-use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
-
-pub(super) struct PartitionLease {
-    pub(super) rev: u64,
-    pub(super) renewed: Instant,
-    pub(super) draining: bool,
-}
 
 /// Opens an instance for delivery: its consumers exist and this node has claimed its share
 /// of the partitions (the first time, at once, so a lone node delivers immediately).
@@ -72,45 +66,6 @@ pub(crate) async fn open_for_delivery(
         manage(me, instance, &inst, &nodes).await;
     }
     Ok(inst)
-}
-
-/// A lease renewed recently enough that its events' deadlines may still be extended.
-pub(super) fn fresh(me: &Inner, l: &PartitionLease) -> bool {
-    l.renewed.elapsed() < me.opts.ack_wait / 2
-}
-
-pub(super) async fn heartbeat(me: &Inner) -> Result<(), QueueError> {
-    me.leases
-        .put(
-            me.names.node_key(&me.opts.node),
-            crate::now_ms().to_string().into(),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| failed("heartbeat", e))
-}
-
-/// The live nodes, sorted: those whose heartbeat has not expired from the lease bucket.
-pub(super) async fn live_nodes(me: &Inner) -> Result<Vec<String>, QueueError> {
-    let stream = me
-        .js
-        .get_stream(format!("KV_{}", me.names.leases_bucket()))
-        .await
-        .map_err(|e| failed("listing nodes", e))?;
-    let prefix = format!("$KV.{}.n.", me.names.leases_bucket());
-    let mut info = stream
-        .info_with_subjects(format!("{prefix}*"))
-        .await
-        .map_err(|e| failed("listing nodes", e))?;
-    let mut nodes = BTreeSet::new();
-    while let Some(s) = info.next().await {
-        let (subject, _) = s.map_err(|e| failed("listing nodes", e))?;
-        if let Some(n) = subject.strip_prefix(&prefix).and_then(names::dec) {
-            nodes.insert(n);
-        }
-    }
-    nodes.insert(me.opts.node.clone());
-    Ok(nodes.into_iter().collect())
 }
 
 /// One round of lease keeping for an instance: renew, release, claim; all partitions at once,

@@ -7,7 +7,7 @@
 //! their first key to one node; the locks cover events that share some other key.
 
 use super::Inner;
-use super::leases::fresh;
+use super::nodes::fresh;
 use super::owner::{self, Inst};
 use crate::{Delivery, KeyHold, QueueError};
 use async_nats::jetstream::kv;

@@ -23,6 +23,7 @@
 mod errors;
 mod leases;
 mod locks;
+mod nodes;
 pub mod names;
 mod ops;
 mod owner;

@@ -15,7 +15,7 @@
 //!
 
 use super::errors::failed;
-use super::leases::{self, PartitionLease};
+use super::nodes::{self, PartitionLease};
 use super::{Inner, names};
 use crate::{Delivery, QueueError};
 use async_nats::jetstream::consumer::PullConsumer;
@@ -176,7 +176,7 @@ pub(crate) async fn pull(me: &Inner, inst: &Inst, max: usize) -> Result<(), Queu
         st.owned
             .iter()
             .filter(|(p, l)| {
-                !l.draining && leases::fresh(me, l) && (!full || st.gapped.contains(p))
+                !l.draining && nodes::fresh(me, l) && (!full || st.gapped.contains(p))
             })
             .map(|(p, _)| *p)
             .collect()
@@ -336,7 +336,7 @@ fn instance_of(me: &Inner, subject: &str) -> String {
 
 /// This node's part, for `GET /admin/cluster`.
 pub(crate) async fn status(me: &Inner) -> Value {
-    let nodes = leases::live_nodes(me).await.unwrap_or_default();
+    let nodes = nodes::live_nodes(me).await.unwrap_or_default();
     let mut instances = serde_json::Map::new();
     for (name, inst) in me.instances.lock().await.iter() {
         let st = inst.lock();
