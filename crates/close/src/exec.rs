@@ -8,7 +8,6 @@ use crate::model::KeyConfig;
 use crate::overlay::Overlay;
 use crate::payload::Payload;
 use crate::plan::{self, Object, Plan, Step, StepKind};
-use crate::state::State;
 
 /// The records a plan over `found` may write: what the lookups returned.
 fn found_ids(found: &Found) -> Vec<String> {
