@@ -5,20 +5,8 @@ use closeflow_server::{ServeConfig, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use crate::duration::duration;
 use std::time::Duration;
-
-/// A duration written as people write them: `500ms`, `30s`, `10m`, `4h`, `24h`, `1h 30m`.
-pub fn duration(s: &str) -> Result<Duration, String> {
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let d: jiff::SignedDuration = s
-        .trim()
-        .parse()
-        .map_err(|e| format!("`{s}` is not a duration such as 30s, 10m or 24h ({e})"))?;
-    d.try_into()
-        .map_err(|_| format!("`{s}` is negative; a duration here is positive"))
-}
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -253,16 +241,4 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     }
     rt.block_on(closeflow_server::serve(cfg))?;
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn durations_read_as_people_write_them_and_a_bare_zero_turns_things_off() {
-        use std::time::Duration;
-        assert_eq!(super::duration("0"), Ok(Duration::ZERO));
-        assert_eq!(super::duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(super::duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(super::duration("soon").is_err());
-    }
 }

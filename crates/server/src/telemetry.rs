@@ -7,7 +7,7 @@
 //! Nothing here ever carries a secret: events hold names, codes and counts, never keys.
 
 use crate::queue::{Delivery, InstanceStats, QueueError, Settle, now_ms};
-use closeflow_close::client::{CallObserver, CallRecord};
+use closeflow_close_api::client::{CallObserver, CallRecord};
 use closeflow_mapping::Diagnostic;
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
