@@ -54,7 +54,10 @@ pub fn counter(what: &str) -> Option<indicatif::ProgressBar> {
 /// Nothing answers at Close's URL: every later event would fail the same way after its
 /// retries, so the run stops with one error.
 fn stop_if_unreachable(err: &Option<PortError>, index: usize) -> Result<()> {
-    if let Some(e) = err.as_ref().filter(|e| e.kind == PortErrorKind::Unreachable) {
+    if let Some(e) = err
+        .as_ref()
+        .filter(|e| e.kind == PortErrorKind::Unreachable)
+    {
         bail!(
             "{e}; stopped at event {} (nothing after it was attempted)",
             index + 1

@@ -1,11 +1,11 @@
 //! `closeflow serve`: flags → the server's configuration. Everything else is in the server crate.
 
+use crate::duration::duration;
 use anyhow::{Context, Result};
 use closeflow_server::{ServeConfig, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use crate::duration::duration;
 use std::time::Duration;
 
 #[derive(clap::Args)]

@@ -33,7 +33,10 @@ fn api_key(inst: &Instance) -> Option<SecretString> {
 
 /// The client configuration for an instance (the URL checked, the key required), with the
 /// client's default timeouts and retries for the caller to adjust.
-pub fn client_config(inst: &Instance, close_url: Option<&str>) -> Result<ClientConfig, ConnectError> {
+pub fn client_config(
+    inst: &Instance,
+    close_url: Option<&str>,
+) -> Result<ClientConfig, ConnectError> {
     let url = base_url(inst, close_url);
     check_base_url(&url)?;
     let key = api_key(inst).ok_or_else(|| ConnectError::NoApiKey {

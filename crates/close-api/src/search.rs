@@ -71,8 +71,9 @@ pub struct EventLookup {
 
 impl EventLookup {
     pub fn of(cfg: &KeyConfig, p: &Payload, reqs: &[LookupRequest]) -> EventLookup {
-        let id_of =
-            |k: &String| closeflow_close::payload::custom_key(k).map_or(k.clone(), |(id, _)| id.into());
+        let id_of = |k: &String| {
+            closeflow_close::payload::custom_key(k).map_or(k.clone(), |(id, _)| id.into())
+        };
         let mut w = EventLookup {
             reqs: reqs.to_vec(),
             lead_custom: p.lead_custom_fields.keys().map(id_of).collect(),

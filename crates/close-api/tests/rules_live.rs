@@ -9,14 +9,14 @@ use closeflow_close::state::State;
 use rule_table::*;
 use serde_json::json;
 
-
 /// The same table end to end: the executor against the simulator over loopback HTTP. The plan
 /// must be the same, the simulator's state after must be what the plan says, and planning the
 /// event again must write nothing.
 #[tokio::test]
 async fn every_rule_end_to_end_against_the_simulator() {
-    use closeflow_close::client::{ClientConfig, Writer};
     use closeflow_close::exec;
+    use closeflow_close_api::client::{ClientConfig, Writer};
+    use closeflow_close_api::search::Searcher;
     for (name, leads, payload, expect) in table() {
         let snapshot = json!({"api_keys": ["k"], "leads": leads});
         let sim = closeflow_sim::Sim::from_snapshot(Some(&snapshot)).unwrap();
@@ -30,13 +30,17 @@ async fn every_rule_end_to_end_against_the_simulator() {
         .unwrap();
         let p = Payload::normalise(payload.as_object().unwrap()).unwrap();
         let before = State::from_snapshot(&sim.snapshot()).unwrap();
-        let applied = exec::apply(&w, &both(), &p).await.unwrap();
+        let applied = exec::apply(&Searcher::from(w.reader().clone()), &w, &both(), &p)
+            .await
+            .unwrap();
         assert_eq!(render(&applied.plan), expect, "rule (live): {name}");
         let mut expected = before.clone();
         expected.apply(&applied.plan);
         let after = State::from_snapshot(&sim.snapshot()).unwrap();
         assert_eq!(view(&after), view(&expected), "rule (state after): {name}");
-        let again = exec::apply(&w, &both(), &p).await.unwrap();
+        let again = exec::apply(&Searcher::from(w.reader().clone()), &w, &both(), &p)
+            .await
+            .unwrap();
         assert_eq!(
             again.plan.writes().count(),
             0,

@@ -2,12 +2,12 @@
 //! run share `gather` and `plan`; only [`apply`] takes a [`WritePort`], so a dry-run has
 //! nothing to write with.
 
-use crate::port::{PortError, PortErrorKind, ReadPort, WritePort};
 use crate::lookup::{self, Found};
 use crate::model::KeyConfig;
 use crate::overlay::Overlay;
 use crate::payload::Payload;
 use crate::plan::{self, Object, Plan, Step, StepKind};
+use crate::port::{PortError, PortErrorKind, ReadPort, WritePort};
 
 /// The records a plan over `found` may write: what the lookups returned.
 fn found_ids(found: &Found) -> Vec<String> {

@@ -8,10 +8,10 @@
 //! state or live Close, and a dry-run's signature ([`dry_run`]) has no write port to misuse.
 
 use crate::exec;
-use crate::port::{PortError, ReadPort, WritePort};
 use crate::model::KeyConfig;
 use crate::payload::Payload;
 use crate::plan::{Plan, Step, StepKind};
+use crate::port::{PortError, ReadPort, WritePort};
 use crate::schema::{COMPANY_SETTING, USER_SETTING};
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::Entry;

@@ -26,7 +26,6 @@ fn the_decision_rule_by_rule() {
     }
 }
 
-
 #[test]
 fn at_most_ten_oldest_contacts() {
     let contacts: Vec<Value> = (0..12)

@@ -361,7 +361,9 @@ impl Registry {
                 .active
                 .get(&name)
                 .or_else(|| g.retired.get(&name))
-                .filter(|old| same_connection(&old.instance, &inst, self.policy.close_url.as_deref()))
+                .filter(|old| {
+                    same_connection(&old.instance, &inst, self.policy.close_url.as_deref())
+                })
                 .map(|old| (old.writer.clone(), old.lookups.clone()));
             let (writer, lookups) = match same {
                 Some(kept) => kept,

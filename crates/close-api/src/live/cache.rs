@@ -88,7 +88,12 @@ fn contact_keys(c: &Contact, keys: &KeyConfig) -> Vec<LookupRequest> {
 }
 
 impl Cache {
-    pub(super) fn fresh(&self, k: &LookupRequest, now: Instant, opts: &LiveOptions) -> Option<&Fresh> {
+    pub(super) fn fresh(
+        &self,
+        k: &LookupRequest,
+        now: Instant,
+        opts: &LiveOptions,
+    ) -> Option<&Fresh> {
         let f = self.fresh.get(k)?;
         let empty = self.members.get(k).is_none_or(BTreeSet::is_empty);
         let ttl = if empty {
@@ -114,7 +119,12 @@ impl Cache {
         self.member_of.insert(id.to_string(), now_keys);
     }
 
-    pub(super) fn upsert_lead(&mut self, l: Lead, fields: Option<BTreeSet<String>>, keys: &KeyConfig) {
+    pub(super) fn upsert_lead(
+        &mut self,
+        l: Lead,
+        fields: Option<BTreeSet<String>>,
+        keys: &KeyConfig,
+    ) {
         self.place(&l.id, lead_keys(&l, keys));
         let seen = Instant::now();
         self.leads.insert(
@@ -127,7 +137,12 @@ impl Cache {
         );
     }
 
-    pub(super) fn upsert_contact(&mut self, c: Contact, fields: Option<BTreeSet<String>>, keys: &KeyConfig) {
+    pub(super) fn upsert_contact(
+        &mut self,
+        c: Contact,
+        fields: Option<BTreeSet<String>>,
+        keys: &KeyConfig,
+    ) {
         self.place(&c.id, contact_keys(&c, keys));
         let seen = Instant::now();
         self.contacts.insert(
@@ -160,7 +175,12 @@ impl Cache {
     }
 
     /// Everything `want` needs, if every key is known, fresh and read with its fields.
-    pub(super) fn hit(&self, want: &EventLookup, now: Instant, opts: &LiveOptions) -> Option<Found> {
+    pub(super) fn hit(
+        &self,
+        want: &EventLookup,
+        now: Instant,
+        opts: &LiveOptions,
+    ) -> Option<Found> {
         let mut f = Found {
             types: self.types.clone()?,
             ..Found::default()

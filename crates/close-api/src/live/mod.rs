@@ -18,7 +18,6 @@
 //! them can be created a second time — the same race as without a cache, between a lookup and a
 //! create, only seconds wide instead of milliseconds.
 
-
 mod cache;
 mod coalesce;
 mod holds;

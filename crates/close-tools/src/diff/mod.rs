@@ -19,8 +19,8 @@ mod review;
 pub use compare::{FieldChange, Op, StepChange, payload_changes, plan_changes};
 pub use review::{Group, GroupKind, Review, Summary, ValueCount};
 
-use closeflow_close::port::ReadPort;
 use closeflow_close::plan::Step;
+use closeflow_close::port::ReadPort;
 use closeflow_close::run::{self, EventReport, MappingReport};
 use closeflow_mapping::events::Entry;
 use closeflow_mapping::instance::Setting;

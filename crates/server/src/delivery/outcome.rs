@@ -4,8 +4,8 @@
 use crate::queue::{Millis, Settle};
 use closeflow_close::plan::StepKind;
 use closeflow_close::port::{PortError, PortErrorKind};
-use closeflow_close_api::retry::Backoff;
 use closeflow_close::run::EventReport;
+use closeflow_close_api::retry::Backoff;
 use std::time::Duration;
 
 /// When an event is given up: after `max_attempts` failed attempts **and** `max_age` since it
