@@ -216,7 +216,6 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
         .unwrap_or_else(|| resume::default_file(&inst.name, &endpoint));
     let mut done = Done::open(&resume_path, &inst.name, &endpoint)?;
     let mut out = Output::new(a.format, a.color);
-    let pb = counter("sent");
     let mut failed: Vec<String> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     let mut unkeyed = 0usize;
@@ -234,6 +233,7 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
         a.lookahead,
         move |e| e.message_id().is_some_and(|m| already.contains(m)),
     );
+    let pb = counter("sent");
     while let Some((i, e)) = rt.block_on(events.next())? {
         if a.resume {
             match e.message_id() {
