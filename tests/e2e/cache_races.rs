@@ -6,11 +6,12 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use closeflow_close::client::{ClientConfig, Writer};
 use closeflow_close::exec;
-use closeflow_close::live::{LiveOptions, LiveSource};
 use closeflow_close::model::KeyConfig;
 use closeflow_close::payload::Payload;
+use closeflow_close_api::client::{ClientConfig, Writer};
+use closeflow_close_api::live::{LiveOptions, LiveSource};
+use closeflow_close_api::search::Searcher;
 use closeflow_sim::Sim;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -117,7 +118,7 @@ fn live(r: &Running, opts: LiveOptions) -> (Writer, LiveSource) {
     let mut cfg = ClientConfig::new(&r.url, "test_key".to_string().into());
     cfg.backoff.base = Duration::from_millis(5);
     let w = Writer::new(cfg).unwrap();
-    let s = LiveSource::new(w.reader().clone(), keys(), opts);
+    let s = LiveSource::new(Searcher::from(w.reader().clone()), keys(), opts);
     (w, s)
 }
 
@@ -173,9 +174,9 @@ async fn a_search_answered_before_a_write_must_not_overwrite_the_written_record(
     };
     r.proxy.search_answered.notified().await;
     // Meanwhile an event that knows Ada by email changes her title.
-    exec::apply_via(
-        &w,
+    exec::apply(
         &src,
+        &w,
         &keys(),
         &payload(json!({"contact_email": "ada@acme.com", "contact_title": "CTO"})),
     )
@@ -185,9 +186,9 @@ async fn a_search_answered_before_a_write_must_not_overwrite_the_written_record(
     r.proxy.release.notify_one();
     pre.await.unwrap();
     // The next event (by User ID) sets it back: one after the other, Close ends at "Engineer".
-    let back = exec::apply_via(
-        &w,
+    let back = exec::apply(
         &src,
+        &w,
         &keys(),
         &payload(json!({"contact_external_id": "u_1", "contact_title": "Engineer"})),
     )
@@ -222,9 +223,9 @@ async fn a_stale_search_reply_does_not_make_a_later_event_erase_a_phone() {
         })
     };
     r.proxy.search_answered.notified().await;
-    exec::apply_via(
-        &w,
+    exec::apply(
         &src,
+        &w,
         &keys(),
         &payload(json!({"contact_email": "ada@acme.com", "contact_phone": "+15550001"})),
     )
@@ -232,9 +233,9 @@ async fn a_stale_search_reply_does_not_make_a_later_event_erase_a_phone() {
     .unwrap();
     r.proxy.release.notify_one();
     pre.await.unwrap();
-    exec::apply_via(
-        &w,
+    exec::apply(
         &src,
+        &w,
         &keys(),
         &payload(json!({"contact_external_id": "u_1", "contact_phone": "+15550002"})),
     )
@@ -268,17 +269,17 @@ async fn a_cached_lead_read_with_fewer_fields_must_not_drop_a_multi_value_list()
         payload(json!({"contact_email": "ada@acme.com",
                        "lead_custom_fields": {"cf_tags.add": [tag]}}))
     };
-    exec::apply_via(&w, &src, &keys(), &add("c")).await.unwrap();
+    exec::apply(&src, &w, &keys(), &add("c")).await.unwrap();
     // Bob works at the same company; his event reads lead_1 without cf_tags.
-    exec::apply_via(
-        &w,
+    exec::apply(
         &src,
+        &w,
         &keys(),
         &payload(json!({"contact_email": "bob@acme.com", "contact_title": "CTO"})),
     )
     .await
     .unwrap();
-    let again = exec::apply_via(&w, &src, &keys(), &add("d")).await.unwrap();
+    let again = exec::apply(&src, &w, &keys(), &add("d")).await.unwrap();
     let st = r.sim.snapshot();
     let tags = st["leads"][0]["custom.cf_tags"].clone();
     assert_eq!(
@@ -306,16 +307,16 @@ async fn control_without_cache_the_list_is_kept() {
         payload(json!({"contact_email": "ada@acme.com",
                        "lead_custom_fields": {"cf_tags.add": [tag]}}))
     };
-    exec::apply_via(&w, &src, &keys(), &add("c")).await.unwrap();
-    exec::apply_via(
-        &w,
+    exec::apply(&src, &w, &keys(), &add("c")).await.unwrap();
+    exec::apply(
         &src,
+        &w,
         &keys(),
         &payload(json!({"contact_email": "bob@acme.com", "contact_title": "CTO"})),
     )
     .await
     .unwrap();
-    exec::apply_via(&w, &src, &keys(), &add("d")).await.unwrap();
+    exec::apply(&src, &w, &keys(), &add("d")).await.unwrap();
     assert_eq!(
         r.sim.snapshot()["leads"][0]["custom.cf_tags"],
         json!(["a", "b", "c", "d"])
@@ -334,12 +335,12 @@ async fn a_cached_miss_is_trusted_for_two_seconds_at_most() {
     // send reads ahead: grace's event is further down the file.
     send_src.prefetch(&[grace()]).await;
     // Another writer of the same organisation creates her.
-    exec::apply_via(&w_serve, &serve_src, &keys(), &grace())
+    exec::apply(&serve_src, &w_serve, &keys(), &grace())
         .await
         .unwrap();
     tokio::time::sleep(LiveOptions::default().empty_ttl + Duration::from_millis(200)).await;
     // send reaches her event.
-    let p = exec::apply_via(&w_send, &send_src, &keys(), &grace())
+    let p = exec::apply(&send_src, &w_send, &keys(), &grace())
         .await
         .unwrap();
     let st = r.sim.snapshot();
@@ -386,7 +387,7 @@ async fn eight_title_changes_at_one_company_search_once_each_at_most(opts: LiveO
         tasks.push(tokio::spawn(async move {
             let p =
                 payload(json!({"contact_email": format!("p{i}@acme.com"), "contact_title": "New"}));
-            exec::apply_via(&w, &src, &keys(), &p).await.unwrap();
+            exec::apply(&src, &w, &keys(), &p).await.unwrap();
         }));
     }
     for t in tasks {
@@ -431,9 +432,9 @@ async fn an_update_that_failed_after_close_applied_it_leaves_no_stale_record_und
         },
     );
     // Ada is known by User ID (cached).
-    exec::apply_via(
-        &w,
+    exec::apply(
         &src,
+        &w,
         &keys(),
         &payload(json!({"contact_external_id": "u_1", "contact_title": "Engineer"})),
     )
@@ -441,9 +442,9 @@ async fn an_update_that_failed_after_close_applied_it_leaves_no_stale_record_und
     .unwrap();
     // An event knowing her by email adds a phone; Close applies it, the gateway answers 502.
     r.proxy.fail_puts.store(true, Ordering::SeqCst);
-    let failed = exec::apply_via(
-        &w,
+    let failed = exec::apply(
         &src,
+        &w,
         &keys(),
         &payload(json!({"contact_email": "ada@acme.com", "contact_phone": "+15550001"})),
     )
@@ -464,9 +465,9 @@ async fn an_update_that_failed_after_close_applied_it_leaves_no_stale_record_und
         "Close did apply the first phone"
     );
     // Next event by User ID adds another phone.
-    exec::apply_via(
-        &w,
+    exec::apply(
         &src,
+        &w,
         &keys(),
         &payload(json!({"contact_external_id": "u_1", "contact_phone": "+15550002"})),
     )
@@ -494,9 +495,9 @@ async fn the_hold_and_look_up_again_is_not_defeated_by_a_late_search_reply() {
     let e2 = {
         let (w, src) = (w.clone(), src.clone());
         tokio::spawn(async move {
-            exec::apply_via(
-                &w,
+            exec::apply(
                 &src,
+                &w,
                 &keys(),
                 &payload(json!({"contact_email": "ada@acme.com", "contact_title": "Engineer"})),
             )
@@ -505,9 +506,9 @@ async fn the_hold_and_look_up_again_is_not_defeated_by_a_late_search_reply() {
         })
     };
     r.proxy.search_answered.notified().await;
-    exec::apply_via(
-        &w,
+    exec::apply(
         &src,
+        &w,
         &keys(),
         &payload(json!({"contact_external_id": "u_1", "contact_title": "CTO"})),
     )

@@ -1,10 +1,11 @@
 //! The executor against the real simulator over loopback HTTP: state before → event → state after.
 
-use closeflow_close::client::{ClientConfig, CloseError, Writer};
 use closeflow_close::exec;
 use closeflow_close::model::KeyConfig;
 use closeflow_close::payload::Payload;
 use closeflow_close::plan::StepKind;
+use closeflow_close_api::client::{ClientConfig, CloseError, Writer};
+use closeflow_close_api::search::Searcher;
 use closeflow_sim::{Faults, Limits, Sim};
 use serde_json::{Value, json};
 
@@ -69,7 +70,9 @@ async fn new_person_creates_lead_and_contact_then_replay_writes_nothing() {
         json!({"lead_name": "Globex", "lead_external_id": "c_2", "contact_name": "Grace",
                            "contact_email": "grace@globex.com", "contact_external_id": "u_2", "contact_phone": 5550100}),
     );
-    let applied = exec::apply(&w, &keys(), &p).await.unwrap();
+    let applied = exec::apply(&Searcher::from(w.reader().clone()), &w, &keys(), &p)
+        .await
+        .unwrap();
     let kinds: Vec<StepKind> = applied.plan.steps.iter().map(|s| s.kind).collect();
     assert_eq!(kinds, vec![StepKind::CreateLead, StepKind::CreateContact]);
     let all = leads(&r.sim);
@@ -82,7 +85,9 @@ async fn new_person_creates_lead_and_contact_then_replay_writes_nothing() {
     assert_eq!(c["custom.cf_user"], "u_2");
     assert!(c["id"].as_str().unwrap().starts_with("cont_"));
 
-    let again = exec::apply(&w, &keys(), &p).await.unwrap();
+    let again = exec::apply(&Searcher::from(w.reader().clone()), &w, &keys(), &p)
+        .await
+        .unwrap();
     assert_eq!(again.plan.writes().count(), 0, "{:?}", again.plan.steps);
     assert_eq!(leads(&r.sim).len(), 2);
 }
@@ -95,7 +100,9 @@ async fn found_lead_is_updated_and_emails_appended() {
         json!({"lead_name": "Acme Inc", "lead_external_id": "c_1", "contact_email": "ada@acme.com",
                            "contact_external_id": "u_1", "contact_title": "CTO"}),
     );
-    let applied = exec::apply(&w, &keys(), &p).await.unwrap();
+    let applied = exec::apply(&Searcher::from(w.reader().clone()), &w, &keys(), &p)
+        .await
+        .unwrap();
     let kinds: Vec<StepKind> = applied.plan.steps.iter().map(|s| s.kind).collect();
     assert_eq!(kinds, vec![StepKind::UpdateLead, StepKind::UpdateContact]);
     let l = &leads(&r.sim)[0];
@@ -122,7 +129,9 @@ async fn flags_gate_writes_end_to_end() {
         json!({"lead_name": "Globex", "lead_external_id": "c_9", "contact_email": "x@globex.com",
                            "allow_creating_new_leads": false}),
     );
-    let applied = exec::apply(&w, &keys(), &p).await.unwrap();
+    let applied = exec::apply(&Searcher::from(w.reader().clone()), &w, &keys(), &p)
+        .await
+        .unwrap();
     assert!(
         applied
             .plan
@@ -147,12 +156,22 @@ async fn dry_run_against_the_live_simulator_leaves_it_unchanged() {
         json!({"lead_name": "Globex", "lead_external_id": "c_2", "contact_email": "g@globex.com"}),
     );
     let p2 = payload(json!({"lead_external_id": "c_2", "contact_email": "h@globex.com"}));
-    let plan1 = exec::dry_run(w.reader(), &mut overlay, &keys(), &p1)
-        .await
-        .unwrap();
-    let plan2 = exec::dry_run(w.reader(), &mut overlay, &keys(), &p2)
-        .await
-        .unwrap();
+    let plan1 = exec::dry_run(
+        &Searcher::from(w.reader().clone()),
+        &mut overlay,
+        &keys(),
+        &p1,
+    )
+    .await
+    .unwrap();
+    let plan2 = exec::dry_run(
+        &Searcher::from(w.reader().clone()),
+        &mut overlay,
+        &keys(),
+        &p2,
+    )
+    .await
+    .unwrap();
     assert_eq!(plan1.steps[0].kind, StepKind::CreateLead);
     // The second event sees the lead the first would create.
     assert!(
@@ -200,7 +219,9 @@ async fn recovers_from_injected_server_errors() {
         let p = payload(
             json!({"lead_external_id": format!("c_x{i}"), "contact_email": format!("p{i}@x.com")}),
         );
-        exec::apply(&w, &keys(), &p).await.unwrap();
+        exec::apply(&Searcher::from(w.reader().clone()), &w, &keys(), &p)
+            .await
+            .unwrap();
     }
     r.sim.set_faults(Faults::default());
     assert_eq!(leads(&r.sim).len(), 9);
@@ -220,7 +241,9 @@ async fn steady_load_paced_without_a_single_429() {
             json!({"lead_external_id": format!("c_l{i}"), "contact_external_id": format!("u_l{i}"),
                                "contact_email": format!("l{i}@x.com")}),
         );
-        exec::apply(&w, &keys(), &p).await.unwrap();
+        exec::apply(&Searcher::from(w.reader().clone()), &w, &keys(), &p)
+            .await
+            .unwrap();
     }
     let throttled = count(&w.reader().stats.throttled);
     assert_eq!(throttled, 0, "the pacer kept every group under its budget");
@@ -245,7 +268,10 @@ async fn dropped_connections_never_duplicate_a_create() {
         );
         // An event may still fail after its re-plans; like the server, try it again later.
         for _ in 0..5 {
-            if exec::apply(&w, &keys(), &p).await.is_ok() {
+            if exec::apply(&Searcher::from(w.reader().clone()), &w, &keys(), &p)
+                .await
+                .is_ok()
+            {
                 done += 1;
                 break;
             }
@@ -279,7 +305,9 @@ async fn a_create_whose_reply_was_lost_is_reported_as_the_create_it_was() {
     let p = payload(
         json!({"lead_name": "Globex", "lead_external_id": "c_2", "contact_email": "grace@globex.com"}),
     );
-    let applied = exec::apply(&w, &keys(), &p).await.unwrap();
+    let applied = exec::apply(&Searcher::from(w.reader().clone()), &w, &keys(), &p)
+        .await
+        .unwrap();
     let kinds: Vec<StepKind> = applied.plan.steps.iter().map(|s| s.kind).collect();
     assert_eq!(
         kinds,
@@ -308,7 +336,9 @@ async fn a_create_whose_reply_was_lost_is_reported_as_the_create_it_was() {
         json!({"lead_name": "Acme Inc", "lead_external_id": "c_1", "contact_email": "new@acme.com",
                "contact_external_id": "u_new"}),
     );
-    let applied = exec::apply(&w, &keys(), &p).await.unwrap();
+    let applied = exec::apply(&Searcher::from(w.reader().clone()), &w, &keys(), &p)
+        .await
+        .unwrap();
     let kinds: Vec<StepKind> = applied.plan.steps.iter().map(|s| s.kind).collect();
     assert_eq!(
         kinds,

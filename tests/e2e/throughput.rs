@@ -2,13 +2,14 @@
 //! cache, and coalesced concurrent delivery against one-by-one delivery (the simulator over
 //! loopback, counting requests per endpoint group at `/_sim/stats`).
 
-use closeflow_close::client::{ClientConfig, Writer};
-use closeflow_close::exec::{self, Source};
-use closeflow_close::live::{LiveOptions, LiveSource};
+use closeflow_close::exec;
 use closeflow_close::lookup;
 use closeflow_close::model::KeyConfig;
 use closeflow_close::payload::Payload;
-use closeflow_close::search::Want;
+use closeflow_close::port::ReadPort;
+use closeflow_close_api::client::{ClientConfig, Writer};
+use closeflow_close_api::live::{LiveOptions, LiveSource};
+use closeflow_close_api::search::{EventLookup, Searcher};
 use closeflow_sim::Sim;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -57,9 +58,9 @@ fn payload(v: Value) -> Payload {
     Payload::normalise(v.as_object().unwrap()).unwrap()
 }
 
-fn want(v: Value) -> Want {
+fn want(v: Value) -> EventLookup {
     let p = payload(v);
-    Want::of(&keys(), &p, &lookup::requests(&keys(), &p))
+    EventLookup::of(&keys(), &p, &lookup::requests(&keys(), &p))
 }
 
 fn org() -> Value {
@@ -95,7 +96,10 @@ async fn the_keys_of_several_events_go_out_as_one_search_and_come_back_to_the_ri
         want(json!({"contact_email": "linus@kernel.org"})),
     ];
     let before = r.calls("search").await;
-    let found = w.reader().find_many(&wants).await.unwrap();
+    let found = Searcher::from(w.reader().clone())
+        .find_many(&wants)
+        .await
+        .unwrap();
     assert_eq!(
         r.calls("search").await - before,
         1,
@@ -133,8 +137,7 @@ async fn no_get_lead_for_a_lead_the_search_returned() {
     let w = writer(&r.url);
     w.reader().field_types().await.unwrap();
     let before = r.calls("other").await;
-    let found = w
-        .reader()
+    let found = Searcher::from(w.reader().clone())
         .find_many(&[want(
             json!({"lead_external_id": "c_1", "contact_external_id": "u_1"}),
         )])
@@ -147,8 +150,7 @@ async fn no_get_lead_for_a_lead_the_search_returned() {
         "lead_1 came back from the company lookup"
     );
     // A contact whose lead the search did not return: its lead is read once.
-    let found = w
-        .reader()
+    let found = Searcher::from(w.reader().clone())
         .find_many(&[
             want(json!({"contact_external_id": "u_4"})),
             want(json!({"contact_email": "linus@kernel.org"})),
@@ -176,7 +178,10 @@ async fn a_400_on_a_large_query_splits_the_chunk_and_retries_the_halves() {
         want(json!({"lead_external_id": "c_2"})),
         want(json!({"contact_email": "linus@kernel.org"})),
     ];
-    let found = w.reader().find_many(&wants).await.unwrap();
+    let found = Searcher::from(w.reader().clone())
+        .find_many(&wants)
+        .await
+        .unwrap();
     assert_eq!(found[0].contacts[0].id, "cont_1");
     assert_eq!(found[1].contacts[0].id, "cont_3");
     assert_eq!(found[2].leads_by_company[0].id, "lead_1");
@@ -188,7 +193,7 @@ async fn a_400_on_a_large_query_splits_the_chunk_and_retries_the_halves() {
 
 fn live(r: &Running, opts: LiveOptions) -> (Writer, LiveSource) {
     let w = writer(&r.url);
-    let s = LiveSource::new(w.reader().clone(), keys(), opts);
+    let s = LiveSource::new(Searcher::from(w.reader().clone()), keys(), opts);
     (w, s)
 }
 
@@ -200,7 +205,7 @@ async fn a_repeated_unchanged_identify_costs_no_call_and_a_write_refreshes_the_c
         json!({"contact_external_id": "u_1", "contact_email": "ada@acme.com", "contact_title": "CTO",
                              "lead_external_id": "c_1"}),
     );
-    let first = exec::apply_via(&w, &src, &keys(), &ada).await.unwrap();
+    let first = exec::apply(&src, &w, &keys(), &ada).await.unwrap();
     assert!(
         first
             .plan
@@ -209,7 +214,7 @@ async fn a_repeated_unchanged_identify_costs_no_call_and_a_write_refreshes_the_c
             .any(|s| s.kind == closeflow_close::StepKind::UpdateContact)
     );
     let calls = r.all_calls().await;
-    let again = exec::apply_via(&w, &src, &keys(), &ada).await.unwrap();
+    let again = exec::apply(&src, &w, &keys(), &ada).await.unwrap();
     assert!(
         again
             .plan
@@ -229,13 +234,11 @@ async fn a_repeated_unchanged_identify_costs_no_call_and_a_write_refreshes_the_c
     let more = payload(
         json!({"contact_external_id": "u_1", "contact_email": "ada@lovelace.org", "lead_external_id": "c_1"}),
     );
-    exec::apply_via(&w, &src, &keys(), &more).await.unwrap();
+    exec::apply(&src, &w, &keys(), &more).await.unwrap();
     let by_new_email =
         payload(json!({"contact_email": "ada@lovelace.org", "contact_title": "CTO"}));
     let searches = r.calls("search").await;
-    let p = exec::apply_via(&w, &src, &keys(), &by_new_email)
-        .await
-        .unwrap();
+    let p = exec::apply(&src, &w, &keys(), &by_new_email).await.unwrap();
     assert_eq!(
         r.calls("search").await,
         searches,
@@ -261,12 +264,8 @@ async fn a_cached_value_never_hides_a_change_the_event_makes() {
     let r = start(org()).await;
     let (w, src) = live(&r, LiveOptions::default());
     let title = |t: &str| payload(json!({"contact_external_id": "u_3", "contact_title": t}));
-    exec::apply_via(&w, &src, &keys(), &title("CTO"))
-        .await
-        .unwrap();
-    let changed = exec::apply_via(&w, &src, &keys(), &title("CEO"))
-        .await
-        .unwrap();
+    exec::apply(&src, &w, &keys(), &title("CTO")).await.unwrap();
+    let changed = exec::apply(&src, &w, &keys(), &title("CEO")).await.unwrap();
     let step = changed
         .plan
         .steps
@@ -288,12 +287,12 @@ async fn ttl_expiry_and_an_error_force_a_lookup() {
     };
     let (w, src) = live(&r, opts);
     let grace = payload(json!({"contact_external_id": "u_3", "contact_title": "CTO"}));
-    exec::apply_via(&w, &src, &keys(), &grace).await.unwrap();
+    exec::apply(&src, &w, &keys(), &grace).await.unwrap();
     let s0 = r.calls("search").await;
-    exec::apply_via(&w, &src, &keys(), &grace).await.unwrap();
+    exec::apply(&src, &w, &keys(), &grace).await.unwrap();
     assert_eq!(r.calls("search").await, s0, "fresh: no search");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    exec::apply_via(&w, &src, &keys(), &grace).await.unwrap();
+    exec::apply(&src, &w, &keys(), &grace).await.unwrap();
     assert_eq!(r.calls("search").await, s0 + 1, "expired: searched again");
     // An error forgets the event's keys: the next event for them searches.
     r.sim.set_faults(closeflow_sim::Faults {
@@ -307,14 +306,10 @@ async fn ttl_expiry_and_an_error_force_a_lookup() {
     })
     .unwrap();
     let other = payload(json!({"contact_external_id": "u_3", "contact_title": "Admiral"}));
-    assert!(
-        exec::apply_via(&failing, &src, &keys(), &other)
-            .await
-            .is_err()
-    );
+    assert!(exec::apply(&src, &failing, &keys(), &other).await.is_err());
     r.sim.set_faults(closeflow_sim::Faults::default());
     let s1 = r.calls("search").await;
-    exec::apply_via(&w, &src, &keys(), &other).await.unwrap();
+    exec::apply(&src, &w, &keys(), &other).await.unwrap();
     assert_eq!(
         r.calls("search").await,
         s1 + 1,
@@ -447,7 +442,7 @@ async fn deliver_coalesced(url: &str, stream: &[Payload]) {
     use closeflow_server::delivery::{keys::Key, order};
     let w = writer(url);
     let src = LiveSource::new(
-        w.reader().clone(),
+        Searcher::from(w.reader().clone()),
         keys(),
         LiveOptions {
             coalesce_window: Duration::from_millis(3),
@@ -482,7 +477,7 @@ async fn deliver_coalesced(url: &str, stream: &[Payload]) {
             let i = left[j];
             let (w, src, p) = (w.clone(), src.clone(), stream[i].clone());
             wave.push(tokio::spawn(async move {
-                exec::apply_via(&w, &src, &keys(), &p).await.map(|_| ())
+                exec::apply(&src, &w, &keys(), &p).await.map(|_| ())
             }));
             done[i] = true;
         }
@@ -503,7 +498,7 @@ proptest! {
             let one = start(empty_org()).await;
             let w = writer(&one.url);
             for p in &stream {
-                exec::apply(&w, &keys(), p).await.unwrap();
+                exec::apply(&Searcher::from(w.reader().clone()), &w, &keys(), p).await.unwrap();
             }
             let many = start(empty_org()).await;
             deliver_coalesced(&many.url, &stream).await;

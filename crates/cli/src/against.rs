@@ -3,8 +3,9 @@
 
 use crate::input::Loaded;
 use anyhow::{Context, Result, bail};
-use closeflow_close::client::Reader;
-use closeflow_close::metadata::{self, Metadata};
+use closeflow_close_api::client::Reader;
+use closeflow_close_api::metadata::Metadata;
+use closeflow_close_tools::org_check;
 
 pub fn check(loaded: &mut [Loaded], against: &str, close_url: Option<&str>) -> Result<()> {
     if let Some(path) = against.strip_prefix("sim:") {
@@ -19,7 +20,7 @@ pub fn check(loaded: &mut [Loaded], against: &str, close_url: Option<&str>) -> R
         let meta = Metadata::from_snapshot(&format!("the snapshot {path}"), &sim.snapshot());
         for l in loaded.iter_mut() {
             if let Some(inst) = &l.instance {
-                let found = metadata::check(inst, &l.raw, &meta);
+                let found = org_check::check(inst, &l.raw, &meta);
                 l.diagnostics.extend(located(found, &l.file));
             }
         }
@@ -33,7 +34,7 @@ pub fn check(loaded: &mut [Loaded], against: &str, close_url: Option<&str>) -> R
     let rt = tokio::runtime::Runtime::new()?;
     for l in loaded.iter_mut() {
         let Some(inst) = &l.instance else { continue };
-        let cfg = crate::runs::client_config(inst, close_url)?;
+        let cfg = closeflow_close_api::connect::client_config(inst, close_url)?;
         let url = cfg.base_url.clone();
         let reader = Reader::new(cfg)?;
         let meta = rt
@@ -44,7 +45,7 @@ pub fn check(loaded: &mut [Loaded], against: &str, close_url: Option<&str>) -> R
                     inst.name
                 )
             })?;
-        let found = metadata::check(inst, &l.raw, &meta);
+        let found = org_check::check(inst, &l.raw, &meta);
         l.diagnostics.extend(located(found, &l.file));
     }
     Ok(())

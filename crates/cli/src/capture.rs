@@ -18,7 +18,7 @@ pub struct CaptureArgs {
     #[arg(long)]
     instance: String,
     /// How far back (the queue retains settled events for its dedup window, 24 h by default).
-    #[arg(long, default_value = "24h", value_parser = crate::serve::duration)]
+    #[arg(long, default_value = "24h", value_parser = crate::duration::duration)]
     since: Duration,
     /// At most this many events, sampled at random (with --seed) over the whole window.
     #[arg(long)]

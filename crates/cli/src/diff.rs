@@ -5,11 +5,13 @@ use crate::diff_view;
 use crate::json_doc::JsonDoc;
 use crate::plan_view::Style;
 use anyhow::{Context, Result, bail};
-use closeflow_close::client::Reader;
-use closeflow_close::diff::{Differ, EventDiff, Review};
 use closeflow_close::model::KeyConfig;
 use closeflow_close::run;
 use closeflow_close::snapshot::Snapshot;
+use closeflow_close_api::client::Reader;
+use closeflow_close_api::connect::client_config;
+use closeflow_close_api::search::Searcher;
+use closeflow_close_tools::diff::{Differ, EventDiff, Review};
 use closeflow_mapping::Instance;
 use serde_json::json;
 use std::path::PathBuf;
@@ -146,14 +148,16 @@ pub fn run(a: Diff<'_>) -> Result<ExitCode> {
     }
     let against = against(a.against, &keys)?;
     let mut differ = Differ::new(&old, &new);
-    let readers: Vec<Reader> = match against {
+    let readers: Vec<Searcher> = match against {
         Against::Close => differ
             .instances()
             .iter()
             .map(|(_, o, n)| {
                 let inst = n.or(*o).context("an instance of neither version")?;
-                Reader::new(crate::runs::client_config(inst, a.close_url)?)
-                    .map_err(anyhow::Error::from)
+                Ok(Searcher::from(Reader::new(client_config(
+                    inst,
+                    a.close_url,
+                )?)?))
             })
             .collect::<Result<_>>()?,
         _ => vec![],
@@ -189,7 +193,7 @@ pub fn run(a: Diff<'_>) -> Result<ExitCode> {
         .build()?;
     // As dry-run does: a wrong key or a Close that does not answer stops the diff at once.
     for r in &readers {
-        rt.block_on(r.check_credentials())?;
+        rt.block_on(r.reader().check_credentials())?;
     }
     let mut index = 0;
     for file in a.events {
@@ -207,7 +211,7 @@ pub fn run(a: Diff<'_>) -> Result<ExitCode> {
                     rt.block_on(differ.event_planned(&sources, index, e))
                 }
                 Against::Close => {
-                    let sources: Vec<&Reader> = readers.iter().collect();
+                    let sources: Vec<&Searcher> = readers.iter().collect();
                     rt.block_on(differ.event_planned(&sources, index, e))
                 }
             };

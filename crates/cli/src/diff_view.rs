@@ -2,11 +2,11 @@
 //! plans as a line diff of what `dry-run` prints for each version), then the review.
 
 use crate::plan_view::{self, Style};
-use closeflow_close::diff::{
+use closeflow_close::plan::Step;
+use closeflow_close_tools::diff::{
     EventDiff, FieldChange, Group, GroupKind, InstanceChange, MappingChange, MappingDiff, Op,
     Status, StepChange, Summary, payload_changes,
 };
-use closeflow_close::plan::Step;
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 

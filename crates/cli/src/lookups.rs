@@ -1,15 +1,14 @@
 //! The lookup flags `send` and `serve` share: coalescing, the identity cache, the naive baseline.
 
-use closeflow_close::client::ClientConfig;
-use closeflow_close::live::LiveOptions;
-use closeflow_close::search::LookupMode;
+use closeflow_close_api::live::LiveOptions;
+use closeflow_close_api::search::{LookupMode, SearchOptions};
 use std::time::Duration;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct LookupArgs {
     /// How long a key's lookup result is kept (0 turns the cache off). Within it, an edit made
     /// in Close's UI may be overwritten once (see the README, "Lookups, coalesced and cached").
-    #[arg(long, default_value = "5m", value_parser = crate::serve::duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::duration::duration)]
     pub cache_ttl: Duration,
     /// Lookup keys per search request at most (Close answering 400 splits it further).
     #[arg(long, default_value_t = 50)]
@@ -18,7 +17,7 @@ pub struct LookupArgs {
     #[arg(long, default_value_t = 50)]
     pub coalesce: usize,
     /// How long a lookup waits for others to share its search.
-    #[arg(long, default_value = "5ms", value_parser = crate::serve::duration)]
+    #[arg(long, default_value = "5ms", value_parser = crate::duration::duration)]
     pub coalesce_window: Duration,
     /// The naive baseline, for benchmarks: a search per key per event, no coalescing, no cache.
     #[arg(long)]
@@ -34,9 +33,11 @@ impl LookupArgs {
         }
     }
 
-    pub fn configure(&self, cfg: &mut ClientConfig) {
-        cfg.search_chunk = self.search_chunk.max(1);
-        cfg.lookup_mode = self.mode();
+    pub fn search_options(&self) -> SearchOptions {
+        SearchOptions {
+            mode: self.mode(),
+            chunk: self.search_chunk.max(1),
+        }
     }
 
     pub fn options(&self) -> LiveOptions {

@@ -16,6 +16,7 @@ mod capture;
 mod diff;
 mod diff_view;
 mod dlq;
+mod duration;
 mod eval;
 mod explain;
 mod git_base;

@@ -4,16 +4,16 @@ use crate::json_doc::JsonDoc;
 use crate::plan_view::{self, Style};
 use crate::resume::{self, Done};
 use anyhow::{Context, Result, bail};
-use closeflow_close::client::{ClientConfig, CloseError, DEFAULT_BASE_URL, Reader, Writer};
-use closeflow_close::live::LiveSource;
 use closeflow_close::model::KeyConfig;
 use closeflow_close::overlay::Overlay;
-use closeflow_close::payload::Payload;
+use closeflow_close::port::{PortError, PortErrorKind};
 use closeflow_close::run::{self, EventReport, Summary};
 use closeflow_close::snapshot::Snapshot;
-use closeflow_mapping::Instance;
-use closeflow_mapping::events::Entry;
-use closeflow_mapping::instance::Setting;
+use closeflow_close_api::client::{Reader, Writer};
+use closeflow_close_api::connect::client_config;
+use closeflow_close_api::live::LiveSource;
+use closeflow_close_api::lookahead::LookAhead;
+use closeflow_close_api::search::{SearchOptions, Searcher};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -24,20 +24,6 @@ pub enum PlanFormat {
     Human,
     Json,
     Jsonl,
-}
-
-pub fn client_config(inst: &Instance, close_url: Option<&str>) -> Result<ClientConfig> {
-    let url = close_url
-        .map(str::to_string)
-        .or_else(|| inst.endpoint.clone())
-        .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-    closeflow_close::client::check_base_url(&url)?;
-    let key = match inst.setting("api_key") {
-        Some(Setting::Secret(k)) => k.clone(),
-        Some(Setting::Plain(k)) => k.clone().into(),
-        None => bail!("instance {} has no settings.api_key", inst.name),
-    };
-    Ok(ClientConfig::new(url, key))
 }
 
 /// Opens a simulator snapshot to plan against (`dry-run` and `diff --against sim:PATH`),
@@ -67,8 +53,11 @@ pub fn counter(what: &str) -> Option<indicatif::ProgressBar> {
 
 /// Nothing answers at Close's URL: every later event would fail the same way after its
 /// retries, so the run stops with one error.
-fn stop_if_unreachable(err: &Option<CloseError>, index: usize) -> Result<()> {
-    if let Some(e @ CloseError::Unreachable { .. }) = err {
+fn stop_if_unreachable(err: &Option<PortError>, index: usize) -> Result<()> {
+    if let Some(e) = err
+        .as_ref()
+        .filter(|e| e.kind == PortErrorKind::Unreachable)
+    {
         bail!(
             "{e}; stopped at event {} (nothing after it was attempted)",
             index + 1
@@ -170,6 +159,7 @@ pub fn dry_run(a: DryRun<'_>) -> Result<ExitCode> {
             // The live API, read-only: only a Reader exists on this path.
             let reader = Reader::new(client_config(&inst, a.close_url)?)?;
             rt.block_on(reader.check_credentials())?;
+            let reader = Searcher::new(reader, SearchOptions::default());
             let entries = crate::stream::open(a.events)?;
             pb = counter("planned");
             for (i, e) in entries.enumerate() {
@@ -210,18 +200,14 @@ pub struct Send<'a> {
 
 pub fn send(a: Send<'_>) -> Result<ExitCode> {
     let inst = crate::input::require_instance(a.instance, a.color)?;
-    let mut cfg = client_config(&inst, a.close_url)?;
-    a.lookups.configure(&mut cfg);
+    let cfg = client_config(&inst, a.close_url)?;
     let endpoint = cfg.base_url.clone();
     let writer = Writer::new(cfg)?;
     let source = LiveSource::new(
-        writer.reader().clone(),
+        Searcher::new(writer.reader().clone(), a.lookups.search_options()),
         run::key_config(&inst),
         a.lookups.options(),
     );
-    // Read ahead only into a cache (not with --naive or --cache-ttl 0): nothing else keeps
-    // what a prefetch finds.
-    let lookahead = if source.caching() { a.lookahead } else { 0 };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(writer.reader().check_credentials())?;
     let resume_path = a
@@ -230,45 +216,25 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
         .unwrap_or_else(|| resume::default_file(&inst.name, &endpoint));
     let mut done = Done::open(&resume_path, &inst.name, &endpoint)?;
     let mut out = Output::new(a.format, a.color);
-    let mut entries = crate::stream::open(a.events)?.enumerate();
-    let pb = counter("sent");
     let mut failed: Vec<String> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     let mut unkeyed = 0usize;
-    // Read ahead: the lookups of the next events go out as one search (or a few) while the
-    // events before them are applied, one by one and in order, from the cache those searches
-    // filled (and that every write refreshes): most events cost their writes only, and the
-    // search budget is spent beside the write budget, not in front of it.
-    let mut ahead: std::collections::VecDeque<(usize, Entry)> = Default::default();
-    let mut exhausted = false;
-    let mut first = true;
-    loop {
-        if !exhausted && ahead.len() <= lookahead {
-            let mut batch: Vec<Payload> = Vec::new();
-            let mut read = 0;
-            for (i, e) in entries.by_ref().take(lookahead.max(1)) {
-                let e = e?;
-                read += 1;
-                let already = a.resume && e.message_id().is_some_and(|m| done.ids.contains(m));
-                if lookahead > 0 && !already {
-                    batch.extend(run::prepare(&inst, i, &e).1.into_iter().map(|(_, p)| p));
-                }
-                ahead.push_back((i, e));
-            }
-            exhausted = read < lookahead.max(1);
-            if !batch.is_empty() {
-                if first {
-                    rt.block_on(source.prefetch(&batch));
-                } else {
-                    let source = source.clone();
-                    rt.spawn(async move { source.prefetch(&batch).await });
-                }
-            }
-            first = false;
-        }
-        let Some((i, e)) = ahead.pop_front() else {
-            break;
-        };
+    // Events `--resume` will skip are not looked up ahead (as the run began: one applied
+    // during the run is still skipped below, merely looked up once more).
+    let already = if a.resume {
+        done.ids.clone()
+    } else {
+        Default::default()
+    };
+    let mut events = LookAhead::new(
+        &inst,
+        &source,
+        crate::stream::open(a.events)?,
+        a.lookahead,
+        move |e| e.message_id().is_some_and(|m| already.contains(m)),
+    );
+    let pb = counter("sent");
+    while let Some((i, e)) = rt.block_on(events.next())? {
         if a.resume {
             match e.message_id() {
                 Some(m) if done.ids.contains(m) => {
@@ -290,7 +256,7 @@ pub fn send(a: Send<'_>) -> Result<ExitCode> {
                 None => unkeyed += 1,
             }
         }
-        let (r, err) = rt.block_on(run::send_via(&inst, &writer, &source, i, &e));
+        let (r, err) = rt.block_on(run::send(&inst, &source, &writer, i, &e));
         let bad = r
             .error
             .clone()

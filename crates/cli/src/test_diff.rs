@@ -5,7 +5,7 @@
 //! It reads like a diff of the test file itself: a sign column, then YAML-style lines
 //! (`key: value`, `- item`), with values in JSON so that `"5"` and `5` stay apart.
 
-use closeflow_close::testing::Failure;
+use closeflow_close_tools::testing::Failure;
 use serde_json::Value;
 use std::fmt::Write as _;
 

@@ -5,7 +5,7 @@
 use crate::input::is_test_file;
 use anyhow::{Context, Result, bail};
 use closeflow_close::state::State;
-use closeflow_close::testing::{self, TestFile};
+use closeflow_close_tools::testing::{self, TestFile};
 use closeflow_mapping::diag::{Diagnostic, Span, code};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,88 +1,13 @@
 //! Running an event: gather the lookups, plan, then (live only) write. The dry-run and the live
-//! run share `gather` and `plan`; only the live path holds a [`Writer`].
+//! run share `gather` and `plan`; only [`apply`] takes a [`WritePort`], so a dry-run has
+//! nothing to write with.
 
-use crate::client::{CloseError, Reader, Writer};
 use crate::lookup::{self, Found};
 use crate::model::KeyConfig;
 use crate::overlay::Overlay;
 use crate::payload::Payload;
 use crate::plan::{self, Object, Plan, Step, StepKind};
-use crate::state::State;
-
-/// Something Close records can be read from: the live API, or a snapshot.
-pub trait Source {
-    fn find(
-        &self,
-        cfg: &KeyConfig,
-        p: &Payload,
-        reqs: &[lookup::LookupRequest],
-    ) -> impl std::future::Future<Output = Result<Found, CloseError>> + Send;
-
-    /// A live run wrote and Close replied with this record (a source that caches refreshes it).
-    fn written(&self, _reply: &serde_json::Value) {}
-
-    /// A live run failed for an event with these lookups, which had found these records (a
-    /// source that caches forgets both).
-    fn forget(&self, _reqs: &[lookup::LookupRequest], _found: &[String]) {}
-
-    /// A counter that moves whenever an event releases records it held (see [`Source::hold`]).
-    fn epoch(&self) -> u64 {
-        0
-    }
-
-    /// For live runs that share a source concurrently (the server's workers): waits until no
-    /// other event holds any of these records, then holds them until the [`Hold`] is dropped,
-    /// so two events that reach one record through different keys never write it at once.
-    /// `stale` says another event released one of them after `since`: look up again.
-    fn hold(
-        &self,
-        _ids: Vec<String>,
-        _since: u64,
-    ) -> impl std::future::Future<Output = Hold> + Send {
-        std::future::ready(Hold::default())
-    }
-}
-
-/// Lets go of held records, given the ids among them the event wrote.
-pub type Release = Box<dyn FnOnce(&[String]) + Send>;
-
-/// Records held by one event, released on drop with the ids it wrote.
-#[derive(Default)]
-pub struct Hold {
-    /// Not held: another event wrote one of the records since the lookup; look up again.
-    pub stale: bool,
-    written: Vec<String>,
-    release: Option<Release>,
-}
-
-impl Hold {
-    pub fn new(release: Release) -> Hold {
-        Hold {
-            stale: false,
-            written: Vec::new(),
-            release: Some(release),
-        }
-    }
-    pub fn stale() -> Hold {
-        Hold {
-            stale: true,
-            written: Vec::new(),
-            release: None,
-        }
-    }
-    /// Close changed this record (so others that read it before must look again).
-    pub fn wrote(&mut self, id: &str) {
-        self.written.push(id.to_string());
-    }
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        if let Some(f) = self.release.take() {
-            f(&self.written);
-        }
-    }
-}
+use crate::port::{PortError, PortErrorKind, ReadPort, WritePort};
 
 /// The records a plan over `found` may write: what the lookups returned.
 fn found_ids(found: &Found) -> Vec<String> {
@@ -98,61 +23,28 @@ fn found_ids(found: &Found) -> Vec<String> {
     ids
 }
 
-impl Source for Reader {
-    async fn find(
-        &self,
-        cfg: &KeyConfig,
-        p: &Payload,
-        reqs: &[lookup::LookupRequest],
-    ) -> Result<Found, CloseError> {
-        Reader::find(self, cfg, p, reqs).await
-    }
-}
-
-impl Source for State {
-    async fn find(
-        &self,
-        _: &KeyConfig,
-        _: &Payload,
-        reqs: &[lookup::LookupRequest],
-    ) -> Result<Found, CloseError> {
-        Ok(self.lookup(reqs))
-    }
-}
-
-impl Source for crate::snapshot::Snapshot {
-    async fn find(
-        &self,
-        _: &KeyConfig,
-        _: &Payload,
-        reqs: &[lookup::LookupRequest],
-    ) -> Result<Found, CloseError> {
-        Ok(self.lookup(reqs))
-    }
-}
-
-/// Lookups for one event, from any source.
-pub async fn gather<S: Source>(
-    source: &S,
+/// Lookups for one event, from any reads.
+pub async fn gather<R: ReadPort>(
+    reads: &R,
     cfg: &KeyConfig,
     p: &Payload,
-) -> Result<Found, CloseError> {
+) -> Result<Found, PortError> {
     let reqs = lookup::requests(cfg, p);
     if reqs.is_empty() {
         return Ok(Found::default());
     }
-    source.find(cfg, p, &reqs).await
+    reads.find(cfg, p, &reqs).await
 }
 
 /// Plans one event of a dry-run over `overlay`, which accumulates what earlier events of the
 /// run would have created or changed (and only that). Reads only.
-pub async fn dry_run<S: Source>(
-    source: &S,
+pub async fn dry_run<R: ReadPort>(
+    reads: &R,
     overlay: &mut Overlay,
     cfg: &KeyConfig,
     p: &Payload,
-) -> Result<Plan, CloseError> {
-    let found = gather(source, cfg, p).await?;
+) -> Result<Plan, PortError> {
+    let found = gather(reads, cfg, p).await?;
     overlay.track_keys(cfg);
     // The source's records as this run left them, and the run's own: the overlay keeps only
     // what a plan writes, so it grows with the changes, not with the records read.
@@ -186,37 +78,33 @@ struct Progress {
     unknown: Vec<Step>,
 }
 
-/// Plans one event against live Close and applies the plan's writes in order. A create whose
-/// reply was lost is never re-sent blindly: the event is looked up and planned again, which
-/// converges whether or not the create happened; the result reports what was written.
-pub async fn apply(writer: &Writer, cfg: &KeyConfig, p: &Payload) -> Result<Applied, CloseError> {
-    apply_via(writer, writer.reader(), cfg, p).await
-}
-
-/// [`apply`], with the lookups read through `source` (the live run's coalescing cache); every
-/// reply Close gives a write goes back to it, and a failure makes it forget the event's keys.
-pub async fn apply_via<S: Source + Sync>(
-    writer: &Writer,
-    source: &S,
+/// Plans one event against live Close and applies the plan's writes in order, with the lookups
+/// read through `reads` (a live run's coalescing cache); every reply Close gives a write goes
+/// back to it, and a failure makes it forget the event's keys. A create whose reply was lost
+/// is never re-sent blindly: the event is looked up and planned again, which converges whether
+/// or not the create happened; the result reports what was written.
+pub async fn apply<R: ReadPort + Sync, W: WritePort + Sync>(
+    reads: &R,
+    writes: &W,
     cfg: &KeyConfig,
     p: &Payload,
-) -> Result<Applied, CloseError> {
+) -> Result<Applied, PortError> {
     let mut so_far = Progress::default();
     let mut attempt = 0;
     loop {
         attempt += 1;
         // Look up, hold what was found; if another event wrote any of it meanwhile, the
-        // lookups are stale: again (a cached source answers that from its refreshed cache).
+        // lookups are stale: again (a cached port answers that from its refreshed cache).
         let (found, mut held) = loop {
-            let since = source.epoch();
-            let found = match gather(source, cfg, p).await {
+            let since = reads.epoch();
+            let found = match gather(reads, cfg, p).await {
                 Ok(f) => f,
                 Err(e) => {
-                    source.forget(&lookup::requests(cfg, p), &[]);
+                    reads.forget(&lookup::requests(cfg, p), &[]);
                     return Err(e);
                 }
             };
-            let held = source.hold(found_ids(&found), since).await;
+            let held = reads.hold(found_ids(&found), since).await;
             if !held.stale {
                 break (found, held);
             }
@@ -224,7 +112,7 @@ pub async fn apply_via<S: Source + Sync>(
         let plan = plan::plan(cfg, p, &found);
         resolve_unknown(&mut so_far, &plan);
         let mut this = Progress::default();
-        let result = execute(writer, &plan, &mut this, &|reply| source.written(reply)).await;
+        let result = execute(writes, &plan, &mut this, &|reply| reads.written(reply)).await;
         for id in this.done.iter().filter_map(|s| s.id.as_deref()) {
             held.wrote(id);
         }
@@ -245,14 +133,14 @@ pub async fn apply_via<S: Source + Sync>(
                     created: so_far.created,
                 });
             }
-            Err(CloseError::Interrupted { .. }) if attempt < REPLANS => {
+            Err(e) if e.kind == PortErrorKind::Interrupted && attempt < REPLANS => {
                 so_far.done.append(&mut this.done);
                 so_far.unknown = this.unknown;
                 // Whether the create happened only Close can tell: no cached answer.
-                source.forget(&lookup::requests(cfg, p), &found_ids(&found));
+                reads.forget(&lookup::requests(cfg, p), &found_ids(&found));
             }
             Err(e) => {
-                source.forget(&lookup::requests(cfg, p), &found_ids(&found));
+                reads.forget(&lookup::requests(cfg, p), &found_ids(&found));
                 return Err(e);
             }
         }
@@ -320,12 +208,12 @@ fn id_of(v: &serde_json::Value) -> Option<String> {
     v.get("id")?.as_str().map(str::to_string)
 }
 
-async fn execute(
-    writer: &Writer,
+async fn execute<W: WritePort + Sync>(
+    writer: &W,
     plan: &Plan,
     out: &mut Progress,
     replied: &(dyn Fn(&serde_json::Value) + Sync),
-) -> Result<(), CloseError> {
+) -> Result<(), PortError> {
     let writes: Vec<&Step> = plan.writes().collect();
     let mut nested_ids: Vec<String> = Vec::new();
     for (n, s) in writes.iter().enumerate() {
@@ -373,7 +261,7 @@ async fn execute(
         match result {
             Ok(()) => out.done.push(s),
             Err(e) => {
-                if matches!(e, CloseError::Interrupted { .. }) {
+                if e.kind == PortErrorKind::Interrupted {
                     out.unknown.push(s.clone());
                     // The contact created inside this lead's request shares its fate.
                     if s.kind == StepKind::CreateLead {

@@ -1,32 +1,30 @@
-//! The Close action "Create or Update Contact and Lead": payload normalisation, the pure
-//! planner, the executor, and the Close API client with rate-limit pacing and retries.
+//! The Close action "Create or Update Contact and Lead", pure: payload normalisation, lookup
+//! requests, the planner, the in-memory and snapshot views of Close, the dry-run overlay, and
+//! the executor and run driver over two ports ([`port::ReadPort`], [`port::WritePort`]).
 //!
-//! The decision lives in one pure function, [`plan::plan`]: (key settings, payload, the records
-//! the lookups returned) → [`plan::Plan`]. Lookups are plain data ([`lookup::LookupRequest`]),
-//! gathered before planning, so a dry-run, a live run and the tests all share every line of
-//! planning code.
+//! Invariants this crate keeps by construction (it has no HTTP client and no network or timer
+//! runtime among its dependencies; `closeflow-close-api` implements the ports over HTTP):
+//! - **The planner never calls Close**: the decision is one pure function, [`plan::plan`]:
+//!   (key settings, payload, the records the lookups returned) → [`plan::Plan`]. Lookups are
+//!   plain data ([`lookup::LookupRequest`]), gathered before planning, so a dry-run, a live run
+//!   and the tests share every line of planning code.
+//! - **Dry-run cannot write**: [`exec::dry_run`] and [`run::dry_run`] take a read port only;
+//!   only [`exec::apply`] and [`run::send`] take a write port.
 #![forbid(unsafe_code)]
 
-pub mod client;
-pub mod diff;
 pub mod exec;
 mod hash_index;
-pub mod live;
 pub mod lookup;
-pub mod metadata;
 pub mod model;
 pub mod overlay;
 pub mod payload;
 pub mod plan;
-pub mod ratelimit;
-pub mod retry;
+pub mod port;
 pub mod run;
 pub mod schema;
-pub mod search;
 pub mod snapshot;
 pub mod state;
 pub mod stored;
-pub mod testing;
 
 pub use model::{Contact, KeyConfig, Lead};
 pub use payload::{Flags, Payload, PayloadError};

@@ -1,7 +1,7 @@
 //! What an event needs to know about Close before it can be planned, as plain data.
 //!
-//! The executor turns [`requests`] into searches (`crate::search`: one `or` search for the keys
-//! of one or many events; `crate::live` coalesces and caches them for live runs) and hands the
+//! A read port ([`crate::port::ReadPort`]; over HTTP, `closeflow-close-api`'s searcher sends one
+//! `or` search for the keys of many events, its live cache coalesces and caches them) hands the
 //! records back as [`Found`]. The planner filters them exactly itself, so near matches from
 //! Close's word search never reach a decision.
 

@@ -1,12 +1,17 @@
 //! Running a stream of events through an instance: trigger → mapping → payload → plan (and, on
-//! a live run, the writes). Shared by `dry-run`, `send`, `explain` and the mapping tests (and
-//! meant for the ingestion server), so that no frontend makes a decision of its own.
+//! a live run, the writes). Shared by `dry-run`, `send`, `explain`, the mapping tests, the
+//! mapping-change diff and the ingestion server's delivery, so that no frontend makes a
+//! decision of its own.
+//!
+//! It lives in the pure crate, not beside the HTTP client: it drives the ports
+//! ([`crate::port`]), never a transport, so the same code runs over a snapshot, an in-memory
+//! state or live Close, and a dry-run's signature ([`dry_run`]) has no write port to misuse.
 
-use crate::client::{CloseError, Writer};
-use crate::exec::{self, Source};
+use crate::exec;
 use crate::model::KeyConfig;
 use crate::payload::Payload;
 use crate::plan::{Plan, Step, StepKind};
+use crate::port::{PortError, ReadPort, WritePort};
 use crate::schema::{COMPANY_SETTING, USER_SETTING};
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::Entry;
@@ -179,30 +184,30 @@ pub fn prepare(
 }
 
 /// Plans an event over the dry-run overlay; reads only.
-pub async fn dry_run<S: Source>(
+pub async fn dry_run<R: ReadPort>(
     inst: &Instance,
-    source: &S,
+    reads: &R,
     overlay: &mut crate::overlay::Overlay,
     index: usize,
     entry: &Entry,
 ) -> EventReport {
-    dry_run_checked(inst, source, overlay, index, entry).await.0
+    dry_run_checked(inst, reads, overlay, index, entry).await.0
 }
 
 /// [`dry_run`], also returning the first error reading Close (an unreachable Close should end
 /// the run).
-pub async fn dry_run_checked<S: Source>(
+pub async fn dry_run_checked<R: ReadPort>(
     inst: &Instance,
-    source: &S,
+    reads: &R,
     overlay: &mut crate::overlay::Overlay,
     index: usize,
     entry: &Entry,
-) -> (EventReport, Option<CloseError>) {
+) -> (EventReport, Option<PortError>) {
     let cfg = key_config(inst);
     let (mut report, todo) = prepare(inst, index, entry);
     let mut first_error = None;
     for (i, p) in todo {
-        match exec::dry_run(source, overlay, &cfg, &p).await {
+        match exec::dry_run(reads, overlay, &cfg, &p).await {
             Ok(plan) => report.mappings[i].set_plan(plan),
             Err(e) => {
                 report.mappings[i].error = Some(e.to_string());
@@ -213,30 +218,21 @@ pub async fn dry_run_checked<S: Source>(
     (report, first_error)
 }
 
-/// Plans and applies an event against live Close. Returns the report and the first error.
-pub async fn send(
+/// Plans and applies an event against live Close, with lookups read through `reads` (a live
+/// run's coalescing cache) and the writes made through `writes`; planning is the same code as
+/// a dry-run's. Returns the report and the first error.
+pub async fn send<R: ReadPort + Sync, W: WritePort + Sync>(
     inst: &Instance,
-    writer: &Writer,
+    reads: &R,
+    writes: &W,
     index: usize,
     entry: &Entry,
-) -> (EventReport, Option<CloseError>) {
-    send_via(inst, writer, writer.reader(), index, entry).await
-}
-
-/// [`send`], with lookups read through `source` (the live run's coalescing cache,
-/// [`crate::live::LiveSource`]); planning is the same code either way.
-pub async fn send_via<S: Source + Sync>(
-    inst: &Instance,
-    writer: &Writer,
-    source: &S,
-    index: usize,
-    entry: &Entry,
-) -> (EventReport, Option<CloseError>) {
+) -> (EventReport, Option<PortError>) {
     let cfg = key_config(inst);
     let (mut report, todo) = prepare(inst, index, entry);
     let mut first_error = None;
     for (i, p) in todo {
-        match exec::apply_via(writer, source, &cfg, &p).await {
+        match exec::apply(reads, writes, &cfg, &p).await {
             Ok(applied) => report.mappings[i].set_plan(applied.plan),
             Err(e) => {
                 report.mappings[i].error = Some(e.to_string());

@@ -3,13 +3,13 @@
 
 use crate::app::App;
 use crate::error::Refusal;
-use closeflow_queue::{DeadLetter, Queue};
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use closeflow_queue::{DeadLetter, Queue};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::sync::Arc;

@@ -24,11 +24,11 @@ pub mod telemetry;
 
 use anyhow::{Context, Result};
 use app::App;
-pub use config::{ClusterConfig, ServeConfig};
 use closeflow_queue::{
     self as queue,
     sqlite::{Options, SqliteQueue},
 };
+pub use config::{ClusterConfig, ServeConfig};
 use delivery::{Deliverer, Wakers};
 use registry::{FileReport, Registry};
 use std::collections::HashSet;

@@ -2,9 +2,12 @@
 //! files change: a changed file is validated first and replaces the running version only when
 //! valid (atomically, by swapping an `Arc`); an invalid edit leaves the old version running.
 
-use closeflow_close::client::{ClientConfig, DEFAULT_BASE_URL, Writer};
 use closeflow_close::schema;
-use closeflow_mapping::instance::{self, Setting};
+use closeflow_close_api::client::Writer;
+use closeflow_close_api::connect::{client_config, same_connection};
+use closeflow_close_api::live::{LiveOptions, LiveSource};
+use closeflow_close_api::search::{LookupMode, SearchOptions, Searcher};
+use closeflow_mapping::instance;
 use closeflow_mapping::{Diagnostic, Instance};
 use secrecy::ExposeSecret;
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +20,7 @@ pub struct Active {
     pub instance: Instance,
     pub writer: Writer,
     /// Lookups coalesced across this instance's concurrent deliveries, and cached.
-    pub lookups: closeflow_close::live::LiveSource,
+    pub lookups: LiveSource,
     /// Increases with every reload of any instance (cached lookup keys are per version).
     pub version: u64,
     pub file: PathBuf,
@@ -39,9 +42,9 @@ pub struct ClientPolicy {
     pub attempts: u32,
     pub max_age: Duration,
     pub backoff_base: Duration,
-    pub lookup_mode: closeflow_close::search::LookupMode,
+    pub lookup_mode: LookupMode,
     pub search_chunk: usize,
-    pub live: closeflow_close::live::LiveOptions,
+    pub live: LiveOptions,
 }
 
 impl Default for ClientPolicy {
@@ -52,9 +55,9 @@ impl Default for ClientPolicy {
             attempts: 3,
             max_age: Duration::from_secs(30),
             backoff_base: Duration::from_millis(200),
-            lookup_mode: closeflow_close::search::LookupMode::default(),
+            lookup_mode: LookupMode::default(),
             search_chunk: 50,
-            live: closeflow_close::live::LiveOptions::default(),
+            live: LiveOptions::default(),
         }
     }
 }
@@ -140,36 +143,12 @@ fn instance_names(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Do two versions of an instance talk to the same Close with the same key and lookup fields?
-fn same_connection(old: &Instance, new: &Instance, policy: &ClientPolicy) -> bool {
-    let url = |i: &Instance| policy.close_url.clone().or_else(|| i.endpoint.clone());
-    let key = |i: &Instance| match i.setting("api_key") {
-        Some(Setting::Secret(k)) => Some(k.expose_secret().to_string()),
-        Some(Setting::Plain(k)) => Some(k.clone()),
-        None => None,
-    };
-    url(old) == url(new)
-        && key(old) == key(new)
-        && closeflow_close::run::key_config(old) == closeflow_close::run::key_config(new)
-}
-
 fn writer_for(inst: &Instance, policy: &ClientPolicy) -> Result<Writer, String> {
-    let url = policy
-        .close_url
-        .clone()
-        .or_else(|| inst.endpoint.clone())
-        .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-    let key = match inst.setting("api_key") {
-        Some(Setting::Secret(k)) => k.clone(),
-        Some(Setting::Plain(k)) => k.clone().into(),
-        None => return Err(format!("instance {} has no settings.api_key", inst.name)),
-    };
-    let mut cfg = ClientConfig::new(url, key);
+    let mut cfg = client_config(inst, policy.close_url.as_deref()).map_err(|e| e.to_string())?;
     cfg.timeout = policy.timeout;
     cfg.max_attempts = policy.attempts;
     cfg.max_age = policy.max_age;
     cfg.backoff.base = policy.backoff_base;
-    cfg.lookup_mode = policy.lookup_mode;
-    cfg.search_chunk = policy.search_chunk;
     Writer::new(cfg)
         .map(|w| w.with_observer(crate::telemetry::close_observer(&inst.name)))
         .map_err(|e| e.to_string())
@@ -382,14 +361,20 @@ impl Registry {
                 .active
                 .get(&name)
                 .or_else(|| g.retired.get(&name))
-                .filter(|old| same_connection(&old.instance, &inst, &self.policy))
+                .filter(|old| {
+                    same_connection(&old.instance, &inst, self.policy.close_url.as_deref())
+                })
                 .map(|old| (old.writer.clone(), old.lookups.clone()));
             let (writer, lookups) = match same {
                 Some(kept) => kept,
                 None => match writer_for(&inst, &self.policy) {
                     Ok(w) => {
-                        let l = closeflow_close::live::LiveSource::new(
-                            w.reader().clone(),
+                        let search = SearchOptions {
+                            mode: self.policy.lookup_mode,
+                            chunk: self.policy.search_chunk,
+                        };
+                        let l = LiveSource::new(
+                            Searcher::new(w.reader().clone(), search),
                             closeflow_close::run::key_config(&inst),
                             self.policy.live.clone(),
                         );

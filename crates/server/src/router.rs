@@ -2,10 +2,10 @@
 //! from the state (`app.rs`) so the route modules depend on the state and nothing depends back.
 
 use crate::app::App;
-use closeflow_queue::Queue;
 use crate::{admin, intake, ops};
 use axum::Router;
 use axum::routing::post;
+use closeflow_queue::Queue;
 use std::sync::Arc;
 
 pub fn router<Q: Queue>(app: Arc<App<Q>>, cors_origins: &intake::cors::Origins) -> Router {

@@ -6,7 +6,7 @@
 //! transaction as the event, and `/metrics` renders them from there ([`render_queue`]).
 //! Nothing here ever carries a secret: events hold names, codes and counts, never keys.
 
-use closeflow_close::client::{CallObserver, CallRecord};
+use closeflow_close_api::client::{CallObserver, CallRecord};
 use closeflow_mapping::Diagnostic;
 use closeflow_queue::{Delivery, InstanceStats, QueueError, Settle, now_ms};
 use metrics::{counter, histogram};

@@ -14,6 +14,7 @@ use closeflow_close::StepKind;
 use closeflow_close::run::{self, EventReport, key_config};
 use closeflow_close::snapshot::Snapshot;
 use closeflow_close::state::State;
+use closeflow_close_api::search::Searcher;
 use closeflow_mapping::events::{Entry, check};
 use generate::*;
 use proptest::prelude::*;
@@ -314,14 +315,20 @@ async fn differential(snapshot: Value, events: Vec<Value>) -> Result<(), TestCas
 
     // The same events sent to a simulator started from the same snapshot.
     let (sim, url) = closeflow_e2e::procs::sim_in_process(&snapshot).await;
-    let writer = closeflow_close::client::Writer::new(closeflow_close::client::ClientConfig::new(
-        url,
-        "test_key".to_string().into(),
-    ))
+    let writer = closeflow_close_api::client::Writer::new(
+        closeflow_close_api::client::ClientConfig::new(url, "test_key".to_string().into()),
+    )
     .unwrap();
     let mut sent = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let (r, err) = run::send(&inst, &writer, i, e).await;
+        let (r, err) = run::send(
+            &inst,
+            &Searcher::from(writer.reader().clone()),
+            &writer,
+            i,
+            e,
+        )
+        .await;
         prop_assert!(err.is_none(), "send failed: {err:?}");
         sent.push(r);
     }
@@ -364,7 +371,14 @@ async fn differential(snapshot: Value, events: Vec<Value>) -> Result<(), TestCas
     }
     for (i, e) in entries.iter().enumerate() {
         let now = State::from_snapshot(&sim.snapshot()).unwrap();
-        let (r, err) = run::send(&inst, &writer, i, e).await;
+        let (r, err) = run::send(
+            &inst,
+            &Searcher::from(writer.reader().clone()),
+            &writer,
+            i,
+            e,
+        )
+        .await;
         prop_assert!(err.is_none(), "send failed: {err:?}");
         let k = event_keys(&sent[i]);
         let new_to_it = |id: &str| keyed_between(&writes, id, &k, i, n + i);

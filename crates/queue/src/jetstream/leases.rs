@@ -12,10 +12,10 @@
 //! their ack deadline; see [`super::owner`] for why the order of a partition's events survives
 //! a takeover.
 
+use super::Inner;
 use super::errors::failed;
 use super::nodes::{PartitionLease, fresh, heartbeat, live_nodes};
 use super::owner::{self, Inst, step_bound};
-use super::Inner;
 use crate::QueueError;
 use async_nats::jetstream::consumer;
 use async_nats::jetstream::{self, AckKind, kv};

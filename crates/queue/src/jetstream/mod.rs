@@ -23,8 +23,8 @@
 mod errors;
 mod leases;
 mod locks;
-mod nodes;
 pub mod names;
+mod nodes;
 mod ops;
 mod owner;
 pub mod records;

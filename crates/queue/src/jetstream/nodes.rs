@@ -54,4 +54,3 @@ pub(super) async fn live_nodes(me: &Inner) -> Result<Vec<String>, QueueError> {
     nodes.insert(me.opts.node.clone());
     Ok(nodes.into_iter().collect())
 }
-

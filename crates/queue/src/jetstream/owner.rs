@@ -175,9 +175,7 @@ pub(crate) async fn pull(me: &Inner, inst: &Inst, max: usize) -> Result<(), Queu
         let full = waiting >= max;
         st.owned
             .iter()
-            .filter(|(p, l)| {
-                !l.draining && nodes::fresh(me, l) && (!full || st.gapped.contains(p))
-            })
+            .filter(|(p, l)| !l.draining && nodes::fresh(me, l) && (!full || st.gapped.contains(p)))
             .map(|(p, _)| *p)
             .collect()
     };

@@ -60,10 +60,10 @@ pub(super) async fn attempt<Q: Deliver>(
         Some(ev) => {
             failpoint_panic(d);
             let entry = Entry::Event(ev);
-            let (report, err) = closeflow_close::run::send_via(
+            let (report, err) = closeflow_close::run::send(
                 &active.instance,
-                &active.writer,
                 &active.lookups,
+                &active.writer,
                 0,
                 &entry,
             )

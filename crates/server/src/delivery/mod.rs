@@ -17,8 +17,8 @@ pub mod outcome;
 mod scheduler;
 
 use crate::config::defaults;
-use closeflow_queue::Deliver;
 use crate::registry::Registry;
+use closeflow_queue::Deliver;
 use outcome::RetryPolicy;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

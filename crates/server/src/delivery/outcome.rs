@@ -2,10 +2,10 @@
 //! event level): applied, skipped, retried later, or dead-lettered now.
 
 use crate::config::defaults;
-use closeflow_close::client::CloseError;
 use closeflow_close::plan::StepKind;
-use closeflow_close::retry::Backoff;
+use closeflow_close::port::{PortError, PortErrorKind};
 use closeflow_close::run::EventReport;
+use closeflow_close_api::retry::Backoff;
 use closeflow_queue::{Millis, Settle};
 use std::time::Duration;
 
@@ -54,47 +54,46 @@ enum Failure {
     Transient { reason: &'static str, error: String },
 }
 
-fn failure_of(e: &CloseError) -> Failure {
-    match e {
-        CloseError::Unauthorized { status } => Failure::Permanent {
+fn failure_of(e: &PortError) -> Failure {
+    let error = e.to_string();
+    match e.kind {
+        PortErrorKind::Unauthorized => Failure::Permanent {
             reason: "unauthorized",
-            error: e.to_string(),
-            reply: Some(format!("HTTP {status}")),
+            error,
+            reply: e.last_reply.clone(),
         },
         // Gone between the lookup and the write: planning again decides afresh.
-        CloseError::Rejected { status: 404, .. } => Failure::Transient {
+        PortErrorKind::Rejected { status: 404 } => Failure::Transient {
             reason: "not_found",
-            error: e.to_string(),
+            error,
         },
-        CloseError::Rejected {
-            status, message, ..
-        } => Failure::Permanent {
+        PortErrorKind::Rejected { .. } => Failure::Permanent {
             reason: "rejected",
-            error: e.to_string(),
-            reply: Some(format!("HTTP {status}: {message}")),
+            error,
+            reply: e.last_reply.clone(),
         },
-        CloseError::Exhausted { .. } => Failure::Transient {
+        PortErrorKind::Unavailable => Failure::Transient {
             reason: "close_unavailable",
-            error: e.to_string(),
+            error,
         },
-        CloseError::Interrupted { .. } => Failure::Transient {
+        PortErrorKind::Interrupted => Failure::Transient {
             reason: "interrupted",
-            error: e.to_string(),
+            error,
         },
-        CloseError::BadReply { .. } => Failure::Transient {
+        PortErrorKind::BadReply => Failure::Transient {
             reason: "bad_reply",
-            error: e.to_string(),
+            error,
         },
         // The instance's endpoint is not a usable URL: no retry can fix it.
-        CloseError::BadUrl { .. } => Failure::Permanent {
+        PortErrorKind::BadUrl => Failure::Permanent {
             reason: "bad_url",
-            error: e.to_string(),
+            error,
             reply: None,
         },
         // Nothing listened (after the client's own retries): Close may come back.
-        CloseError::Unreachable { .. } => Failure::Transient {
+        PortErrorKind::Unreachable => Failure::Transient {
             reason: "close_unreachable",
-            error: e.to_string(),
+            error,
         },
     }
 }
@@ -103,7 +102,7 @@ fn failure_of(e: &CloseError) -> Failure {
 /// was accepted.
 pub fn classify(
     report: &EventReport,
-    err: Option<&CloseError>,
+    err: Option<&PortError>,
     attempts: u32,
     received_at: Millis,
     now: Millis,
@@ -178,6 +177,7 @@ fn success(report: &EventReport) -> Settle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use closeflow_close_api::client::CloseError;
 
     fn report() -> EventReport {
         EventReport {
@@ -201,12 +201,12 @@ mod tests {
 
     #[test]
     fn transient_failures_retry_until_both_attempts_and_age_are_spent() {
-        let e = CloseError::Exhausted {
+        let e = PortError::from(CloseError::Exhausted {
             method: "POST".into(),
             path: "lead/".into(),
             attempts: 3,
             last: "HTTP 503".into(),
-        };
+        });
         let p = quick();
         // Many attempts, young event: retry.
         assert!(matches!(
@@ -230,12 +230,12 @@ mod tests {
 
     #[test]
     fn a_4xx_that_cannot_succeed_is_dead_at_once() {
-        let e = CloseError::Rejected {
+        let e = PortError::from(CloseError::Rejected {
             method: "POST".into(),
             path: "lead/".into(),
             status: 400,
             message: "field errors".into(),
-        };
+        });
         match classify(&report(), Some(&e), 0, 0, 0, &quick()) {
             Settle::Dead {
                 reason, last_reply, ..
@@ -248,7 +248,7 @@ mod tests {
         assert!(matches!(
             classify(
                 &report(),
-                Some(&CloseError::Unauthorized { status: 401 }),
+                Some(&PortError::from(CloseError::Unauthorized { status: 401 })),
                 0,
                 0,
                 0,

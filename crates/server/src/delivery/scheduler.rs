@@ -6,9 +6,9 @@
 use super::attempt::{Attempt, attempt, settle};
 use super::keys::{self, Key};
 use super::{Deliverer, order};
-use closeflow_queue::{Deliver, Delivery, Lease, Millis, Settle, now_ms};
 use crate::registry::Active;
 use crate::telemetry::{self, InternalEvent};
+use closeflow_queue::{Deliver, Delivery, Lease, Millis, Settle, now_ms};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 //! version listed it first, so swapping the versions mirrors the result exactly.
 
 use super::{MappingChange, MappingDiff, Side};
-use crate::plan::{Object, Step, StepKind};
-use crate::run::MappingReport;
+use closeflow_close::plan::{Object, Step, StepKind};
+use closeflow_close::run::MappingReport;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -307,7 +307,7 @@ pub fn mapping(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Change;
+    use closeflow_close::plan::Change;
     use serde_json::json;
 
     fn map(v: Value) -> Map<String, Value> {

@@ -1,13 +1,11 @@
 //! The Close API client: HTTP Basic with the key, timeouts, pacing per endpoint group, retries
 //! with backoff and jitter. Reading and writing are separate types, so code that only holds a
-//! [`Reader`] (the dry-run) cannot write, by construction.
+//! [`Reader`] (the dry-run) cannot write, by construction. It knows calls, not lookups: the
+//! searcher (`crate::search`) builds on it, never the other way round.
 
-use crate::lookup::{Found, LookupRequest};
-use crate::model::KeyConfig;
-use crate::payload::Payload;
 use crate::ratelimit::{self, Pacer};
 use crate::retry::{Backoff, RetryAction, classify};
-use crate::stored::FieldTypes;
+use closeflow_close::stored::FieldTypes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -108,10 +106,6 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     pub max_age: Duration,
     pub backoff: Backoff,
-    /// One search for all of an event's (or many events') keys, or one per key (the baseline).
-    pub lookup_mode: crate::search::LookupMode,
-    /// Lookup requests per search at most (a 400 on a large query splits it further).
-    pub search_chunk: usize,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -137,8 +131,6 @@ impl ClientConfig {
             max_attempts: 6,
             max_age: Duration::from_secs(120),
             backoff: Backoff::default(),
-            lookup_mode: crate::search::LookupMode::default(),
-            search_chunk: 50,
         }
     }
 }
@@ -467,23 +459,6 @@ impl Reader {
             })
             .await
             .cloned()
-    }
-
-    /// Runs one event's lookups (see [`crate::search`]): leads by Company ID, contacts by User
-    /// ID and by email, and the leads of the contacts found.
-    pub async fn find(
-        &self,
-        cfg: &KeyConfig,
-        p: &Payload,
-        reqs: &[LookupRequest],
-    ) -> Result<Found, CloseError> {
-        let want = crate::search::Want::of(cfg, p, reqs);
-        let mut found = self.find_many(std::slice::from_ref(&want)).await?;
-        Ok(found.pop().unwrap_or_default())
-    }
-
-    pub(crate) fn config(&self) -> &ClientConfig {
-        &self.cfg
     }
 }
 

@@ -19,9 +19,9 @@
 //!     expect: not_triggered
 //! ```
 
-use crate::plan::Step;
-use crate::run;
-use crate::state::State;
+use closeflow_close::plan::Step;
+use closeflow_close::run;
+use closeflow_close::state::State;
 use closeflow_mapping::diag::{Diagnostic, Span, code};
 use closeflow_mapping::events::Entry;
 use closeflow_mapping::yaml::{self, Kind, Node};
@@ -521,7 +521,7 @@ pub async fn run_case(inst: &Instance, state: &State, case: &Case) -> Outcome {
             failures,
         };
     }
-    let mut overlay = crate::overlay::Overlay::default();
+    let mut overlay = closeflow_close::overlay::Overlay::default();
     let report = run::dry_run(inst, state, &mut overlay, 0, &entry).await;
     let matched: Vec<&run::MappingReport> = report.mappings.iter().filter(|m| m.matched).collect();
     let names: Vec<&str> = matched.iter().map(|m| m.name.as_str()).collect();

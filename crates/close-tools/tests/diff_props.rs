@@ -2,11 +2,11 @@
 //! a version diffed against itself reports nothing, and swapping old and new mirrors every
 //! change (verdicts, payload fields, plan steps, renames, additions and removals, the counts).
 
-use closeflow_close::diff::{
-    Differ, EventDiff, FieldChange, MappingDiff, Review, StepChange, Summary,
-};
 use closeflow_close::schema;
 use closeflow_close::state::State;
+use closeflow_close_tools::diff::{
+    Differ, EventDiff, FieldChange, MappingDiff, Review, StepChange, Summary,
+};
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::Entry;
 use proptest::prelude::*;
@@ -295,10 +295,10 @@ fn a_rename_is_the_same_definition_under_a_new_name() {
                 m.name.clone(),
                 m.old_name.clone(),
                 match m.status {
-                    closeflow_close::diff::Status::Renamed => "renamed",
-                    closeflow_close::diff::Status::Kept => "kept",
-                    closeflow_close::diff::Status::Added => "added",
-                    closeflow_close::diff::Status::Removed => "removed",
+                    closeflow_close_tools::diff::Status::Renamed => "renamed",
+                    closeflow_close_tools::diff::Status::Kept => "kept",
+                    closeflow_close_tools::diff::Status::Added => "added",
+                    closeflow_close_tools::diff::Status::Removed => "removed",
                 },
             )
         })
@@ -320,9 +320,9 @@ fn a_rename_is_the_same_definition_under_a_new_name() {
     assert_eq!(
         statuses,
         [
-            closeflow_close::diff::Status::Added,
-            closeflow_close::diff::Status::Removed,
-            closeflow_close::diff::Status::Removed
+            closeflow_close_tools::diff::Status::Added,
+            closeflow_close_tools::diff::Status::Removed,
+            closeflow_close_tools::diff::Status::Removed
         ]
     );
     let e = [closeflow_mapping::events::check(

@@ -19,9 +19,9 @@ mod review;
 pub use compare::{FieldChange, Op, StepChange, payload_changes, plan_changes};
 pub use review::{Group, GroupKind, Review, Summary, ValueCount};
 
-use crate::exec::Source;
-use crate::plan::Step;
-use crate::run::{self, EventReport, MappingReport};
+use closeflow_close::plan::Step;
+use closeflow_close::port::ReadPort;
+use closeflow_close::run::{self, EventReport, MappingReport};
 use closeflow_mapping::events::Entry;
 use closeflow_mapping::instance::Setting;
 use closeflow_mapping::{Instance, Mapping};
@@ -199,8 +199,8 @@ struct Pair<'a> {
     new: Option<&'a Instance>,
     status: InstanceChange,
     mappings: Vec<MappingChange>,
-    old_overlay: crate::overlay::Overlay,
-    new_overlay: crate::overlay::Overlay,
+    old_overlay: closeflow_close::overlay::Overlay,
+    new_overlay: closeflow_close::overlay::Overlay,
 }
 
 /// Runs events through both versions and compares the reports.
@@ -285,9 +285,9 @@ impl<'a> Differ<'a> {
 
     /// Verdicts, payloads and plans: each version is dry-run over its own overlay, reading
     /// from `sources[i]` for the `i`-th of [`Differ::instances`]. Reads only.
-    pub async fn event_planned<S: Source>(
+    pub async fn event_planned<R: ReadPort>(
         &mut self,
-        sources: &[&S],
+        sources: &[&R],
         index: usize,
         entry: &Entry,
     ) -> EventDiff {

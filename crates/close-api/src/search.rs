@@ -1,6 +1,6 @@
 //! Lookups over Close's `/data/search/`, the scarcest budget (16 requests per 8 s per key).
 //!
-//! [`Reader::find_many`] looks up the keys of many events in one request: an `or` over every
+//! [`Searcher::find_many`] looks up the keys of many events in one request: an `or` over every
 //! distinct key (leads by Company ID, contacts by User ID, contacts by email), with both object
 //! types' fields, then splits the results back by the key each one matches **exactly** (Close's
 //! word search returns near matches; a near match is never routed to another key). Leads that a
@@ -9,12 +9,14 @@
 //! A query Close refuses as too large (400) is split in halves and each half retried.
 //!
 //! [`LookupMode::PerKey`] keeps the old way (a search per key per event) as the baseline the
-//! delivery benchmark compares against.
+//! delivery benchmark compares against. The [`Searcher`] owns the mode and the chunk size, so
+//! the client underneath knows calls only.
 
 use crate::client::{CloseError, Reader};
-use crate::lookup::{Found, LookupRequest};
-use crate::model::{Contact, KeyConfig, Lead, norm_email};
-use crate::payload::Payload;
+use closeflow_close::lookup::{Found, LookupRequest};
+use closeflow_close::model::{Contact, KeyConfig, Lead, norm_email};
+use closeflow_close::payload::Payload;
+use closeflow_close::port::{PortError, ReadPort};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,19 +30,51 @@ pub enum LookupMode {
     PerKey,
 }
 
+/// How lookups are sent: the mode, and how many requests go into one search.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchOptions {
+    pub mode: LookupMode,
+    /// Lookup requests per search at most (a 400 on a large query splits it further).
+    pub chunk: usize,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            mode: LookupMode::default(),
+            chunk: 50,
+        }
+    }
+}
+
+/// Sends lookups over a [`Reader`], as [`SearchOptions`] say: the live read port.
+#[derive(Clone, Debug)]
+pub struct Searcher {
+    reader: Reader,
+    opts: SearchOptions,
+}
+
+impl From<Reader> for Searcher {
+    /// A searcher with the default options (one combined search, chunks of 50).
+    fn from(reader: Reader) -> Searcher {
+        Searcher::new(reader, SearchOptions::default())
+    }
+}
+
 /// What one event needs looked up: its requests and the custom fields its payload compares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Want {
+pub struct EventLookup {
     pub reqs: Vec<LookupRequest>,
     pub lead_custom: BTreeSet<String>,
     pub contact_custom: BTreeSet<String>,
 }
 
-impl Want {
-    pub fn of(cfg: &KeyConfig, p: &Payload, reqs: &[LookupRequest]) -> Want {
-        let id_of =
-            |k: &String| crate::payload::custom_key(k).map_or(k.clone(), |(id, _)| id.into());
-        let mut w = Want {
+impl EventLookup {
+    pub fn of(cfg: &KeyConfig, p: &Payload, reqs: &[LookupRequest]) -> EventLookup {
+        let id_of = |k: &String| {
+            closeflow_close::payload::custom_key(k).map_or(k.clone(), |(id, _)| id.into())
+        };
+        let mut w = EventLookup {
             reqs: reqs.to_vec(),
             lead_custom: p.lead_custom_fields.keys().map(id_of).collect(),
             contact_custom: p.contact_custom_fields.keys().map(id_of).collect(),
@@ -121,10 +155,31 @@ struct Results {
     contacts: BTreeMap<String, Contact>,
 }
 
-impl Reader {
+impl Searcher {
+    pub fn new(reader: Reader, opts: SearchOptions) -> Searcher {
+        Searcher { reader, opts }
+    }
+
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
+    /// Runs one event's lookups: leads by Company ID, contacts by User ID and by email, and the
+    /// leads of the contacts found.
+    pub async fn find_one(
+        &self,
+        cfg: &KeyConfig,
+        p: &Payload,
+        reqs: &[LookupRequest],
+    ) -> Result<Found, CloseError> {
+        let want = EventLookup::of(cfg, p, reqs);
+        let mut found = self.find_many(std::slice::from_ref(&want)).await?;
+        Ok(found.pop().unwrap_or_default())
+    }
+
     /// Looks up many events' keys at once (see the module doc); one `Found` per want, in order.
-    pub async fn find_many(&self, wants: &[Want]) -> Result<Vec<Found>, CloseError> {
-        let types = self.field_types().await?;
+    pub async fn find_many(&self, wants: &[EventLookup]) -> Result<Vec<Found>, CloseError> {
+        let types = self.reader.field_types().await?;
         let mut results = Results::default();
         let lead_custom: BTreeSet<String> =
             wants.iter().flat_map(|w| w.lead_custom.clone()).collect();
@@ -136,7 +191,7 @@ impl Reader {
             "lead": fields(LEAD_FIELDS, &lead_custom),
             "contact": fields(CONTACT_FIELDS, &contact_custom),
         });
-        match self.config().lookup_mode {
+        match self.opts.mode {
             LookupMode::Combined => {
                 let distinct: Vec<&LookupRequest> = wants
                     .iter()
@@ -144,7 +199,7 @@ impl Reader {
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect();
-                for chunk in distinct.chunks(self.config().search_chunk.max(1)) {
+                for chunk in distinct.chunks(self.opts.chunk.max(1)) {
                     self.search_split(chunk, &field_sets, &mut results).await?;
                 }
             }
@@ -193,7 +248,7 @@ impl Reader {
         let mut fetched: BTreeMap<String, Lead> = BTreeMap::new();
         for id in missing {
             let path = format!("lead/{id}/?_fields={lead_fields}");
-            match self.call(reqwest::Method::GET, &path, None).await {
+            match self.reader.call(reqwest::Method::GET, &path, None).await {
                 Ok(v) => {
                     if let Some(l) = Lead::from_api(&v) {
                         fetched.insert(id, l);
@@ -253,6 +308,7 @@ impl Reader {
                 body["cursor"] = json!(c);
             }
             let reply = self
+                .reader
                 .call(reqwest::Method::POST, "data/search/", Some(&body))
                 .await?;
             for item in reply
@@ -282,5 +338,16 @@ impl Reader {
             }
         }
         Ok(())
+    }
+}
+
+impl ReadPort for Searcher {
+    async fn find(
+        &self,
+        cfg: &KeyConfig,
+        p: &Payload,
+        reqs: &[LookupRequest],
+    ) -> Result<Found, PortError> {
+        Ok(self.find_one(cfg, p, reqs).await?)
     }
 }
