@@ -1,8 +1,9 @@
 //! `closeflow serve`: flags → the server's configuration. Everything else is in the server crate.
 
-use crate::duration::{Span, duration, span};
+use crate::duration::{Span, span};
 use anyhow::{Context, Result};
 use closeflow_server::config::defaults;
+use closeflow_server::registry::ClientPolicy;
 use closeflow_server::{ServeConfig, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,9 +87,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = Span(defaults::RETRY_BACKOFF_CAP), value_parser = span)]
     pub retry_backoff_cap: Span,
     /// Per Close call: the reply timeout, and attempts within one delivery attempt.
-    #[arg(long, default_value = "30s", value_parser = duration)]
-    pub close_timeout: Duration,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = Span(ClientPolicy::default().timeout), value_parser = span)]
+    pub close_timeout: Span,
+    #[arg(long, default_value_t = ClientPolicy::default().attempts, value_parser = at_least_one_u32())]
     pub close_attempts: u32,
     #[command(flatten)]
     pub lookups: crate::lookups::LookupArgs,
@@ -200,10 +201,10 @@ impl ServeArgs {
         cfg.delivery.retry.backoff_base = self.retry_backoff.0;
         cfg.delivery.retry.backoff_cap = self.retry_backoff_cap.0.max(self.retry_backoff.0);
         cfg.client.close_url = self.close_url.clone();
-        cfg.client.timeout = self.close_timeout;
-        cfg.client.attempts = self.close_attempts.max(1);
+        cfg.client.timeout = self.close_timeout.0;
+        cfg.client.attempts = self.close_attempts;
         cfg.client.lookup_mode = self.lookups.mode();
-        cfg.client.search_chunk = self.lookups.search_chunk.max(1);
+        cfg.client.search_chunk = self.lookups.search_chunk;
         cfg.client.live = self.lookups.options();
         if let QueueChoice::Nats(urls) = &self.queue {
             if self.ack_wait.0 < Duration::from_secs(1) {

@@ -27,6 +27,13 @@ use serde::Serialize;
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
+/// How long a `messageId` seen again is a duplicate, and settled events are kept for it, unless
+/// the server is told otherwise (`--dedup-window`): Segment's own window.
+pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// A cluster's default ack deadline (`--ack-wait`): an event held longer without being settled
+/// or extended goes to another node.
+pub const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn now_ms() -> Millis {
     jiff::Timestamp::now().as_millisecond()
 }

@@ -56,7 +56,7 @@ impl Default for ClientPolicy {
             max_age: Duration::from_secs(30),
             backoff_base: Duration::from_millis(200),
             lookup_mode: LookupMode::default(),
-            search_chunk: 50,
+            search_chunk: closeflow_close_api::search::SearchOptions::default().chunk,
             live: LiveOptions::default(),
         }
     }

@@ -66,9 +66,9 @@ impl Options {
             node,
             prefix: "CLOSEFLOW".into(),
             partitions: 8,
-            ack_wait: Duration::from_secs(30),
-            dedup_window: Duration::from_secs(24 * 3600),
-            retention: Duration::from_secs(24 * 3600),
+            ack_wait: crate::ACK_WAIT,
+            dedup_window: crate::DEDUP_WINDOW,
+            retention: crate::DEDUP_WINDOW,
             replicas: None,
         }
     }

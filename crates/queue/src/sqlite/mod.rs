@@ -45,8 +45,8 @@ impl Options {
     pub fn in_dir(dir: &Path) -> Options {
         Options {
             path: dir.join("queue.db"),
-            dedup_window_ms: 24 * 3600 * 1000,
-            retention_ms: 24 * 3600 * 1000,
+            dedup_window_ms: crate::DEDUP_WINDOW.as_millis() as i64,
+            retention_ms: crate::DEDUP_WINDOW.as_millis() as i64,
             repair: true,
             refresh_every: std::time::Duration::from_secs(1),
         }

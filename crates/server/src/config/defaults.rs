@@ -1,7 +1,8 @@
 //! Every default of `closeflow serve`, written once. The CLI's flags show these in `--help`,
 //! [`super::ServeConfig::new`] and the sub-configurations' `Default`s start from them, so a
 //! library user, a test and the binary all run with the same values. Plain values only: this
-//! file imports nothing of the crate, so any module may read it.
+//! file imports nothing of the crate, so any module may read it. What is the queue's concept
+//! (the dedup window, a cluster's ack deadline) is the queue crate's value, named here.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -17,7 +18,8 @@ pub const DATA_DIR: &str = "closeflow-data";
 /// Events all instances may have waiting together (each gets an equal share).
 pub const MAX_QUEUE: u64 = 1_000_000;
 pub const MIN_FREE_DISK_MIB: u64 = 64;
-pub const DEDUP_WINDOW: Duration = secs(24 * 3600);
+/// The queue's own default, so a queue opened by a library user or `closeflow dlq` agrees.
+pub const DEDUP_WINDOW: Duration = closeflow_queue::DEDUP_WINDOW;
 pub const BODY_TIMEOUT: Duration = secs(10);
 pub const MAX_CONNECTIONS: usize = 1024;
 pub const HEADER_TIMEOUT: Duration = secs(10);
@@ -39,5 +41,5 @@ pub const RETRY_BACKOFF_CAP: Duration = secs(600);
 pub const SIM_PORT: u16 = 9000;
 
 // A cluster.
-pub const ACK_WAIT: Duration = secs(30);
+pub const ACK_WAIT: Duration = closeflow_queue::ACK_WAIT;
 pub const PARTITIONS: u32 = 8;
