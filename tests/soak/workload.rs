@@ -152,12 +152,24 @@ pub fn generate(n: usize, seed: u64) -> Workload {
 /// The soak's instance: identify → contact and lead (title from the traits), group → the
 /// company's lead and plan, track "Signed Up" → the contact's title.
 pub fn instance_yaml(sim_api: &str) -> String {
+    instance("soak", sim_api, &[WRITE_KEY], "test_key", "$.traits.title")
+}
+
+/// An instance over `sim`: identify → contact and lead (the action's defaults, title from
+/// the traits), group → the account's lead, track "Signed Up" → the contact's title.
+pub fn instance(
+    name: &str,
+    sim_api: &str,
+    write_keys: &[&str],
+    api_key: &str,
+    title: &str,
+) -> String {
     format!(
-        r#"name: soak
+        r#"name: {name}
 endpoint: {sim_api}
-write_key: {WRITE_KEY}
+write_key: [{keys}]
 settings:
-  api_key: test_key
+  api_key: {api_key}
   contact_custom_field_id_for_user_id: cf_user
   lead_custom_field_id_for_company_id: cf_company
 mappings:
@@ -165,7 +177,7 @@ mappings:
     trigger: type = "identify"
     action: create_or_update_contact_and_lead
     fields:
-      contact_title: $.traits.title
+      contact_title: {title}
   - name: Accounts
     trigger: type = "group"
     action: create_or_update_contact_and_lead
@@ -185,7 +197,8 @@ mappings:
     action: create_or_update_contact_and_lead
     fields:
       contact_title: Signed up
-"#
+"#,
+        keys = write_keys.join(", ")
     )
 }
 

@@ -44,8 +44,9 @@ pub struct ServeArgs {
     )]
     pub log_format: LogFormat,
     /// Events all instances may have waiting together; each instance gets an equal share, and
-    /// its write keys are answered 503 (with Retry-After) once its share is waiting.
-    #[arg(long, default_value_t = defaults::MAX_QUEUE, value_parser = at_least_one_u64())]
+    /// its write keys are answered 503 (with Retry-After) once its share is waiting (0: intake
+    /// refuses every event while delivery drains what waits).
+    #[arg(long, default_value_t = defaults::MAX_QUEUE)]
     pub max_queue: u64,
     /// Queue storage all instances may fill together (MiB; default: no limit but the disk),
     /// shared the same way. It limits intake only: delivery always records its outcomes.

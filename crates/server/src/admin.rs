@@ -121,11 +121,7 @@ async fn list<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
     Query(f): Query<Filter>,
 ) -> Result<axum::Json<Value>, Refusal> {
-    let list = app
-        .queue
-        .dead_letters(f.instance.as_deref())
-        .await
-        .map_err(|e| Refusal::from(&e))?;
+    let list = app.queue.dead_letters(f.instance.as_deref()).await?;
     Ok(axum::Json(
         json!({"dead_letters": list.iter().map(dead_letter_json).collect::<Vec<_>>()}),
     ))
@@ -136,12 +132,7 @@ async fn show<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Value>, Refusal> {
-    match app
-        .queue
-        .dead_letter(id)
-        .await
-        .map_err(|e| Refusal::from(&e))?
-    {
+    match app.queue.dead_letter(id).await? {
         Some(d) => Ok(axum::Json(dead_letter_json(&d))),
         None => Err(no_such_dead_letter()),
     }
@@ -152,16 +143,11 @@ async fn replay_one<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Value>, Refusal> {
-    let instance = match app
-        .queue
-        .dead_letter(id)
-        .await
-        .map_err(|e| Refusal::from(&e))?
-    {
+    let instance = match app.queue.dead_letter(id).await? {
         Some(d) => d.instance,
         None => return Err(no_such_dead_letter()),
     };
-    if !app.queue.replay(id).await.map_err(|e| Refusal::from(&e))? {
+    if !app.queue.replay(id).await? {
         return Err(no_such_dead_letter());
     }
     app.wakers.wake(&instance);
@@ -173,19 +159,10 @@ async fn replay_all<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
     Query(f): Query<Filter>,
 ) -> Result<axum::Json<Value>, Refusal> {
-    let list = app
-        .queue
-        .dead_letters(f.instance.as_deref())
-        .await
-        .map_err(|e| Refusal::from(&e))?;
+    let list = app.queue.dead_letters(f.instance.as_deref()).await?;
     let mut done = Vec::new();
     for d in list {
-        if app
-            .queue
-            .replay(d.id)
-            .await
-            .map_err(|e| Refusal::from(&e))?
-        {
+        if app.queue.replay(d.id).await? {
             app.wakers.wake(&d.instance);
             done.push(d.id);
         }
@@ -198,12 +175,7 @@ async fn drop_one<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Value>, Refusal> {
-    if app
-        .queue
-        .drop_dead(id)
-        .await
-        .map_err(|e| Refusal::from(&e))?
-    {
+    if app.queue.drop_dead(id).await? {
         Ok(axum::Json(json!({"dropped": [id]})))
     } else {
         Err(no_such_dead_letter())

@@ -75,8 +75,9 @@ impl IntoResponse for Refusal {
     }
 }
 
-impl From<&closeflow_queue::QueueError> for Refusal {
-    fn from(e: &closeflow_queue::QueueError) -> Refusal {
+/// A queue that cannot answer an admin request: 503, the client may come back.
+impl From<closeflow_queue::QueueError> for Refusal {
+    fn from(e: closeflow_queue::QueueError) -> Refusal {
         Refusal::unavailable("queue_unavailable", e.to_string())
     }
 }

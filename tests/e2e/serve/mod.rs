@@ -19,52 +19,7 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(90);
 
-/// An instance over `sim`: identify → contact and lead (the action's defaults, title from
-/// the traits), group → the account's lead, track "Signed Up" → the contact's title.
-pub(crate) fn instance(
-    name: &str,
-    sim_api: &str,
-    write_keys: &[&str],
-    api_key: &str,
-    title: &str,
-) -> String {
-    format!(
-        r#"name: {name}
-endpoint: {sim_api}
-write_key: [{keys}]
-settings:
-  api_key: {api_key}
-  contact_custom_field_id_for_user_id: cf_user
-  lead_custom_field_id_for_company_id: cf_company
-mappings:
-  - name: People
-    trigger: type = "identify"
-    action: create_or_update_contact_and_lead
-    fields:
-      contact_title: {title}
-  - name: Accounts
-    trigger: type = "group"
-    action: create_or_update_contact_and_lead
-    fields:
-      lead_external_id: $.groupId
-      lead_name: $.traits.name
-      lead_custom_fields:
-        cf_plan: $.traits.plan
-      contact_name: null
-      contact_email: null
-      contact_phone: null
-      contact_url: null
-      contact_title: null
-      contact_external_id: null
-  - name: Sign-ups
-    trigger: type = "track" and event = "Signed Up"
-    action: create_or_update_contact_and_lead
-    fields:
-      contact_title: Signed up
-"#,
-        keys = write_keys.join(", ")
-    )
-}
+pub(crate) use closeflow_e2e::soak::workload::instance;
 
 /// The usual one-instance setup: "acme" over `sim_api`, write key `wk`, API key `test_key`.
 pub(crate) fn acme(dir: &Path, sim_api: &str) {

@@ -26,40 +26,6 @@ const SKIP_DIRS: &[&str] = &["target", "node_modules", ".venv"];
 /// here.
 const ALLOWED_LONG: &[(&str, &str)] = &[];
 
-/// Files whose findings only warn for now: they belong to the other slices of issue 20, which
-/// are splitting them in parallel. The lead empties this list once those slices have merged;
-/// a finding warns only when every file on it is listed here, so a new one anywhere fails.
-const WARN_ONLY: &[(&str, &str)] = &[
-    (
-        "crates/close/src/client.rs",
-        "circle with search.rs; slice A",
-    ),
-    (
-        "crates/close/src/search.rs",
-        "circle with client.rs; slice A",
-    ),
-    (
-        "crates/server/src/queue/sqlite.rs",
-        "839 lines; slice B moves the queue",
-    ),
-    (
-        "crates/server/src/queue/jetstream/owner.rs",
-        "753 lines; slice B moves the queue",
-    ),
-    (
-        "crates/server/src/app.rs",
-        "circle with admin, ops, intake; the lead's slice D",
-    ),
-    ("crates/server/src/admin.rs", "circle with app.rs; slice D"),
-    ("crates/server/src/ops.rs", "circle with app.rs; slice D"),
-    (
-        "crates/server/src/intake/mod.rs",
-        "circle with app.rs; slice D",
-    ),
-    ("crates/cli/src/lookups.rs", "circle with serve.rs; slice D"),
-    ("crates/cli/src/serve.rs", "circle with lookups.rs; slice D"),
-];
-
 /// One thing wrong with the tree.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Finding {
@@ -71,15 +37,6 @@ pub enum Finding {
         files: Vec<PathBuf>,
         edges: Vec<String>,
     },
-}
-
-impl Finding {
-    fn files(&self) -> Vec<&Path> {
-        match self {
-            Finding::TooLong { file, .. } => vec![file],
-            Finding::Circle { files, .. } => files.iter().map(PathBuf::as_path).collect(),
-        }
-    }
 }
 
 impl std::fmt::Display for Finding {
@@ -166,31 +123,16 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Findings split into those that fail and those that only warn (every file on [`WARN_ONLY`]).
-pub fn judge(findings: Vec<Finding>, warn_only: &[(&str, &str)]) -> (Vec<Finding>, Vec<Finding>) {
-    findings.into_iter().partition(|f| {
-        !f.files()
-            .iter()
-            .all(|file| warn_only.iter().any(|(w, _)| Path::new(w) == *file))
-    })
-}
-
 /// `cargo xtask shape`.
 pub fn run(root: &Path) -> Result<()> {
-    let (fail, warn) = judge(check(root, TREES, ALLOWED_LONG), WARN_ONLY);
-    for w in &warn {
-        println!("warning (another slice's file, see WARN_ONLY in xtask/src/shape/mod.rs): {w}");
-    }
+    let fail = check(root, TREES, ALLOWED_LONG);
     for f in &fail {
         println!("error: {f}");
     }
     if !fail.is_empty() {
         bail!("the shape check found {} problem(s)", fail.len());
     }
-    println!(
-        "shape: no failure (no file of this slice over {MAX_LINES} lines, no circle); {} warning(s)",
-        warn.len()
-    );
+    println!("shape: no file over {MAX_LINES} lines, no import circle between files");
     Ok(())
 }
 
