@@ -24,7 +24,7 @@ impl std::fmt::Display for Span {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.0.as_millis();
         let units = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")];
-        match units.iter().find(|(u, _)| ms > 0 && ms % u == 0) {
+        match units.iter().find(|(u, _)| ms > 0 && ms.is_multiple_of(*u)) {
             Some((u, name)) => write!(f, "{}{name}", ms / u),
             None if ms == 0 => f.write_str("0"),
             None => write!(f, "{ms}ms"),
