@@ -105,7 +105,7 @@ async fn the_keys_of_several_events_go_out_as_one_search_and_come_back_to_the_ri
         1,
         "one search for four events' keys"
     );
-    let ids = |f: &closeflow_close::lookup::Found| {
+    let ids = |f: &closeflow_close::lookup::LookupResults| {
         (
             f.leads_by_company
                 .iter()

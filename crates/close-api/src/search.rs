@@ -13,7 +13,7 @@
 //! the client underneath knows calls only.
 
 use crate::client::{CloseError, Reader};
-use closeflow_close::lookup::{Found, LookupRequest};
+use closeflow_close::lookup::{LookupRequest, LookupResults};
 use closeflow_close::model::{Contact, KeyConfig, Lead, norm_email};
 use closeflow_close::payload::Payload;
 use closeflow_close::port::{PortError, ReadPort};
@@ -171,14 +171,14 @@ impl Searcher {
         cfg: &KeyConfig,
         p: &Payload,
         reqs: &[LookupRequest],
-    ) -> Result<Found, CloseError> {
+    ) -> Result<LookupResults, CloseError> {
         let want = EventLookup::of(cfg, p, reqs);
         let mut found = self.find_many(std::slice::from_ref(&want)).await?;
         Ok(found.pop().unwrap_or_default())
     }
 
-    /// Looks up many events' keys at once (see the module doc); one `Found` per want, in order.
-    pub async fn find_many(&self, wants: &[EventLookup]) -> Result<Vec<Found>, CloseError> {
+    /// Looks up many events' keys at once (see the module doc); one `LookupResults` per want, in order.
+    pub async fn find_many(&self, wants: &[EventLookup]) -> Result<Vec<LookupResults>, CloseError> {
         let types = self.reader.field_types().await?;
         let mut results = Results::default();
         let lead_custom: BTreeSet<String> =
@@ -217,12 +217,12 @@ impl Searcher {
                 }
             }
         }
-        let mut found: Vec<Found> = wants
+        let mut found: Vec<LookupResults> = wants
             .iter()
             .map(|w| {
-                let mut f = Found {
+                let mut f = LookupResults {
                     types: types.clone(),
-                    ..Found::default()
+                    ..LookupResults::default()
                 };
                 for l in results.leads.values() {
                     if w.reqs.iter().any(|r| lead_matches(r, l)) {
@@ -243,7 +243,10 @@ impl Searcher {
                 f
             })
             .collect();
-        let missing: BTreeSet<String> = found.iter().flat_map(Found::missing_lead_ids).collect();
+        let missing: BTreeSet<String> = found
+            .iter()
+            .flat_map(LookupResults::missing_lead_ids)
+            .collect();
         let lead_fields = fields(LEAD_FIELDS, &lead_custom).join(",");
         let mut fetched: BTreeMap<String, Lead> = BTreeMap::new();
         for id in missing {
@@ -347,7 +350,7 @@ impl ReadPort for Searcher {
         cfg: &KeyConfig,
         p: &Payload,
         reqs: &[LookupRequest],
-    ) -> Result<Found, PortError> {
+    ) -> Result<LookupResults, PortError> {
         Ok(self.find_one(cfg, p, reqs).await?)
     }
 }

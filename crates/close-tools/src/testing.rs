@@ -81,7 +81,7 @@ pub const STEP_KINDS: &[&str] = &[
 /// whenever the file is a mapping at all, so that later checks (`check_against`, the `state:`
 /// file) can report their problems too; run them only when there is no error.
 pub fn load(file: &str, source: &str) -> (Option<TestFile>, Vec<Diagnostic>) {
-    let mut r = Reader {
+    let mut r = TestFileReader {
         source,
         diags: Vec::new(),
     };
@@ -136,12 +136,12 @@ pub fn check_against(file: &str, tf: &TestFile, inst: &Instance) -> Vec<Diagnost
     out
 }
 
-struct Reader<'s> {
+struct TestFileReader<'s> {
     source: &'s str,
     diags: Vec<Diagnostic>,
 }
 
-impl Reader<'_> {
+impl TestFileReader<'_> {
     fn error(&mut self, code: &'static str, message: String, span: Span, hint: Option<String>) {
         self.diags
             .push(Diagnostic::error(code, message).at(span).maybe_hint(hint));

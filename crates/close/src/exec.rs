@@ -2,7 +2,7 @@
 //! run share `gather` and `plan`; only [`apply`] takes a [`WritePort`], so a dry-run has
 //! nothing to write with.
 
-use crate::lookup::{self, Found};
+use crate::lookup::{self, LookupResults};
 use crate::model::KeyConfig;
 use crate::overlay::Overlay;
 use crate::payload::Payload;
@@ -10,7 +10,7 @@ use crate::plan::{self, Object, Plan, Step, StepKind};
 use crate::port::{PortError, PortErrorKind, ReadPort, WritePort};
 
 /// The records a plan over `found` may write: what the lookups returned.
-fn found_ids(found: &Found) -> Vec<String> {
+fn found_ids(found: &LookupResults) -> Vec<String> {
     let mut ids: Vec<String> = found
         .leads_by_company
         .iter()
@@ -28,10 +28,10 @@ pub async fn gather<R: ReadPort>(
     reads: &R,
     cfg: &KeyConfig,
     p: &Payload,
-) -> Result<Found, PortError> {
+) -> Result<LookupResults, PortError> {
     let reqs = lookup::requests(cfg, p);
     if reqs.is_empty() {
-        return Ok(Found::default());
+        return Ok(LookupResults::default());
     }
     reads.find(cfg, p, &reqs).await
 }

@@ -2,7 +2,7 @@
 //!
 //! A read port ([`crate::port::ReadPort`]; over HTTP, `closeflow-close-api`'s searcher sends one
 //! `or` search for the keys of many events, its live cache coalesces and caches them) hands the
-//! records back as [`Found`]. The planner filters them exactly itself, so near matches from
+//! records back as [`LookupResults`]. The planner filters them exactly itself, so near matches from
 //! Close's word search never reach a decision.
 
 use crate::model::{Contact, KeyConfig, Lead};
@@ -101,7 +101,7 @@ pub fn requests(cfg: &KeyConfig, p: &Payload) -> Vec<LookupRequest> {
 
 /// What the lookups returned: candidate records, not yet filtered exactly.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Found {
+pub struct LookupResults {
     pub leads_by_company: Vec<Lead>,
     /// Contacts found by user id or email (each at most once).
     pub contacts: Vec<Contact>,
@@ -111,7 +111,7 @@ pub struct Found {
     pub types: crate::stored::FieldTypes,
 }
 
-impl Found {
+impl LookupResults {
     pub fn add_contact(&mut self, c: Contact) {
         if !self.contacts.iter().any(|x| x.id == c.id) {
             self.contacts.push(c);

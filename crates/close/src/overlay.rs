@@ -9,7 +9,7 @@
 //! lookups (created by the run, or changed to match). The plan is applied to that view, and the
 //! records it wrote (with the lead of each contact written) are stored back.
 
-use crate::lookup::{Found, LookupRequest};
+use crate::lookup::{LookupRequest, LookupResults};
 use crate::model::{Contact, KeyConfig, Lead, custom_text_of, norm_email};
 use crate::plan::{Object, Plan, StepKind};
 use crate::state::{State, contact_json, lead_json};
@@ -131,7 +131,11 @@ impl Overlay {
 
     /// What a dry-run's lookup sees (see the module's documentation), and the view it was read
     /// from, which [`Overlay::apply`] applies the plan to.
-    pub fn lookup_over(&mut self, found: &Found, reqs: &[LookupRequest]) -> (Found, State) {
+    pub fn lookup_over(
+        &mut self,
+        found: &LookupResults,
+        reqs: &[LookupRequest],
+    ) -> (LookupResults, State) {
         if self.types.is_empty() && !found.types.is_empty() {
             self.types = found.types.clone();
         }
@@ -345,7 +349,7 @@ mod tests {
             },
         ];
         for r in &reqs {
-            let (seen, _) = o.lookup_over(&Found::default(), std::slice::from_ref(r));
+            let (seen, _) = o.lookup_over(&LookupResults::default(), std::slice::from_ref(r));
             assert_eq!(seen, state.lookup(std::slice::from_ref(r)), "{r:?}");
         }
         // A changed key is found by its new value only.
@@ -358,20 +362,22 @@ mod tests {
             value: user.into(),
         };
         assert!(
-            o.lookup_over(&Found::default(), &[by("u1")])
+            o.lookup_over(&LookupResults::default(), &[by("u1")])
                 .0
                 .contacts
                 .is_empty()
         );
         assert_eq!(
-            o.lookup_over(&Found::default(), &[by("u2")]).0.contacts,
+            o.lookup_over(&LookupResults::default(), &[by("u2")])
+                .0
+                .contacts,
             vec![c]
         );
         let email = LookupRequest::ContactsByEmail {
             email: "a@x.com".into(),
         };
         assert!(
-            o.lookup_over(&Found::default(), &[email])
+            o.lookup_over(&LookupResults::default(), &[email])
                 .0
                 .contacts
                 .is_empty()

@@ -7,7 +7,7 @@
 //! Their error, [`PortError`], is this crate's own: what went wrong in words, how the executor
 //! and its callers must treat it ([`PortErrorKind`]), and Close's last reply when there was one.
 
-use crate::lookup::{Found, LookupRequest};
+use crate::lookup::{LookupRequest, LookupResults};
 use crate::model::KeyConfig;
 use crate::payload::Payload;
 use serde_json::{Map, Value};
@@ -62,7 +62,7 @@ pub trait ReadPort {
         cfg: &KeyConfig,
         p: &Payload,
         reqs: &[LookupRequest],
-    ) -> impl Future<Output = Result<Found, PortError>> + Send;
+    ) -> impl Future<Output = Result<LookupResults, PortError>> + Send;
 
     /// A live run wrote and Close replied with this record (a port that caches refreshes it).
     fn written(&self, _reply: &Value) {}
@@ -156,7 +156,7 @@ impl ReadPort for crate::state::State {
         _: &KeyConfig,
         _: &Payload,
         reqs: &[LookupRequest],
-    ) -> Result<Found, PortError> {
+    ) -> Result<LookupResults, PortError> {
         Ok(self.lookup(reqs))
     }
 }
@@ -167,7 +167,7 @@ impl ReadPort for crate::snapshot::Snapshot {
         _: &KeyConfig,
         _: &Payload,
         reqs: &[LookupRequest],
-    ) -> Result<Found, PortError> {
+    ) -> Result<LookupResults, PortError> {
         Ok(self.lookup(reqs))
     }
 }

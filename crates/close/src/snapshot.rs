@@ -4,7 +4,7 @@
 //! and by normalised email; a lookup parses only the leads it finds. Reading goes lead by lead through the one reading the simulator uses
 //! (`closeflow_snapshot`), so the parsed snapshot is never held whole.
 
-use crate::lookup::{Found, LookupRequest};
+use crate::lookup::{LookupRequest, LookupResults};
 use crate::model::{Contact, KeyConfig, Lead, norm_email};
 use crate::stored::FieldTypes;
 use serde_json::Value;
@@ -188,10 +188,10 @@ impl Snapshot {
     }
 
     /// What Close's searches would return: exactly matching records, and the contacts' leads.
-    pub fn lookup(&self, reqs: &[LookupRequest]) -> Found {
-        let mut f = Found {
+    pub fn lookup(&self, reqs: &[LookupRequest]) -> LookupResults {
+        let mut f = LookupResults {
             types: self.types.clone(),
-            ..Found::default()
+            ..LookupResults::default()
         };
         let mut parsed: HashMap<u32, (Lead, Vec<Contact>)> = HashMap::new();
         for r in reqs {

@@ -7,7 +7,7 @@
 //! hold the lookup keys (those given to [`State::track_keys`]; a lookup on another field reads
 //! every record), so a lookup costs the records it finds, not the records held.
 
-use crate::lookup::{Found, LookupRequest};
+use crate::lookup::{LookupRequest, LookupResults};
 use crate::model::{Contact, Customs, Lead, norm_email};
 use crate::plan::{Object, Plan, StepKind};
 use crate::stored::FieldTypes;
@@ -213,10 +213,10 @@ impl State {
 
     /// What Close's searches would return for these requests (exactly matching records, plus
     /// the leads of the contacts found).
-    pub fn lookup(&self, reqs: &[LookupRequest]) -> Found {
-        let mut f = Found {
+    pub fn lookup(&self, reqs: &[LookupRequest]) -> LookupResults {
+        let mut f = LookupResults {
             types: self.types.clone(),
-            ..Found::default()
+            ..LookupResults::default()
         };
         // A tracked field is looked up in its index, another one scanned.
         let at = |m: &ByCustom, field: &str, value: &str, scan: &dyn Fn() -> Vec<usize>| match m

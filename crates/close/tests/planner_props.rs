@@ -295,7 +295,7 @@ proptest! {
     #[test]
     fn indexed_lookups_find_what_a_scan_finds(state in state_strategy(), cfg in cfg_strategy(), p in payload_strategy(), q in payload_strategy()) {
         // The same records, whatever order they come in.
-        let sorted = |mut f: lookup::Found| {
+        let sorted = |mut f: lookup::LookupResults| {
             f.contacts.sort_by(|a, b| a.id.cmp(&b.id));
             f.leads.sort_by(|a, b| a.id.cmp(&b.id));
             f.leads_by_company.sort_by(|a, b| a.id.cmp(&b.id));

@@ -71,7 +71,7 @@ pub struct Delivery {
 
 /// What happened to a delivered event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settle {
+pub enum Outcome {
     /// Planned and written (or nothing needed writing): final.
     Applied,
     /// Nothing to do for this event (e.g. no mapping matched): final.

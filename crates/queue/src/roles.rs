@@ -7,8 +7,8 @@
 //! settled at most once by the process that holds it, and only a retry hands the lease back.
 
 use crate::{
-    DeadLetter, Delivery, Enqueued, InstanceStats, Load, Millis, NewEvent, QueueError, Retained,
-    Settle,
+    DeadLetter, Delivery, Enqueued, InstanceStats, Load, Millis, NewEvent, Outcome, QueueError,
+    Retained,
 };
 use std::future::Future;
 
@@ -34,7 +34,7 @@ pub trait Settles: Clone + Send + Sync + 'static {
     fn settle(
         &self,
         lease: Lease<Self>,
-        outcome: Settle,
+        outcome: Outcome,
     ) -> impl Future<Output = Result<Option<Lease<Self>>, SettleError<Self>>> + Send;
 }
 
@@ -167,13 +167,13 @@ impl<B: Settles> Lease<B> {
     /// A lease settles once; a second settle of it does not compile:
     /// ```compile_fail
     /// # async fn twice(q: closeflow_queue::sqlite::SqliteQueue) {
-    /// use closeflow_queue::{Deliver, Settle};
+    /// use closeflow_queue::{Deliver, Outcome};
     /// let lease = q.fetch("a", 1).await.unwrap().remove(0);
-    /// let _ = lease.settle(Settle::Applied).await;
-    /// let _ = lease.settle(Settle::Applied).await;
+    /// let _ = lease.settle(Outcome::Applied).await;
+    /// let _ = lease.settle(Outcome::Applied).await;
     /// # }
     /// ```
-    pub async fn settle(self, outcome: Settle) -> Result<Option<Lease<B>>, SettleError<B>> {
+    pub async fn settle(self, outcome: Outcome) -> Result<Option<Lease<B>>, SettleError<B>> {
         let backend = self.backend.clone();
         backend.settle(self, outcome).await
     }

@@ -3,7 +3,7 @@
 //! from the file itself.
 
 use closeflow_queue::sqlite::{Options, SqliteQueue};
-use closeflow_queue::{Deliver, Enqueued, Inspect, Intake, NewEvent, Settle, now_ms};
+use closeflow_queue::{Deliver, Enqueued, Inspect, Intake, NewEvent, Outcome, now_ms};
 
 fn ev(id: &str, pad: usize) -> NewEvent {
     NewEvent {
@@ -43,13 +43,13 @@ async fn each_instances_depth_and_waiting_bytes_are_read_from_the_file_and_survi
     let dead = got.iter().filter(|d| d.id % 10 == 0).count() as u64;
     for d in got {
         let outcome = if d.id % 10 == 0 {
-            Settle::Dead {
+            Outcome::Dead {
                 reason: "rejected".into(),
                 error: "HTTP 400".into(),
                 last_reply: None,
             }
         } else {
-            Settle::Applied
+            Outcome::Applied
         };
         d.settle(outcome).await.unwrap();
     }
@@ -77,7 +77,7 @@ async fn a_file_without_the_depth_table_gets_it_filled_at_open() {
         .await
         .unwrap();
     let mut got = q.fetch("a", 1).await.unwrap();
-    got.remove(0).settle(Settle::Applied).await.unwrap();
+    got.remove(0).settle(Outcome::Applied).await.unwrap();
     drop(q);
     wait_closed(dir.path());
     let c = rusqlite::Connection::open(dir.path().join("queue.db")).unwrap();
@@ -193,7 +193,7 @@ async fn a_stats_read_beside_a_settle_keeps_the_depth_exact() {
         let mut got = q.fetch("a", 10).await.unwrap();
         assert_eq!(got.len(), 1);
         // Both jobs are sent before the writer wakes, so they usually share a group.
-        let (settled, stats) = tokio::join!(got.remove(0).settle(Settle::Applied), q.stats());
+        let (settled, stats) = tokio::join!(got.remove(0).settle(Outcome::Applied), q.stats());
         settled.unwrap();
         stats.unwrap();
         assert_eq!(q.load("a").queued, 0, "after event {i}");

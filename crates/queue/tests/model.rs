@@ -17,10 +17,10 @@ use closeflow_e2e::nats::NatsCluster;
 use closeflow_queue::jetstream::{self, JetStreamQueue};
 use closeflow_queue::sqlite::{Options, SqliteQueue};
 use closeflow_queue::{
-    DeadLetters, Deliver, Inspect, Intake, Lease, NewEvent, Queue, Settle, now_ms,
+    DeadLetters, Deliver, Inspect, Intake, Lease, NewEvent, Outcome, Queue, now_ms,
 };
 use proptest::prelude::*;
-use reference::{Model, Outcome};
+use reference::{Model, ModelOutcome};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ enum Op {
         max: usize,
     },
     /// Settles the `pick`-th lease held.
-    Settle {
+    Outcome {
         pick: usize,
         outcome: u8,
     },
@@ -59,7 +59,7 @@ fn op(restarts: bool) -> impl Strategy<Value = Op> {
         4 => (0..2usize, 1..4usize, any::<bool>())
             .prop_map(|(inst, n, d)| Op::Enqueue { inst, n, dup: d && n == 1 }),
         3 => (0..2usize, 1..5usize).prop_map(|(inst, max)| Op::Fetch { inst, max }),
-        5 => (any::<usize>(), 0..4u8).prop_map(|(pick, outcome)| Op::Settle { pick, outcome }),
+        5 => (any::<usize>(), 0..4u8).prop_map(|(pick, outcome)| Op::Outcome { pick, outcome }),
         2 => any::<usize>().prop_map(|pick| Op::Replay { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Drop { pick }),
         1 => Just(if restarts { Op::Restart } else { Op::Stats }),
@@ -120,30 +120,30 @@ fn ev(id: &str) -> NewEvent {
     }
 }
 
-fn outcome(kind: u8) -> (Settle, Outcome) {
+fn outcome(kind: u8) -> (Outcome, ModelOutcome) {
     match kind {
-        0 => (Settle::Applied, Outcome::Applied),
+        0 => (Outcome::Applied, ModelOutcome::Applied),
         1 => (
-            Settle::Skipped {
+            Outcome::Skipped {
                 reason: "no_mapping_matched".into(),
             },
-            Outcome::Skipped,
+            ModelOutcome::Skipped,
         ),
         2 => (
-            Settle::Retry {
+            Outcome::Retry {
                 not_before: now_ms(),
                 reason: "close_unavailable".into(),
                 error: "HTTP 503".into(),
             },
-            Outcome::Retry,
+            ModelOutcome::Retry,
         ),
         _ => (
-            Settle::Dead {
+            Outcome::Dead {
                 reason: "rejected".into(),
                 error: "HTTP 400".into(),
                 last_reply: None,
             },
-            Outcome::Dead,
+            ModelOutcome::Dead,
         ),
     }
 }
@@ -245,7 +245,7 @@ async fn run<S: Store>(s: &mut S, ops: &[Op], id_prefix: &str) {
                 );
                 held.extend(got);
             }
-            Op::Settle {
+            Op::Outcome {
                 pick,
                 outcome: kind,
             } => {

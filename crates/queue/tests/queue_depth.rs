@@ -13,7 +13,7 @@ use closeflow_e2e::nats::NatsCluster;
 use closeflow_queue::jetstream::{self, JetStreamQueue};
 use closeflow_queue::sqlite::{Options, SqliteQueue};
 use closeflow_queue::{
-    DeadLetters, Deliver, Enqueued, Inspect, Intake, Lease, NewEvent, Queue, Settle, now_ms,
+    DeadLetters, Deliver, Enqueued, Inspect, Intake, Lease, NewEvent, Outcome, Queue, now_ms,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ enum Op {
         max: usize,
     },
     /// Settles the `pick`-th event held (0 applied, 1 skipped, 2 retry, 3 dead).
-    Settle {
+    Outcome {
         pick: usize,
         kind: u8,
     },
@@ -58,7 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..2usize, 1..4usize, any::<bool>()).prop_map(|(inst, n, d)| Op::Enqueue { inst, n, dup: d && n == 1 }),
         3 => (0..2usize, 1..5usize).prop_map(|(inst, max)| Op::Fetch { inst, max }),
-        4 => (any::<usize>(), 0..4u8).prop_map(|(pick, kind)| Op::Settle { pick, kind }),
+        4 => (any::<usize>(), 0..4u8).prop_map(|(pick, kind)| Op::Outcome { pick, kind }),
         2 => any::<usize>().prop_map(|pick| Op::SettleDuringScrape { pick }),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(pick, side)| Op::Replay { pick, side }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, side)| Op::Drop { pick, side }),
@@ -168,18 +168,18 @@ fn ev(id: &str) -> NewEvent {
     }
 }
 
-fn outcome(kind: u8) -> Settle {
+fn outcome(kind: u8) -> Outcome {
     match kind {
-        0 => Settle::Applied,
-        1 => Settle::Skipped {
+        0 => Outcome::Applied,
+        1 => Outcome::Skipped {
             reason: "no_mapping_matched".into(),
         },
-        2 => Settle::Retry {
+        2 => Outcome::Retry {
             not_before: now_ms(),
             reason: "close_unavailable".into(),
             error: "HTTP 503".into(),
         },
-        _ => Settle::Dead {
+        _ => Outcome::Dead {
             reason: "rejected".into(),
             error: "HTTP 400".into(),
             last_reply: None,
@@ -272,7 +272,7 @@ async fn run<S: Store>(s: &S, ops: &[Op], id_prefix: &str) {
                     }
                 }
             }
-            Op::Settle { pick, kind } => {
+            Op::Outcome { pick, kind } => {
                 if held.is_empty() {
                     continue;
                 }
@@ -294,7 +294,7 @@ async fn run<S: Store>(s: &S, ops: &[Op], id_prefix: &str) {
                 let d = held.remove(pick % held.len());
                 let instance = d.instance.clone();
                 let (settled, a, b) = tokio::join!(
-                    d.settle(Settle::Applied),
+                    d.settle(Outcome::Applied),
                     s.main().stats(),
                     s.main().stats()
                 );

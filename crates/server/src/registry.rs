@@ -91,7 +91,7 @@ pub enum FileReport {
 }
 
 #[derive(Default)]
-struct Inner {
+struct Registered {
     /// By instance name: what intake and delivery use now.
     active: BTreeMap<String, Arc<Active>>,
     /// Instances whose file was removed: still delivered (their events stay queued), no intake.
@@ -119,7 +119,7 @@ struct Seen {
 pub struct Registry {
     dir: PathBuf,
     policy: ClientPolicy,
-    inner: RwLock<Inner>,
+    inner: RwLock<Registered>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -159,11 +159,11 @@ impl Registry {
         Registry {
             dir: dir.to_path_buf(),
             policy,
-            inner: RwLock::new(Inner::default()),
+            inner: RwLock::new(Registered::default()),
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registered> {
         self.inner
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

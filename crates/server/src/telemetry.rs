@@ -8,7 +8,7 @@
 
 use closeflow_close_api::client::{CallObserver, CallRecord};
 use closeflow_mapping::Diagnostic;
-use closeflow_queue::{Delivery, InstanceStats, QueueError, Settle, now_ms};
+use closeflow_queue::{Delivery, InstanceStats, Outcome, QueueError, now_ms};
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::fmt::Write as _;
@@ -305,7 +305,7 @@ impl InternalEvent for EventRejected<'_> {
 
 pub struct EventSettled<'a> {
     pub delivery: &'a Delivery,
-    pub outcome: &'a Settle,
+    pub outcome: &'a Outcome,
 }
 
 impl InternalEvent for EventSettled<'_> {
@@ -313,17 +313,17 @@ impl InternalEvent for EventSettled<'_> {
         let d = self.delivery;
         let latency = (now_ms() - d.received_at).max(0) as f64 / 1000.0;
         match self.outcome {
-            Settle::Applied => {
+            Outcome::Applied => {
                 info!(instance = %d.instance, message_id = %d.message_id, "event applied");
             }
-            Settle::Skipped { reason } => {
+            Outcome::Skipped { reason } => {
                 info!(instance = %d.instance, message_id = %d.message_id, reason = %reason, "event skipped");
             }
-            Settle::Retry { reason, error, .. } => {
+            Outcome::Retry { reason, error, .. } => {
                 warn!(instance = %d.instance, message_id = %d.message_id, attempt = d.attempts + 1, reason = %reason, error = %error, "delivery failed; will retry");
                 return;
             }
-            Settle::Dead { reason, error, .. } => {
+            Outcome::Dead { reason, error, .. } => {
                 error!(instance = %d.instance, message_id = %d.message_id, reason = %reason, error = %error, "event dead-lettered");
             }
         }

@@ -72,7 +72,7 @@ pub(crate) struct Window {
     pub count: u32,
 }
 
-pub(crate) struct Inner {
+pub(crate) struct Org {
     pub api_keys: Vec<String>,
     pub custom_fields: Map<String, Value>,
     pub lead_statuses: Vec<Value>,
@@ -89,7 +89,7 @@ pub(crate) struct Inner {
 /// A running simulator's shared state.
 #[derive(Clone)]
 pub struct Sim {
-    pub(crate) inner: Arc<Mutex<Inner>>,
+    pub(crate) inner: Arc<Mutex<Org>>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -108,7 +108,7 @@ pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}_{tail}")
 }
 
-impl Inner {
+impl Org {
     /// A strictly increasing timestamp, so `date_created` orders records by creation.
     pub fn now(&mut self) -> String {
         let wall = SystemTime::now()
@@ -198,7 +198,7 @@ impl Sim {
                 limits
             }
         };
-        let mut inner = Inner {
+        let mut inner = Org {
             api_keys,
             custom_fields,
             lead_statuses,
@@ -243,7 +243,7 @@ impl Sim {
         })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Org> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -6,7 +6,7 @@
 
 use super::options::LiveOptions;
 use crate::search::EventLookup;
-use closeflow_close::lookup::{Found, LookupRequest};
+use closeflow_close::lookup::{LookupRequest, LookupResults};
 use closeflow_close::model::{Contact, KeyConfig, Lead, norm_email};
 use closeflow_close::stored::FieldTypes;
 use serde_json::Value;
@@ -180,10 +180,10 @@ impl Cache {
         want: &EventLookup,
         now: Instant,
         opts: &LiveOptions,
-    ) -> Option<Found> {
-        let mut f = Found {
+    ) -> Option<LookupResults> {
+        let mut f = LookupResults {
             types: self.types.clone()?,
-            ..Found::default()
+            ..LookupResults::default()
         };
         let lead = |id: &str| {
             self.leads
@@ -225,7 +225,7 @@ impl Cache {
     pub(super) fn store(
         &mut self,
         want: &EventLookup,
-        found: &Found,
+        found: &LookupResults,
         asked: Instant,
         read: &(BTreeSet<String>, BTreeSet<String>),
         keys: &KeyConfig,

@@ -5,14 +5,14 @@
 use super::LiveSource;
 use crate::client::CloseError;
 use crate::search::EventLookup;
-use closeflow_close::lookup::Found;
+use closeflow_close::lookup::LookupResults;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// A lookup waiting for the coalescer's next search.
 pub(super) struct Waiting {
     pub(super) want: EventLookup,
-    pub(super) reply: oneshot::Sender<Result<Found, CloseError>>,
+    pub(super) reply: oneshot::Sender<Result<LookupResults, CloseError>>,
 }
 
 impl LiveSource {

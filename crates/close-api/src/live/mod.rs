@@ -28,7 +28,7 @@ pub use options::LiveOptions;
 use crate::client::CloseError;
 use crate::search::{EventLookup, Searcher};
 use cache::{Cache, cache_key};
-use closeflow_close::lookup::{Found, LookupRequest};
+use closeflow_close::lookup::{LookupRequest, LookupResults};
 use closeflow_close::model::KeyConfig;
 use closeflow_close::payload::Payload;
 use closeflow_close::port::{PortError, ReadPort, RecordHold};
@@ -111,7 +111,7 @@ impl LiveSource {
         !self.shared.opts.ttl.is_zero()
     }
 
-    fn cached(&self, want: &EventLookup) -> Option<Found> {
+    fn cached(&self, want: &EventLookup) -> Option<LookupResults> {
         if !self.caching() {
             return None;
         }
@@ -119,7 +119,7 @@ impl LiveSource {
     }
 
     /// Stores what a search that started at `asked` found.
-    fn remember(&self, wants: &[EventLookup], found: &[Found], asked: Instant) {
+    fn remember(&self, wants: &[EventLookup], found: &[LookupResults], asked: Instant) {
         if !self.caching() {
             return;
         }
@@ -182,7 +182,7 @@ impl ReadPort for LiveSource {
         cfg: &KeyConfig,
         p: &Payload,
         reqs: &[LookupRequest],
-    ) -> Result<Found, PortError> {
+    ) -> Result<LookupResults, PortError> {
         use std::sync::atomic::Ordering::Relaxed;
         let want = EventLookup::of(cfg, p, reqs);
         if let Some(f) = self.cached(&want) {

@@ -10,7 +10,7 @@ mod fields;
 mod matcher;
 mod update;
 
-use crate::lookup::{self, Found, Keys, Warning};
+use crate::lookup::{self, Keys, LookupResults, Warning};
 use crate::model::{Contact, KeyConfig, Lead, by_age};
 use crate::payload::Payload;
 use create::{create_contact, create_lead};
@@ -142,7 +142,7 @@ impl Plan {
 
 /// Plans one event. `found` may hold near matches and unrelated records; only exact matches
 /// count.
-pub fn plan(cfg: &KeyConfig, p: &Payload, found: &Found) -> Plan {
+pub fn plan(cfg: &KeyConfig, p: &Payload, found: &LookupResults) -> Plan {
     let (keys, warnings) = lookup::keys(cfg, p);
     let mut out = Plan {
         warnings,
@@ -196,7 +196,7 @@ struct Planner<'a> {
     cfg: &'a KeyConfig,
     keys: &'a Keys,
     p: &'a Payload,
-    found: &'a Found,
+    found: &'a LookupResults,
     m: Matcher<'a>,
 }
 

@@ -12,10 +12,10 @@
 //! their ack deadline; see [`super::owner`] for why the order of a partition's events survives
 //! a takeover.
 
-use super::Inner;
+use super::NodeState;
 use super::errors::failed;
 use super::nodes::{PartitionLease, fresh, heartbeat, live_nodes};
-use super::owner::{self, Inst, step_bound};
+use super::owner::{self, InstanceQueue, step_bound};
 use crate::QueueError;
 use async_nats::jetstream::consumer;
 use async_nats::jetstream::{self, AckKind, kv};
@@ -27,9 +27,9 @@ use tracing::{info, warn};
 /// Opens an instance for delivery: its consumers exist and this node has claimed its share
 /// of the partitions (the first time, at once, so a lone node delivers immediately).
 pub(crate) async fn open_for_delivery(
-    me: &Arc<Inner>,
+    me: &Arc<NodeState>,
     instance: &str,
-) -> Result<Arc<Inst>, QueueError> {
+) -> Result<Arc<InstanceQueue>, QueueError> {
     let inst = owner::open(me, instance).await?;
     inst.consumers
         .get_or_try_init(|| async {
@@ -70,7 +70,7 @@ pub(crate) async fn open_for_delivery(
 
 /// One round of lease keeping for an instance: renew, release, claim; all partitions at once,
 /// so that one slow answer delays no other renewal.
-async fn manage(me: &Arc<Inner>, instance: &str, inst: &Arc<Inst>, nodes: &[String]) {
+async fn manage(me: &Arc<NodeState>, instance: &str, inst: &Arc<InstanceQueue>, nodes: &[String]) {
     let n = nodes.len().max(1);
     let me_at = nodes.iter().position(|x| *x == me.opts.node);
     let mut set = tokio::task::JoinSet::new();
@@ -82,7 +82,7 @@ async fn manage(me: &Arc<Inner>, instance: &str, inst: &Arc<Inst>, nodes: &[Stri
     while set.join_next().await.is_some() {}
 }
 
-async fn keep_lease(me: &Inner, instance: &str, inst: &Inst, p: u32, assigned: bool) {
+async fn keep_lease(me: &NodeState, instance: &str, inst: &InstanceQueue, p: u32, assigned: bool) {
     let key = me.names.lease_key(instance, p);
     // The lease's revision, and whether this node still holds events from the partition.
     let lease = {
@@ -178,7 +178,7 @@ async fn keep_lease(me: &Inner, instance: &str, inst: &Inst, p: u32, assigned: b
 /// redelivered to the new owner). One not started yet is dropped when the scheduler tries to
 /// start it (`hold_keys` answers `None`); one in flight cannot be settled here any more
 /// (`settle` answers `NotFound`).
-fn lost(inst: &Inst, p: u32) {
+fn lost(inst: &InstanceQueue, p: u32) {
     let mut st = inst.lock();
     st.owned.remove(&p);
     st.gapped.remove(&p);
@@ -186,7 +186,7 @@ fn lost(inst: &Inst, p: u32) {
 }
 
 /// Extends the ack deadline of every event held from a partition whose lease is fresh.
-async fn extend(me: &Inner, inst: &Inst) {
+async fn extend(me: &NodeState, inst: &InstanceQueue) {
     let msgs: Vec<jetstream::Message> = {
         let st = inst.lock();
         st.held
@@ -201,8 +201,8 @@ async fn extend(me: &Inner, inst: &Inst) {
 }
 
 /// The node's background work: heartbeat, leases, deadline extension, the queue depth.
-pub(crate) fn start(me: &Arc<Inner>) {
-    let weak: Weak<Inner> = Arc::downgrade(me);
+pub(crate) fn start(me: &Arc<NodeState>) {
+    let weak: Weak<NodeState> = Arc::downgrade(me);
     let tick = (me.opts.ack_wait / 4).max(Duration::from_millis(200));
     tokio::spawn(async move {
         let mut last_depth = Instant::now() - Duration::from_secs(10);
@@ -213,7 +213,7 @@ pub(crate) fn start(me: &Arc<Inner>) {
                 Ok(Err(e)) => warn!(error = %e, "cannot reach the NATS cluster"),
                 Err(_) => warn!("the NATS cluster did not answer a heartbeat in time"),
             }
-            let insts: Vec<(String, Arc<Inst>)> = me
+            let insts: Vec<(String, Arc<InstanceQueue>)> = me
                 .instances
                 .lock()
                 .await
@@ -246,7 +246,7 @@ pub(crate) fn start(me: &Arc<Inner>) {
 }
 
 /// Wakes the local scheduler when any node queued events for an instance.
-pub(crate) async fn listen_for_arrivals(me: &Arc<Inner>) -> Result<(), QueueError> {
+pub(crate) async fn listen_for_arrivals(me: &Arc<NodeState>) -> Result<(), QueueError> {
     let mut sub = me
         .client
         .subscribe(me.names.wake_all())

@@ -6,9 +6,9 @@
 //! while the write is under way, deleted after it. Partitioning already sends events sharing
 //! their first key to one node; the locks cover events that share some other key.
 
-use super::Inner;
+use super::NodeState;
 use super::nodes::fresh;
-use super::owner::{self, Inst};
+use super::owner::{self, InstanceQueue};
 use crate::{Delivery, KeyHold, QueueError};
 use async_nats::jetstream::kv;
 use std::sync::Arc;
@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 /// Locks an event's keys for planning (see the module's doc); `None` when the event is no
 /// longer this node's.
 pub(crate) async fn hold_keys(
-    me: &Arc<Inner>,
+    me: &Arc<NodeState>,
     d: &Delivery,
     keys: &[String],
 ) -> Result<Option<KeyHold>, QueueError> {
     let inst = owner::open(me, &d.instance).await?;
-    let mine = |inst: &Inst| -> Option<bool> {
+    let mine = |inst: &InstanceQueue| -> Option<bool> {
         let st = inst.lock();
         let h = st.held.get(&d.id)?;
         let l = st.owned.get(&h.partition)?;
@@ -33,7 +33,7 @@ pub(crate) async fn hold_keys(
     keys.dedup();
     let value: bytes::Bytes = format!("{} {}", me.opts.node, d.id).into();
     let mut taken: Vec<(String, u64)> = Vec::new();
-    let release = |taken: Vec<(String, u64)>, me: Arc<Inner>| async move {
+    let release = |taken: Vec<(String, u64)>, me: Arc<NodeState>| async move {
         for (k, rev) in taken {
             let _ = me.locks.delete_expect_revision(&k, Some(rev)).await;
         }

@@ -35,7 +35,7 @@ use crate::{Load, QueueError};
 use async_nats::jetstream::{self, kv, stream};
 use errors::failed;
 use names::Names;
-use owner::Inst;
+use owner::InstanceQueue;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +86,7 @@ pub type Arrived = Arc<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct JetStreamQueue {
-    inner: Arc<Inner>,
+    inner: Arc<NodeState>,
 }
 
 impl std::fmt::Debug for JetStreamQueue {
@@ -95,7 +95,7 @@ impl std::fmt::Debug for JetStreamQueue {
     }
 }
 
-pub(crate) struct Inner {
+pub(crate) struct NodeState {
     js: jetstream::Context,
     client: async_nats::Client,
     names: Names,
@@ -106,7 +106,7 @@ pub(crate) struct Inner {
     locks: kv::Store,
     dlq: stream::Stream,
     counts: stream::Stream,
-    instances: tokio::sync::Mutex<HashMap<String, Arc<Inst>>>,
+    instances: tokio::sync::Mutex<HashMap<String, Arc<InstanceQueue>>>,
     keyer: Option<Keyer>,
     arrived: Option<Arrived>,
     /// Each instance's stream as last read (see [`JetStreamQueue::load`]).
@@ -183,7 +183,7 @@ impl JetStreamQueue {
             })
             .await
             .map_err(|e| failed("creating the counter stream", e))?;
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(NodeState {
             js,
             client,
             names,

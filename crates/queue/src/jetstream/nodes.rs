@@ -2,7 +2,7 @@
 //! a partition lease this node holds is still fresh. Both the lease keeper (`leases`) and the
 //! event holder (`owner`) ask these questions, so they live apart from both.
 
-use super::Inner;
+use super::NodeState;
 use super::errors::failed;
 use super::names;
 use crate::QueueError;
@@ -17,11 +17,11 @@ pub(super) struct PartitionLease {
 }
 
 /// A lease renewed recently enough that its events' deadlines may still be extended.
-pub(super) fn fresh(me: &Inner, l: &PartitionLease) -> bool {
+pub(super) fn fresh(me: &NodeState, l: &PartitionLease) -> bool {
     l.renewed.elapsed() < me.opts.ack_wait / 2
 }
 
-pub(super) async fn heartbeat(me: &Inner) -> Result<(), QueueError> {
+pub(super) async fn heartbeat(me: &NodeState) -> Result<(), QueueError> {
     me.leases
         .put(
             me.names.node_key(&me.opts.node),
@@ -33,7 +33,7 @@ pub(super) async fn heartbeat(me: &Inner) -> Result<(), QueueError> {
 }
 
 /// The live nodes, sorted: those whose heartbeat has not expired from the lease bucket.
-pub(super) async fn live_nodes(me: &Inner) -> Result<Vec<String>, QueueError> {
+pub(super) async fn live_nodes(me: &NodeState) -> Result<Vec<String>, QueueError> {
     let stream = me
         .js
         .get_stream(format!("KV_{}", me.names.leases_bucket()))

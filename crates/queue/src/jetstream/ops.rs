@@ -4,7 +4,7 @@
 use super::errors::{failed, no_message};
 use super::names;
 use super::records::{DeadHeader, unframe};
-use super::{Inner, JetStreamQueue, leases, locks, owner, stats};
+use super::{JetStreamQueue, NodeState, leases, locks, owner, stats};
 use crate::{
     DeadLetter, DeadLetters, Deliver, Delivery, Enqueued, Inspect, InstanceStats, Intake, KeyHold,
     Lease, Load, Millis, NewEvent, QueueError, Retained, Upkeep,
@@ -12,7 +12,7 @@ use crate::{
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 
-impl Inner {
+impl NodeState {
     async fn dead_letter_at(&self, seq: u64) -> Result<Option<DeadLetter>, QueueError> {
         match self.dlq.get_raw_message(seq).await {
             Ok(m) => Ok(self.parse_dead(&m)),
@@ -45,7 +45,13 @@ impl Inner {
 
     /// The partition of an event of `instance`: a hash of its first lookup key (by the keyer the
     /// server gave), else of its `messageId`.
-    fn partition(&self, inst: &owner::Inst, instance: &str, message_id: &str, body: &str) -> u32 {
+    fn partition(
+        &self,
+        inst: &owner::InstanceQueue,
+        instance: &str,
+        message_id: &str,
+        body: &str,
+    ) -> u32 {
         let key = self
             .keyer
             .as_ref()

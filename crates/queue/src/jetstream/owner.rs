@@ -16,7 +16,7 @@
 
 use super::errors::failed;
 use super::nodes::{self, PartitionLease};
-use super::{Inner, names};
+use super::{NodeState, names};
 use crate::{Delivery, QueueError};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, stream};
@@ -32,12 +32,12 @@ const PULL_BOUND: Duration = Duration::from_secs(2);
 
 /// The longest one lease-keeping step may take (a cluster electing a leader answers nothing):
 /// a stuck request must not make the node miss its other renewals.
-pub(super) fn step_bound(me: &Inner) -> Duration {
+pub(super) fn step_bound(me: &NodeState) -> Duration {
     (me.opts.ack_wait / 4).max(Duration::from_millis(500))
 }
 
 /// One instance's queue as this node sees it.
-pub(crate) struct Inst {
+pub(crate) struct InstanceQueue {
     pub partitions: u32,
     pub(super) stream: stream::Stream,
     pub(super) consumers: tokio::sync::OnceCell<Vec<PullConsumer>>,
@@ -69,7 +69,7 @@ pub(crate) struct Held {
     handed_out: bool,
 }
 
-impl Inst {
+impl InstanceQueue {
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
@@ -110,7 +110,7 @@ impl Inst {
 }
 
 /// Opens an instance's queue (creating its stream the first time).
-pub(crate) async fn open(me: &Inner, instance: &str) -> Result<Arc<Inst>, QueueError> {
+pub(crate) async fn open(me: &NodeState, instance: &str) -> Result<Arc<InstanceQueue>, QueueError> {
     let mut map = me.instances.lock().await;
     if let Some(i) = map.get(instance) {
         return Ok(i.clone());
@@ -144,7 +144,7 @@ pub(crate) async fn open(me: &Inner, instance: &str) -> Result<Arc<Inst>, QueueE
         .and_then(|p| p.parse().ok())
         .filter(|p| *p > 0)
         .unwrap_or(me.opts.partitions);
-    let inst = Arc::new(Inst {
+    let inst = Arc::new(InstanceQueue {
         partitions,
         stream,
         consumers: tokio::sync::OnceCell::new(),
@@ -157,7 +157,11 @@ pub(crate) async fn open(me: &Inner, instance: &str) -> Result<Arc<Inst>, QueueE
 
 /// Pulls new events from the partitions this node owns, when something may have arrived:
 /// told so (an arrival), or every half second (redeliveries announce nothing).
-pub(crate) async fn pull(me: &Inner, inst: &Inst, max: usize) -> Result<(), QueueError> {
+pub(crate) async fn pull(
+    me: &NodeState,
+    inst: &InstanceQueue,
+    max: usize,
+) -> Result<(), QueueError> {
     let partitions: Vec<u32> = {
         let mut st = inst.lock();
         let due = inst.dirty.swap(false, Ordering::Relaxed)
@@ -227,7 +231,7 @@ pub(crate) async fn pull(me: &Inner, inst: &Inst, max: usize) -> Result<(), Queu
 /// than this node holds. Held events are counted before the consumer is asked: an event
 /// acknowledged in between lowers only the consumer's count, so a settle never looks like a
 /// gap. A partition whose count cannot be read is treated as gapped (until the next pull).
-async fn find_gaps(inst: &Inst, consumers: &[PullConsumer], partitions: &[u32]) {
+async fn find_gaps(inst: &InstanceQueue, consumers: &[PullConsumer], partitions: &[u32]) {
     let asks = partitions.iter().map(|&p| {
         let held = inst
             .lock()
@@ -259,8 +263,8 @@ async fn find_gaps(inst: &Inst, consumers: &[PullConsumer], partitions: &[u32]) 
 /// Takes a pulled message into the held set: a redelivery of one already held replaces the
 /// handle; one whose record says it was settled is finished, not handed out again.
 async fn admit(
-    me: &Inner,
-    inst: &Inst,
+    me: &NodeState,
+    inst: &InstanceQueue,
     partition: u32,
     msg: jetstream::Message,
 ) -> Result<(), QueueError> {
@@ -324,7 +328,7 @@ async fn admit(
     Ok(())
 }
 
-fn instance_of(me: &Inner, subject: &str) -> String {
+fn instance_of(me: &NodeState, subject: &str) -> String {
     subject
         .strip_prefix(&format!("{}.q.", me.names.prefix))
         .and_then(|r| r.rsplit_once('.'))
@@ -333,7 +337,7 @@ fn instance_of(me: &Inner, subject: &str) -> String {
 }
 
 /// This node's part, for `GET /admin/cluster`.
-pub(crate) async fn status(me: &Inner) -> Value {
+pub(crate) async fn status(me: &NodeState) -> Value {
     let nodes = nodes::live_nodes(me).await.unwrap_or_default();
     let mut instances = serde_json::Map::new();
     for (name, inst) in me.instances.lock().await.iter() {

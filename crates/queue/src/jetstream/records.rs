@@ -3,7 +3,7 @@
 //! value. Their JSON keys are the ones existing clusters hold (short ones where the record is
 //! per event), fixed here by serde renames; fields appear in the order they always were written.
 
-use crate::{Millis, Settle, now_ms};
+use crate::{Millis, Outcome, now_ms};
 use serde::{Deserialize, Serialize};
 
 /// The first line of a queued event (then a newline, then the event as it was stored).
@@ -70,11 +70,11 @@ pub struct Final {
 
 impl Final {
     /// `outcome` as reached by `node` now.
-    pub fn of(outcome: &Settle, node: &str) -> Final {
+    pub fn of(outcome: &Outcome, node: &str) -> Final {
         let (kind, reason, error, last_reply) = match outcome {
-            Settle::Applied => (Kind::Applied, "", "", None),
-            Settle::Skipped { reason } => (Kind::Skipped, reason.as_str(), "", None),
-            Settle::Dead {
+            Outcome::Applied => (Kind::Applied, "", "", None),
+            Outcome::Skipped { reason } => (Kind::Skipped, reason.as_str(), "", None),
+            Outcome::Dead {
                 reason,
                 error,
                 last_reply,
@@ -84,7 +84,7 @@ impl Final {
                 error.as_str(),
                 last_reply.clone(),
             ),
-            Settle::Retry { reason, error, .. } => {
+            Outcome::Retry { reason, error, .. } => {
                 (Kind::Retry, reason.as_str(), error.as_str(), None)
             }
         };

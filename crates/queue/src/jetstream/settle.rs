@@ -6,12 +6,12 @@
 use super::errors::failed;
 use super::owner::{self, Held};
 use super::records::{DeadHeader, EventRecord, Final, Kind, frame};
-use super::{Inner, JetStreamQueue, names};
-use crate::{Lease, QueueError, Settle, SettleError, Settles};
+use super::{JetStreamQueue, NodeState, names};
+use crate::{Lease, Outcome, QueueError, SettleError, Settles};
 use async_nats::HeaderMap;
 use async_nats::jetstream::kv;
 
-impl Inner {
+impl NodeState {
     /// Adds `by` to a durable counter; with `once`, a repeat of the same id adds nothing.
     pub(super) async fn count(
         &self,
@@ -149,7 +149,7 @@ impl Settles for JetStreamQueue {
     async fn settle(
         &self,
         mut lease: Lease<JetStreamQueue>,
-        outcome: Settle,
+        outcome: Outcome,
     ) -> Result<Option<Lease<JetStreamQueue>>, SettleError<JetStreamQueue>> {
         match settle(&self.inner, &lease, outcome).await {
             Ok(None) => Ok(None),
@@ -166,9 +166,9 @@ impl Settles for JetStreamQueue {
 
 /// Records `outcome`; `Ok(Some((attempts, not_before)))` after a retry.
 async fn settle(
-    me: &Inner,
+    me: &NodeState,
     d: &crate::Delivery,
-    outcome: Settle,
+    outcome: Outcome,
 ) -> Result<Option<(u32, crate::Millis)>, QueueError> {
     let inst = owner::open(me, &d.instance).await?;
     let Some(held) = inst.held(d.id) else {
@@ -190,7 +190,7 @@ async fn settle(
         return Err(QueueError::NotFound(d.id));
     }
     let attempts = record.attempts();
-    if let Settle::Retry {
+    if let Outcome::Retry {
         not_before,
         reason,
         error,
@@ -210,7 +210,7 @@ async fn settle(
             .await?;
         return Ok(Some((attempts as u32 + 1, *not_before)));
     }
-    if matches!(outcome, Settle::Dead { .. }) {
+    if matches!(outcome, Outcome::Dead { .. }) {
         record.attempts = Some(attempts);
     }
     record.outcome = Some(Final::of(&outcome, &me.opts.node));

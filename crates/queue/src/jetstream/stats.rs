@@ -7,14 +7,14 @@
 
 use super::errors::failed;
 use super::records::CounterValue;
-use super::{Inner, names};
+use super::{NodeState, names};
 use crate::{InstanceStats, Load, Millis, NodeCounts, QueueError, Retained};
 use async_nats::jetstream::stream;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 
 /// `(instance, stream name)` of every instance queue in the cluster.
-async fn queues(me: &Inner) -> Result<Vec<(String, String)>, QueueError> {
+async fn queues(me: &NodeState) -> Result<Vec<(String, String)>, QueueError> {
     let mut names_ = me.js.stream_names();
     let mut out = Vec::new();
     while let Some(n) = names_.next().await {
@@ -27,7 +27,7 @@ async fn queues(me: &Inner) -> Result<Vec<(String, String)>, QueueError> {
 }
 
 /// The current info of the queue stream named `s`.
-async fn queue_info(me: &Inner, s: &str) -> Result<stream::Info, QueueError> {
+async fn queue_info(me: &NodeState, s: &str) -> Result<stream::Info, QueueError> {
     me.js
         .get_stream_no_info(s)
         .await
@@ -38,7 +38,7 @@ async fn queue_info(me: &Inner, s: &str) -> Result<stream::Info, QueueError> {
 }
 
 /// What each instance's queue stream holds now: the stream is the one source of its depth.
-pub(crate) async fn loads(me: &Inner) -> Result<HashMap<String, Load>, QueueError> {
+pub(crate) async fn loads(me: &NodeState) -> Result<HashMap<String, Load>, QueueError> {
     let mut out = HashMap::new();
     for (i, s) in queues(me).await? {
         let st = queue_info(me, &s).await?.state;
@@ -53,7 +53,7 @@ pub(crate) async fn loads(me: &Inner) -> Result<HashMap<String, Load>, QueueErro
     Ok(out)
 }
 
-pub(crate) async fn stats(me: &Inner) -> Result<Vec<InstanceStats>, QueueError> {
+pub(crate) async fn stats(me: &NodeState) -> Result<Vec<InstanceStats>, QueueError> {
     let mut by: BTreeMap<String, InstanceStats> = BTreeMap::new();
     let entry = |by: &mut BTreeMap<String, InstanceStats>, i: &str| {
         by.entry(i.to_string()).or_insert_with(|| InstanceStats {
@@ -161,7 +161,7 @@ pub(crate) async fn stats(me: &Inner) -> Result<Vec<InstanceStats>, QueueError> 
 /// until the retention window ends) or still queued, in queue order after `after`. Reads them
 /// one by one: meant for `capture`-sized reads, not for bulk export.
 pub(crate) async fn retained(
-    me: &Inner,
+    me: &NodeState,
     instance: &str,
     since: Millis,
     after: i64,

@@ -5,7 +5,7 @@ use super::schema::{DEAD, DONE, QUEUED, bump};
 use super::{Options, SqliteQueue, sql_err};
 use crate::{
     DeadLetter, DeadLetters, Deliver, Delivery, Enqueued, Inspect, InstanceStats, Intake, Lease,
-    Load, Millis, NewEvent, QueueError, Retained, Settle, SettleError, Settles, Upkeep, now_ms,
+    Load, Millis, NewEvent, Outcome, QueueError, Retained, SettleError, Settles, Upkeep, now_ms,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -132,11 +132,11 @@ impl Settles for SqliteQueue {
     async fn settle(
         &self,
         mut lease: Lease<SqliteQueue>,
-        outcome: Settle,
+        outcome: Outcome,
     ) -> Result<Option<Lease<SqliteQueue>>, SettleError<SqliteQueue>> {
         let (id, instance) = (lease.id, lease.instance.clone());
         let retry_at = match &outcome {
-            Settle::Retry { not_before, .. } => Some(*not_before),
+            Outcome::Retry { not_before, .. } => Some(*not_before),
             _ => None,
         };
         let recorded = self.run(
@@ -144,19 +144,19 @@ impl Settles for SqliteQueue {
                 let c = &ctx.conn;
                 let now = now_ms();
                 let changed = match &outcome {
-                    Settle::Applied => c.execute(
+                    Outcome::Applied => c.execute(
                         "UPDATE events SET state = 1, outcome = 'applied', settled_at = ?2 WHERE seq = ?1 AND state = 0",
                         params![id, now],
                     ),
-                    Settle::Skipped { reason } => c.execute(
+                    Outcome::Skipped { reason } => c.execute(
                         "UPDATE events SET state = 1, outcome = ?2, settled_at = ?3 WHERE seq = ?1 AND state = 0",
                         params![id, format!("skipped: {reason}"), now],
                     ),
-                    Settle::Retry { not_before, error, .. } => c.execute(
+                    Outcome::Retry { not_before, error, .. } => c.execute(
                         "UPDATE events SET attempts = attempts + 1, not_before = ?2, error = ?3 WHERE seq = ?1 AND state = 0",
                         params![id, not_before, error],
                     ),
-                    Settle::Dead { reason, error, last_reply } => c.execute(
+                    Outcome::Dead { reason, error, last_reply } => c.execute(
                         "UPDATE events SET state = 2, attempts = attempts + 1, outcome = ?2, error = ?3, last_reply = ?4, settled_at = ?5
                          WHERE seq = ?1 AND state = 0",
                         params![id, reason, error, last_reply, now],
@@ -168,10 +168,10 @@ impl Settles for SqliteQueue {
                     return Err(QueueError::NotFound(id));
                 }
                 let (name, reason) = match &outcome {
-                    Settle::Applied => ("applied", ""),
-                    Settle::Skipped { reason } => ("skipped", reason.as_str()),
-                    Settle::Retry { reason, .. } => ("retried", reason.as_str()),
-                    Settle::Dead { reason, .. } => ("dead_lettered", reason.as_str()),
+                    Outcome::Applied => ("applied", ""),
+                    Outcome::Skipped { reason } => ("skipped", reason.as_str()),
+                    Outcome::Retry { reason, .. } => ("retried", reason.as_str()),
+                    Outcome::Dead { reason, .. } => ("dead_lettered", reason.as_str()),
                 };
                 bump(c, &instance, name, reason, 1).map_err(sql_err)
             },

@@ -5,8 +5,8 @@
 //! of the process), with a short dedup window so that expiry can be observed.
 
 use closeflow_queue::{
-    DeadLetters, Deliver, Enqueued, Inspect, InstanceStats, Intake, Lease, NewEvent, Queue, Settle,
-    now_ms,
+    DeadLetters, Deliver, Enqueued, Inspect, InstanceStats, Intake, Lease, NewEvent, Outcome,
+    Queue, now_ms,
 };
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -111,7 +111,7 @@ pub async fn duplicates_are_stored_once<H: Harness>(mut h: H) {
     let mut got = q.fetch("a", 10).await.unwrap();
     assert_eq!(got.len(), 1);
     // Still a duplicate once settled, within the window.
-    got.remove(0).settle(Settle::Applied).await.unwrap();
+    got.remove(0).settle(Outcome::Applied).await.unwrap();
     assert_eq!(
         q.enqueue("a", evs(&["m1"])).await.unwrap(),
         [Enqueued::Duplicate]
@@ -143,7 +143,7 @@ pub async fn unsettled_events_come_back_after_a_restart<H: Harness>(mut h: H) {
     let q = h.open().await;
     q.enqueue("a", evs(&["m1", "m2"])).await.unwrap();
     let mut got = q.fetch("a", 10).await.unwrap().into_iter();
-    first(&mut got).settle(Settle::Applied).await.unwrap();
+    first(&mut got).settle(Outcome::Applied).await.unwrap();
     // The process goes away with every lease it held.
     drop((got, q));
     let q = h.open().await;
@@ -171,7 +171,7 @@ pub async fn final_outcomes_are_final_and_counted_once<H: Harness>(mut h: H) {
     let mut got = q.fetch("a", 10).await.unwrap().into_iter();
     assert!(
         first(&mut got)
-            .settle(Settle::Applied)
+            .settle(Outcome::Applied)
             .await
             .unwrap()
             .is_none(),
@@ -179,13 +179,13 @@ pub async fn final_outcomes_are_final_and_counted_once<H: Harness>(mut h: H) {
          the same lease does not compile; see `Lease::settle`)"
     );
     first(&mut got)
-        .settle(Settle::Skipped {
+        .settle(Outcome::Skipped {
             reason: "not_matched".into(),
         })
         .await
         .unwrap();
     first(&mut got)
-        .settle(Settle::Dead {
+        .settle(Outcome::Dead {
             reason: "rejected".into(),
             error: "HTTP 400".into(),
             last_reply: Some("{}".into()),
@@ -228,7 +228,7 @@ pub async fn a_retry_keeps_the_event_and_its_attempts<H: Harness>(mut h: H) {
     let later = now_ms() + 60_000;
     for n in 1..=2 {
         d = d
-            .settle(Settle::Retry {
+            .settle(Outcome::Retry {
                 not_before: later,
                 reason: "http_503".into(),
                 error: "HTTP 503".into(),
@@ -249,7 +249,7 @@ pub async fn a_retry_keeps_the_event_and_its_attempts<H: Harness>(mut h: H) {
     let d = back.remove(0);
     assert_eq!(d.attempts, 2, "attempts are durable");
     assert_eq!(d.not_before, later, "the backoff is durable");
-    d.settle(Settle::Applied).await.unwrap();
+    d.settle(Outcome::Applied).await.unwrap();
     assert!(stats_of(&q, "a").await.balanced());
 }
 
@@ -258,7 +258,7 @@ pub async fn dead_letters_list_show_replay_drop<H: Harness>(mut h: H) {
     q.enqueue("a", evs(&["m1", "m2"])).await.unwrap();
     q.enqueue("b", evs(&["m3"])).await.unwrap();
     let mut got = q.fetch("a", 10).await.unwrap().into_iter();
-    let dead = |why: &str| Settle::Dead {
+    let dead = |why: &str| Outcome::Dead {
         reason: why.into(),
         error: format!("{why} happened"),
         last_reply: Some(r#"{"error":"nope"}"#.into()),
@@ -293,7 +293,7 @@ pub async fn dead_letters_list_show_replay_drop<H: Harness>(mut h: H) {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].message_id, "m1");
     assert_eq!(again[0].attempts, 0, "a replay starts afresh");
-    again.remove(0).settle(Settle::Applied).await.unwrap();
+    again.remove(0).settle(Outcome::Applied).await.unwrap();
     assert_eq!(
         q.enqueue("a", evs(&["m1"])).await.unwrap(),
         [Enqueued::Duplicate]
@@ -316,7 +316,7 @@ pub async fn dedup_window_expires<H: Harness>(mut h: H) {
     let q = h.open().await;
     q.enqueue("a", evs(&["m1"])).await.unwrap();
     let d = q.fetch("a", 10).await.unwrap().remove(0);
-    d.settle(Settle::Applied).await.unwrap();
+    d.settle(Outcome::Applied).await.unwrap();
     tokio::time::sleep(h.dedup_window() + Duration::from_millis(300)).await;
     assert_eq!(
         q.enqueue("a", evs(&["m1"])).await.unwrap(),
@@ -352,7 +352,7 @@ pub async fn retained_events_can_be_read_back<H: Harness>(mut h: H) {
     q.enqueue("a", evs(&["m1", "m2"])).await.unwrap();
     q.enqueue("b", evs(&["m3"])).await.unwrap();
     let d = q.fetch("a", 10).await.unwrap().remove(0);
-    d.settle(Settle::Applied).await.unwrap();
+    d.settle(Outcome::Applied).await.unwrap();
     let r = q.retained("a", t0, 0, 10).await.unwrap();
     assert_eq!(
         r.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(),

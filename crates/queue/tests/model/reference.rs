@@ -41,7 +41,7 @@ pub struct Counts {
 
 /// A final outcome or a retry, as the model applies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ModelOutcome {
     Applied,
     Skipped,
     Retry,
@@ -90,7 +90,12 @@ impl Model {
     }
 
     /// Settles a handed-out event; after a retry, its attempts.
-    pub fn settle(&mut self, instance: &str, message_id: &str, outcome: Outcome) -> Option<u32> {
+    pub fn settle(
+        &mut self,
+        instance: &str,
+        message_id: &str,
+        outcome: ModelOutcome,
+    ) -> Option<u32> {
         let i = self.inst(instance);
         let at = i
             .queue
@@ -98,13 +103,13 @@ impl Model {
             .position(|w| w.message_id == message_id && w.handed)
             .expect("the model hands out what is settled");
         match outcome {
-            Outcome::Retry => {
+            ModelOutcome::Retry => {
                 i.queue[at].attempts += 1;
                 return Some(i.queue[at].attempts);
             }
-            Outcome::Applied => i.counts.applied += 1,
-            Outcome::Skipped => i.counts.skipped += 1,
-            Outcome::Dead => {
+            ModelOutcome::Applied => i.counts.applied += 1,
+            ModelOutcome::Skipped => i.counts.skipped += 1,
+            ModelOutcome::Dead => {
                 i.counts.dead_lettered += 1;
                 i.dead.insert(message_id.to_string());
             }

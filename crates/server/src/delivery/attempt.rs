@@ -6,7 +6,7 @@ use super::outcome::{self, RetryPolicy};
 use crate::registry::Active;
 use crate::telemetry::{self, InternalEvent};
 use closeflow_mapping::events::Entry;
-use closeflow_queue::{Deliver, Delivery, KeyHold, Lease, Millis, Settle, now_ms};
+use closeflow_queue::{Deliver, Delivery, KeyHold, Lease, Millis, Outcome, now_ms};
 use serde_json::Value;
 
 /// A failpoint for tests of what a panic in a delivery leaves behind (no event or reply is known
@@ -25,7 +25,7 @@ pub(super) enum Attempt {
     /// The keys could not be held: try again at this time.
     Later(Millis),
     /// The outcome to settle, with the keys held until it is settled.
-    Settle(Settle, KeyHold),
+    Settle(Outcome, KeyHold),
 }
 
 /// One attempt at one event: its keys held, the event planned and written.
@@ -52,7 +52,7 @@ pub(super) async fn attempt<Q: Deliver>(
         }
     };
     let outcome = match event {
-        None => Settle::Dead {
+        None => Outcome::Dead {
             reason: "corrupt_record".into(),
             error: "the queued record is not a JSON object".into(),
             last_reply: None,
@@ -85,7 +85,7 @@ pub(super) async fn attempt<Q: Deliver>(
 pub(super) async fn settle<L: closeflow_queue::Settles>(
     lease: Lease<L>,
     d: &Delivery,
-    outcome: Settle,
+    outcome: Outcome,
 ) -> Option<(Millis, Lease<L>)> {
     match lease.settle(outcome.clone()).await {
         Ok(kept) => {
@@ -95,7 +95,7 @@ pub(super) async fn settle<L: closeflow_queue::Settles>(
             }
             .emit();
             match (&outcome, kept) {
-                (Settle::Retry { not_before, .. }, Some(lease)) => Some((*not_before, lease)),
+                (Outcome::Retry { not_before, .. }, Some(lease)) => Some((*not_before, lease)),
                 _ => None,
             }
         }

@@ -6,7 +6,7 @@ use closeflow_close::plan::StepKind;
 use closeflow_close::port::{PortError, PortErrorKind};
 use closeflow_close::run::EventReport;
 use closeflow_close_api::retry::Backoff;
-use closeflow_queue::{Millis, Settle};
+use closeflow_queue::{Millis, Outcome};
 use std::time::Duration;
 
 /// When an event is given up: after `max_attempts` failed attempts **and** `max_age` since it
@@ -107,7 +107,7 @@ pub fn classify(
     received_at: Millis,
     now: Millis,
     policy: &RetryPolicy,
-) -> Settle {
+) -> Outcome {
     let failure = if let Some(e) = err {
         Some(failure_of(e))
     } else if let Some(m) = &report.error {
@@ -132,7 +132,7 @@ pub fn classify(
             reason,
             error,
             reply,
-        }) => Settle::Dead {
+        }) => Outcome::Dead {
             reason: reason.into(),
             error,
             last_reply: reply,
@@ -141,13 +141,13 @@ pub fn classify(
             let failures = attempts + 1;
             let age = Duration::from_millis((now - received_at).max(0) as u64);
             if failures >= policy.max_attempts && age >= policy.max_age {
-                Settle::Dead {
+                Outcome::Dead {
                     reason: "retries_exhausted".into(),
                     error: format!("gave up after {failures} attempts: {error}"),
                     last_reply: Some(reason.to_string()),
                 }
             } else {
-                Settle::Retry {
+                Outcome::Retry {
                     not_before: now + policy.backoff(failures).as_millis() as Millis,
                     reason: reason.into(),
                     error,
@@ -160,18 +160,18 @@ pub fn classify(
 
 /// Applied when the plan wrote or confirmed something; skipped (with the reason) when no
 /// mapping matched or every step was skipped by a flag or rule.
-fn success(report: &EventReport) -> Settle {
+fn success(report: &EventReport) -> Outcome {
     if !report.mappings.iter().any(|m| m.matched) {
-        return Settle::Skipped {
+        return Outcome::Skipped {
             reason: "not_matched".into(),
         };
     }
     let steps: Vec<_> = report.mappings.iter().flat_map(|m| &m.steps).collect();
     if !steps.is_empty() && steps.iter().all(|s| s.kind == StepKind::Skipped) {
         let reason = steps[0].reason.clone().unwrap_or_else(|| "skipped".into());
-        return Settle::Skipped { reason };
+        return Outcome::Skipped { reason };
     }
-    Settle::Applied
+    Outcome::Applied
 }
 
 #[cfg(test)]
@@ -211,16 +211,16 @@ mod tests {
         // Many attempts, young event: retry.
         assert!(matches!(
             classify(&report(), Some(&e), 10, 0, 1_000, &p),
-            Settle::Retry { .. }
+            Outcome::Retry { .. }
         ));
         // Old event, few attempts: retry.
         assert!(matches!(
             classify(&report(), Some(&e), 0, 0, 3_600_000, &p),
-            Settle::Retry { .. }
+            Outcome::Retry { .. }
         ));
         // Both spent: dead, with the last error kept.
         match classify(&report(), Some(&e), 2, 0, 61_000, &p) {
-            Settle::Dead { reason, error, .. } => {
+            Outcome::Dead { reason, error, .. } => {
                 assert_eq!(reason, "retries_exhausted");
                 assert!(error.contains("HTTP 503"), "{error}");
             }
@@ -237,7 +237,7 @@ mod tests {
             message: "field errors".into(),
         });
         match classify(&report(), Some(&e), 0, 0, 0, &quick()) {
-            Settle::Dead {
+            Outcome::Dead {
                 reason, last_reply, ..
             } => {
                 assert_eq!(reason, "rejected");
@@ -254,7 +254,7 @@ mod tests {
                 0,
                 &quick()
             ),
-            Settle::Dead { .. }
+            Outcome::Dead { .. }
         ));
     }
 
@@ -262,7 +262,7 @@ mod tests {
     fn no_matching_mapping_is_skipped() {
         assert_eq!(
             classify(&report(), None, 0, 0, 0, &quick()),
-            Settle::Skipped {
+            Outcome::Skipped {
                 reason: "not_matched".into()
             }
         );

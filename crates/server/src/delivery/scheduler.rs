@@ -8,7 +8,7 @@ use super::keys::{self, Key};
 use super::{Deliverer, order};
 use crate::registry::Active;
 use crate::telemetry::{self, InternalEvent};
-use closeflow_queue::{Deliver, Delivery, Lease, Millis, Settle, now_ms};
+use closeflow_queue::{Deliver, Delivery, Lease, Millis, Outcome, now_ms};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -258,7 +258,7 @@ async fn attempt_guarded<Q: Deliver>(
             next
         }
         Err(e) => {
-            let outcome = Settle::Dead {
+            let outcome = Outcome::Dead {
                 reason: "internal_error".into(),
                 error: format!("delivery failed inside closeflow: {e}"),
                 last_reply: None,

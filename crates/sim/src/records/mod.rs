@@ -6,7 +6,7 @@
 mod shape;
 
 use crate::search::{self, Obj};
-use crate::store::{Inner, new_id, normalise_contact};
+use crate::store::{Org, new_id, normalise_contact};
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 use shape::{apply_fields, lead_view, pick};
@@ -46,7 +46,7 @@ fn bad_field(field: &str, msg: &str) -> Reply {
 }
 
 pub(crate) fn call(
-    st: &mut Inner,
+    st: &mut Org,
     method: &str,
     path: &str,
     body: &Value,
@@ -190,7 +190,7 @@ fn check_contact_body(b: &Obj) -> Result<(), Refusal> {
 }
 
 /// A new lead from a create body: the API's defaults, the body's fields, creation dates.
-fn new_lead(st: &mut Inner, b: &Obj) -> Obj {
+fn new_lead(st: &mut Org, b: &Obj) -> Obj {
     let now = st.now();
     let mut lead = Obj::new();
     lead.insert("id".into(), json!(new_id("lead")));
@@ -205,7 +205,7 @@ fn new_lead(st: &mut Inner, b: &Obj) -> Obj {
 }
 
 /// A new contact under `lead_id` from a create body, with the server's defaults.
-fn new_contact(st: &mut Inner, lead_id: &str, b: &Obj) -> Obj {
+fn new_contact(st: &mut Org, lead_id: &str, b: &Obj) -> Obj {
     let now = st.now();
     let mut c = Obj::new();
     let cfs = st.custom_fields.clone();
@@ -218,7 +218,7 @@ fn new_contact(st: &mut Inner, lead_id: &str, b: &Obj) -> Obj {
     c
 }
 
-fn create_lead(st: &mut Inner, body: &Value) -> Reply {
+fn create_lead(st: &mut Org, body: &Value) -> Reply {
     let Some(b) = body.as_object() else {
         return err(StatusCode::BAD_REQUEST, "Expected a JSON object.");
     };
@@ -254,7 +254,7 @@ fn create_lead(st: &mut Inner, body: &Value) -> Reply {
     ok(lead_view(st, &lead))
 }
 
-fn create_contact(st: &mut Inner, body: &Value) -> Reply {
+fn create_contact(st: &mut Org, body: &Value) -> Reply {
     let Some(b) = body.as_object() else {
         return err(StatusCode::BAD_REQUEST, "Expected a JSON object.");
     };
@@ -288,7 +288,7 @@ fn create_contact(st: &mut Inner, body: &Value) -> Reply {
     ok(Value::Object(c))
 }
 
-fn update(st: &mut Inner, kind: &str, id: &str, body: &Value) -> Reply {
+fn update(st: &mut Org, kind: &str, id: &str, body: &Value) -> Reply {
     let Some(b) = body.as_object() else {
         return err(StatusCode::BAD_REQUEST, "Expected a JSON object.");
     };
@@ -344,7 +344,7 @@ fn conditions(node: &Value) -> u32 {
     }
 }
 
-fn search(st: &mut Inner, body: &Value) -> Reply {
+fn search(st: &mut Org, body: &Value) -> Reply {
     let Some(query) = body.get("query") else {
         return bad_field("query", "This field is required.");
     };

@@ -2,10 +2,10 @@
 //! values by name), `_fields` picking, and custom field values in the form Close stores them.
 
 use crate::search::Obj;
-use crate::store::Inner;
+use crate::store::Org;
 use serde_json::{Map, Value, json};
 
-pub(super) fn lead_view(st: &Inner, l: &Obj) -> Value {
+pub(super) fn lead_view(st: &Org, l: &Obj) -> Value {
     let mut v = l.clone();
     let id = l.get("id").cloned().unwrap_or(Value::Null);
     let contacts: Vec<Value> = st
