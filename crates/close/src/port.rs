@@ -56,6 +56,31 @@ impl PortError {
 }
 
 /// Something Close records can be read from: the live API, a snapshot, an in-memory state.
+///
+/// What a dry-run holds is only ever one of these, and nothing that can only read is a
+/// [`WritePort`]: a snapshot (or a state) handed to the one function that writes does not
+/// compile, so "a dry-run cannot write" is checked by the compiler:
+///
+/// ```compile_fail,E0277
+/// # async fn f(s: &closeflow_close::snapshot::Snapshot, cfg: &closeflow_close::KeyConfig, p: &closeflow_close::Payload) {
+/// closeflow_close::exec::apply(s, s, cfg, p).await;
+/// # }
+/// ```
+///
+/// ```compile_fail,E0277
+/// # async fn f(s: &closeflow_close::state::State, cfg: &closeflow_close::KeyConfig, p: &closeflow_close::Payload) {
+/// closeflow_close::exec::apply(s, s, cfg, p).await;
+/// # }
+/// ```
+///
+/// The same call with a write port compiles (so the two above fail for the reason given):
+///
+/// ```
+/// # use closeflow_close::port::WritePort;
+/// # async fn f<W: WritePort + Sync>(s: &closeflow_close::state::State, w: &W, cfg: &closeflow_close::KeyConfig, p: &closeflow_close::Payload) {
+/// let _ = closeflow_close::exec::apply(s, w, cfg, p).await;
+/// # }
+/// ```
 pub trait ReadPort {
     fn find(
         &self,
