@@ -34,6 +34,53 @@ async fn sqlite_backend_passes_the_queue_contract() {
     .await;
 }
 
+/// A lease cannot be settled twice (the type consumes it), but a process can still hold a lease
+/// on an event another handle settled meanwhile (`closeflow dlq` beside a server, a takeover):
+/// settling it must be refused as `NotFound`, without the lease back, and count nothing.
+#[tokio::test]
+async fn a_stale_lease_on_an_event_settled_elsewhere_settles_nothing() {
+    use closeflow_queue::{Deliver, Inspect, Intake, NewEvent, Outcome, QueueError, now_ms};
+    let mut h = Sqlite {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let first = h.open().await;
+    let ev = NewEvent {
+        message_id: "m1".into(),
+        body: r#"{"type":"identify","userId":"u1"}"#.into(),
+        received_at: now_ms(),
+    };
+    first.enqueue("a", vec![ev]).await.unwrap();
+    let stale = first
+        .fetch("a", 1)
+        .await
+        .unwrap()
+        .pop()
+        .expect("m1 handed out");
+    // A second handle on the same file hands the unsettled event out again and settles it.
+    let second = h.open().await;
+    let fresh = second
+        .fetch("a", 1)
+        .await
+        .unwrap()
+        .pop()
+        .expect("m1 handed out again");
+    assert!(fresh.settle(Outcome::Applied).await.unwrap().is_none());
+    let refused = stale
+        .settle(Outcome::Applied)
+        .await
+        .expect_err("the event was settled elsewhere");
+    assert!(
+        matches!(refused.error, QueueError::NotFound(_)),
+        "{:?}",
+        refused.error
+    );
+    assert!(refused.lease.is_none(), "nothing to try again with");
+    let stats = first.stats().await.unwrap();
+    let a = stats.iter().find(|s| s.instance == "a").unwrap();
+    assert_eq!((a.accepted, a.applied, a.queued), (1, 1, 0), "counted once");
+    assert!(a.balanced());
+}
+
 /// The JetStream backend against a real `nats-server` (one JetStream server on loopback, one
 /// prefix per check so the checks never see each other's streams).
 struct Nats {

@@ -4,11 +4,33 @@
 use crate::QueueError;
 use async_nats::jetstream::{self, ErrorCode, stream};
 
-/// The JetStream API error inside `e`, if the server answered with one.
-fn api_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a jetstream::Error> {
+/// The JetStream API error inside `e`, if the server answered with one. async-nats carries it
+/// either as a source in the chain (publishing, KV writes) or inside the error's kind (creating
+/// or reading a stream or a consumer: `…ErrorKind::JetStream`, with no source), so both are
+/// looked at.
+fn api_error(e: &(dyn std::error::Error + 'static)) -> Option<jetstream::Error> {
+    use async_nats::jetstream::context::{
+        CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind,
+    };
+    use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
     let mut cur = Some(e);
     while let Some(e) = cur {
         if let Some(api) = e.downcast_ref::<jetstream::Error>() {
+            return Some(api.clone());
+        }
+        if let Some(x) = e.downcast_ref::<CreateStreamError>()
+            && let CreateStreamErrorKind::JetStream(api) = x.kind()
+        {
+            return Some(api);
+        }
+        if let Some(x) = e.downcast_ref::<GetStreamError>()
+            && let GetStreamErrorKind::JetStream(api) = x.kind()
+        {
+            return Some(api);
+        }
+        if let Some(x) = e.downcast_ref::<ConsumerError>()
+            && let ConsumerErrorKind::JetStream(api) = x.kind()
+        {
             return Some(api);
         }
         cur = e.source();
@@ -35,7 +57,7 @@ pub(crate) fn failed(
     e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
 ) -> QueueError {
     let e = e.into();
-    let full = api_error(&*e).is_some_and(is_full);
+    let full = api_error(&*e).as_ref().is_some_and(is_full);
     if full {
         QueueError::Full(format!("{what}: {e}"))
     } else {
@@ -54,5 +76,39 @@ pub(crate) fn no_message(e: &stream::RawMessageError) -> bool {
                     .contains(&api.error_code())
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+
+    fn api(code: u64) -> jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 503, "err_code": code, "description": "insufficient resources"
+        }))
+        .expect("a JetStream API error")
+    }
+
+    #[test]
+    fn a_full_cluster_is_full_whether_the_api_error_is_a_source_or_a_kind() {
+        // As creating an instance's stream reports it: inside the kind, with no source.
+        let in_kind = CreateStreamError::new(CreateStreamErrorKind::JetStream(api(10023)));
+        assert!(matches!(failed("creating", in_kind), QueueError::Full(_)));
+        // As a publish reports it: the API error as the source.
+        let as_source = CreateStreamError::with_source(CreateStreamErrorKind::Response, api(10047));
+        assert!(matches!(failed("storing", as_source), QueueError::Full(_)));
+        // Another API error, or none, is not "full".
+        let other = CreateStreamError::new(CreateStreamErrorKind::JetStream(api(10059)));
+        assert!(matches!(
+            failed("creating", other),
+            QueueError::Unavailable(_)
+        ));
+        let none = CreateStreamError::new(CreateStreamErrorKind::TimedOut);
+        assert!(matches!(
+            failed("creating", none),
+            QueueError::Unavailable(_)
+        ));
     }
 }
