@@ -8,18 +8,17 @@ use closeflow_queue::sqlite::{Options, SqliteQueue};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct CaptureArgs {
     /// The server's data directory.
-    #[arg(long, default_value = "closeflow-data")]
+    #[arg(long, default_value = closeflow_server::config::defaults::DATA_DIR)]
     data_dir: PathBuf,
     #[arg(long)]
     instance: String,
     /// How far back (the queue retains settled events for its dedup window, 24 h by default).
-    #[arg(long, default_value = "24h", value_parser = crate::duration::duration)]
-    since: Duration,
+    #[arg(long, default_value_t = crate::duration::Span(closeflow_server::config::defaults::DEDUP_WINDOW), value_parser = crate::duration::span)]
+    since: crate::duration::Span,
     /// At most this many events, sampled at random (with --seed) over the whole window.
     #[arg(long)]
     sample: Option<usize>,
@@ -58,7 +57,7 @@ pub fn run(a: CaptureArgs) -> Result<ExitCode> {
 }
 
 fn write<Q: Inspect>(rt: &tokio::runtime::Runtime, q: &Q, a: &CaptureArgs) -> Result<ExitCode> {
-    let since = closeflow_queue::now_ms() - a.since.as_millis() as i64;
+    let since = closeflow_queue::now_ms() - a.since.0.as_millis() as i64;
     let mut out = std::io::stdout().lock();
     let mut kept: Vec<(i64, String)> = Vec::new();
     let (mut seen, mut after) = (0usize, 0i64);

@@ -48,7 +48,7 @@ pub enum DlqCmd {
 #[derive(clap::Args)]
 pub struct At {
     /// The server's data directory.
-    #[arg(long, default_value = "closeflow-data")]
+    #[arg(long, default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
     /// Only this instance's dead letters.
     #[arg(long)]

@@ -16,7 +16,7 @@ pub enum ConnectError {
 }
 
 /// The Close URL an instance talks to: the override, else its `endpoint`, else Close's.
-pub fn base_url(inst: &Instance, close_url: Option<&str>) -> String {
+fn base_url(inst: &Instance, close_url: Option<&str>) -> String {
     close_url
         .map(str::to_string)
         .or_else(|| inst.endpoint.clone())
@@ -49,7 +49,7 @@ pub fn client_config(
 /// by the same fields: then a reload may keep the running client (its pacing), lookup cache
 /// and record holds.
 pub fn same_connection(old: &Instance, new: &Instance, close_url: Option<&str>) -> bool {
-    let url = |i: &Instance| close_url.map(str::to_string).or_else(|| i.endpoint.clone());
+    let url = |i: &Instance| base_url(i, close_url);
     let key = |i: &Instance| api_key(i).map(|k| k.expose_secret().to_string());
     url(old) == url(new)
         && key(old) == key(new)

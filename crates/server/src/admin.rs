@@ -2,7 +2,7 @@
 //! Without a token configured the routes do not exist (404), so nothing is open by default.
 
 use crate::app::App;
-use crate::error::Refusal;
+use crate::error::{AdminRefusal, Refusal};
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -31,14 +31,14 @@ pub fn routes<Q: Queue>() -> Router<Arc<App<Q>>> {
 pub struct Admin(());
 
 impl<S: Send + Sync> FromRequestParts<S> for Admin {
-    type Rejection = Refusal;
+    type Rejection = AdminRefusal;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Admin, Refusal> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Admin, AdminRefusal> {
         parts
             .extensions
             .get::<Admin>()
             .copied()
-            .ok_or_else(unauthorized)
+            .ok_or_else(|| AdminRefusal(unauthorized()))
     }
 }
 
@@ -51,12 +51,15 @@ fn unauthorized() -> Refusal {
 }
 
 /// This node's part in a cluster: its name, the live nodes, the partitions it owns.
-async fn cluster<Q: Queue>(_: Admin, State(app): State<Arc<App<Q>>>) -> Result<Response, Refusal> {
+async fn cluster<Q: Queue>(
+    _: Admin,
+    State(app): State<Arc<App<Q>>>,
+) -> Result<Response, AdminRefusal> {
     match app.queue.cluster().await {
         Some(v) => Ok(axum::Json(v).into_response()),
-        None => Err(Refusal::not_found(
-            "this server's queue is not shared (no --queue nats://…)",
-        )),
+        None => Err(
+            Refusal::not_found("this server's queue is not shared (no --queue nats://…)").into(),
+        ),
     }
 }
 
@@ -108,7 +111,7 @@ fn authorize<Q: Queue>(app: &App<Q>, headers: &HeaderMap) -> Result<Admin, Respo
     {
         Ok(Admin(()))
     } else {
-        Err(unauthorized().into_response())
+        Err(AdminRefusal(unauthorized()).into_response())
     }
 }
 
@@ -120,7 +123,7 @@ async fn list<Q: Queue>(
     _: Admin,
     State(app): State<Arc<App<Q>>>,
     Query(f): Query<Filter>,
-) -> Result<axum::Json<Value>, Refusal> {
+) -> Result<axum::Json<Value>, AdminRefusal> {
     let list = app.queue.dead_letters(f.instance.as_deref()).await?;
     Ok(axum::Json(
         json!({"dead_letters": list.iter().map(dead_letter_json).collect::<Vec<_>>()}),
@@ -131,10 +134,10 @@ async fn show<Q: Queue>(
     _: Admin,
     State(app): State<Arc<App<Q>>>,
     Path(id): Path<i64>,
-) -> Result<axum::Json<Value>, Refusal> {
+) -> Result<axum::Json<Value>, AdminRefusal> {
     match app.queue.dead_letter(id).await? {
         Some(d) => Ok(axum::Json(dead_letter_json(&d))),
-        None => Err(no_such_dead_letter()),
+        None => Err(no_such_dead_letter().into()),
     }
 }
 
@@ -142,13 +145,13 @@ async fn replay_one<Q: Queue>(
     _: Admin,
     State(app): State<Arc<App<Q>>>,
     Path(id): Path<i64>,
-) -> Result<axum::Json<Value>, Refusal> {
+) -> Result<axum::Json<Value>, AdminRefusal> {
     let instance = match app.queue.dead_letter(id).await? {
         Some(d) => d.instance,
-        None => return Err(no_such_dead_letter()),
+        None => return Err(no_such_dead_letter().into()),
     };
     if !app.queue.replay(id).await? {
-        return Err(no_such_dead_letter());
+        return Err(no_such_dead_letter().into());
     }
     app.wakers.wake(&instance);
     Ok(axum::Json(json!({"replayed": [id]})))
@@ -158,7 +161,7 @@ async fn replay_all<Q: Queue>(
     _: Admin,
     State(app): State<Arc<App<Q>>>,
     Query(f): Query<Filter>,
-) -> Result<axum::Json<Value>, Refusal> {
+) -> Result<axum::Json<Value>, AdminRefusal> {
     let list = app.queue.dead_letters(f.instance.as_deref()).await?;
     let mut done = Vec::new();
     for d in list {
@@ -174,10 +177,10 @@ async fn drop_one<Q: Queue>(
     _: Admin,
     State(app): State<Arc<App<Q>>>,
     Path(id): Path<i64>,
-) -> Result<axum::Json<Value>, Refusal> {
+) -> Result<axum::Json<Value>, AdminRefusal> {
     if app.queue.drop_dead(id).await? {
         Ok(axum::Json(json!({"dropped": [id]})))
     } else {
-        Err(no_such_dead_letter())
+        Err(no_such_dead_letter().into())
     }
 }

@@ -60,6 +60,13 @@ impl IntoResponse for Refusal {
             status: self.status.as_u16(),
         }
         .emit();
+        self.render()
+    }
+}
+
+impl Refusal {
+    /// The reply alone, not logged or counted.
+    fn render(self) -> Response {
         let mut body = json!({"success": false, "code": self.code, "error": self.message});
         if let Some((field, value)) = self.details {
             body[field] = value;
@@ -72,6 +79,35 @@ impl IntoResponse for Refusal {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(wait));
         }
         r
+    }
+}
+
+/// A refusal on an admin route: the same reply, but not counted with intake's refusals
+/// (`closeflow_requests_rejected_total` is what clients sending events were refused), and
+/// logged at debug level: the operator asking already sees it.
+#[derive(Debug)]
+pub struct AdminRefusal(pub Refusal);
+
+impl From<Refusal> for AdminRefusal {
+    fn from(r: Refusal) -> AdminRefusal {
+        AdminRefusal(r)
+    }
+}
+
+impl From<closeflow_queue::QueueError> for AdminRefusal {
+    fn from(e: closeflow_queue::QueueError) -> AdminRefusal {
+        AdminRefusal(e.into())
+    }
+}
+
+impl IntoResponse for AdminRefusal {
+    fn into_response(self) -> Response {
+        tracing::debug!(
+            code = self.0.code,
+            status = self.0.status.as_u16(),
+            "admin request refused"
+        );
+        self.0.render()
     }
 }
 

@@ -319,7 +319,7 @@ async fn run<Q: queue::Queue>(
     info!(%addr, config = %cfg.config_dir.display(), data = %cfg.data_dir.display(), "closeflow serve is listening");
 
     // Spans for every request; no log line per 5xx: each refusal is logged and counted once,
-    // by kind, in `intake::refuse` (tower-http's default would add an ERROR line for every
+    // by kind, as it is rendered (`error::Refusal`) (tower-http's default would add an ERROR line for every
     // 503 a client is sent while a queue is full, thousands a minute).
     let router = router::router(app.clone(), &cfg.cors_origins)
         .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(()));

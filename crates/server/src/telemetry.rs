@@ -232,8 +232,8 @@ pub fn close_observer(instance: &str) -> CallObserver {
     })
 }
 
-/// A request refused as a whole: at intake before any event was looked at (auth, size, JSON,
-/// back-pressure), or on an admin route.
+/// An intake request refused as a whole, before any event was looked at (auth, size, JSON,
+/// back-pressure). Admin refusals are not counted here (`error::AdminRefusal`).
 pub struct RequestRejected<'a> {
     pub code: &'a str,
     pub status: u16,
@@ -241,7 +241,11 @@ pub struct RequestRejected<'a> {
 
 impl InternalEvent for RequestRejected<'_> {
     fn emit(self) {
-        info!(code = self.code, status = self.status, "request refused");
+        info!(
+            code = self.code,
+            status = self.status,
+            "intake request refused"
+        );
         counter!("closeflow_requests_rejected_total", "reason" => self.code.to_string())
             .increment(1);
     }
