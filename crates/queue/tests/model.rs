@@ -39,7 +39,7 @@ enum Op {
         max: usize,
     },
     /// Settles the `pick`-th lease held.
-    Outcome {
+    Settle {
         pick: usize,
         outcome: u8,
     },
@@ -59,7 +59,7 @@ fn op(restarts: bool) -> impl Strategy<Value = Op> {
         4 => (0..2usize, 1..4usize, any::<bool>())
             .prop_map(|(inst, n, d)| Op::Enqueue { inst, n, dup: d && n == 1 }),
         3 => (0..2usize, 1..5usize).prop_map(|(inst, max)| Op::Fetch { inst, max }),
-        5 => (any::<usize>(), 0..4u8).prop_map(|(pick, outcome)| Op::Outcome { pick, outcome }),
+        5 => (any::<usize>(), 0..4u8).prop_map(|(pick, outcome)| Op::Settle { pick, outcome }),
         2 => any::<usize>().prop_map(|pick| Op::Replay { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Drop { pick }),
         1 => Just(if restarts { Op::Restart } else { Op::Stats }),
@@ -245,7 +245,7 @@ async fn run<S: Store>(s: &mut S, ops: &[Op], id_prefix: &str) {
                 );
                 held.extend(got);
             }
-            Op::Outcome {
+            Op::Settle {
                 pick,
                 outcome: kind,
             } => {

@@ -34,7 +34,7 @@ enum Op {
         max: usize,
     },
     /// Settles the `pick`-th event held (0 applied, 1 skipped, 2 retry, 3 dead).
-    Outcome {
+    Settle {
         pick: usize,
         kind: u8,
     },
@@ -58,7 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..2usize, 1..4usize, any::<bool>()).prop_map(|(inst, n, d)| Op::Enqueue { inst, n, dup: d && n == 1 }),
         3 => (0..2usize, 1..5usize).prop_map(|(inst, max)| Op::Fetch { inst, max }),
-        4 => (any::<usize>(), 0..4u8).prop_map(|(pick, kind)| Op::Outcome { pick, kind }),
+        4 => (any::<usize>(), 0..4u8).prop_map(|(pick, kind)| Op::Settle { pick, kind }),
         2 => any::<usize>().prop_map(|pick| Op::SettleDuringScrape { pick }),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(pick, side)| Op::Replay { pick, side }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, side)| Op::Drop { pick, side }),
@@ -272,7 +272,7 @@ async fn run<S: Store>(s: &S, ops: &[Op], id_prefix: &str) {
                     }
                 }
             }
-            Op::Outcome { pick, kind } => {
+            Op::Settle { pick, kind } => {
                 if held.is_empty() {
                     continue;
                 }
