@@ -1,7 +1,7 @@
 //! Several `closeflow serve` nodes over one NATS JetStream cluster: real `nats-server`,
 //! `closeflow serve` and simulator processes on loopback ports.
 
-use crate::serve::{acme, assert_balanced, identify, instance, write_config};
+use crate::serve::{acme, acme_with, assert_balanced, identify, wait_dead_letters};
 use closeflow_e2e::nats::NatsCluster;
 use closeflow_e2e::procs::{
     ServerProc, SimProc, contacts, empty_org, leads, metric, post, wait_for,
@@ -285,11 +285,7 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
     let urls = nats.urls();
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "wrong_key", "$.traits.title"),
-    );
+    acme_with(dir.path(), &sim.api(), &["wk"], "wrong_key");
     let s = ServerProc::start(
         dir.path(),
         &["--queue", &urls, "--node-id", "solo", "--ack-wait", "2s"],
@@ -301,14 +297,7 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
         post(&s.base(), "/v1/identify", Some("wk"), &ev).await.0,
         200
     );
-    wait_for("the event dead-lettered", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_dead_letters",
-            "instance=\"acme\"",
-        ) == 1.0
-    })
-    .await;
+    wait_dead_letters(&s, "acme", 1.0, "the event dead-lettered").await;
     let list = dlq_json(&urls);
     let dead = &list["dead_letters"][0];
     assert_eq!(dead["reason"], "unauthorized", "{list}");

@@ -3,7 +3,9 @@
 //! instance files renamed, one instance's Close down while another's is fine, events sent
 //! without ids, admin paths probed. Each test reproduces a way the server used to break.
 
-use crate::serve::{acme, assert_balanced, identify, instance, write_config};
+use crate::serve::{
+    acme, acme_with, assert_balanced, identify, instance, wait_dead_letters, write_config,
+};
 use closeflow_e2e::procs::{
     ServerProc, SimProc, contacts, empty_org, free_port, leads, metric, post, wait_for,
 };
@@ -30,25 +32,11 @@ async fn a_dlq_replay_from_the_cli_beside_an_idle_server_leaves_intake_open_and_
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
     // A wrong Close key: each attempt is dead-lettered at once, so the replay dies again.
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "wrong_key", "$.traits.title"),
-    );
+    acme_with(dir.path(), &sim.api(), &["wk"], "wrong_key");
     let s = ServerProc::start(dir.path(), &[], &[]).await;
     let ev = identify("u1", "u1@x.io", "c1", "CTO");
     assert_eq!(status_of(&s.base(), "wk", &ev).await.0, 200);
-    let dead = |n: f64| {
-        let s = &s;
-        async move {
-            metric(
-                &s.metrics().await,
-                "closeflow_dead_letters",
-                "instance=\"acme\"",
-            ) == n
-        }
-    };
-    wait_for("the event dead-lettered", LONG, || dead(1.0)).await;
+    wait_dead_letters(&s, "acme", 1.0, "the event dead-lettered").await;
     // Watched through the file (`dlq list`), not `/metrics`: a scrape used to resynchronise
     // the wrapped depth and hide the bug until the next settle.
     let dead_id = || {
@@ -103,7 +91,7 @@ async fn a_dlq_replay_from_the_cli_beside_an_idle_server_leaves_intake_open_and_
         .await;
         assert_eq!(st, 200, "intake stays open: {body}");
     }
-    wait_for("the new events dead-lettered too", LONG, || dead(14.0)).await;
+    wait_dead_letters(&s, "acme", 14.0, "the new events dead-lettered too").await;
     let m = s.metrics().await;
     assert_eq!(
         metric(&m, "closeflow_queue_depth", "instance=\"acme\""),

@@ -204,8 +204,7 @@ impl ServeArgs {
         cfg.client.close_url = self.close_url.clone();
         cfg.client.timeout = self.close_timeout.0;
         cfg.client.attempts = self.close_attempts;
-        cfg.client.lookup_mode = self.lookups.mode();
-        cfg.client.search_chunk = self.lookups.search_chunk;
+        cfg.client.search = self.lookups.search_options();
         cfg.client.live = self.lookups.options();
         if let QueueChoice::Nats(urls) = &self.queue {
             if self.ack_wait.0 < Duration::from_secs(1) {

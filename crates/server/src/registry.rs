@@ -6,7 +6,7 @@ use closeflow_close::schema;
 use closeflow_close_api::client::Writer;
 use closeflow_close_api::connect::{client_config, same_connection};
 use closeflow_close_api::live::{LiveOptions, LiveSource};
-use closeflow_close_api::search::{LookupMode, SearchOptions, Searcher};
+use closeflow_close_api::search::{SearchOptions, Searcher};
 use closeflow_mapping::instance;
 use closeflow_mapping::{Diagnostic, Instance};
 use secrecy::ExposeSecret;
@@ -42,8 +42,8 @@ pub struct ClientPolicy {
     pub attempts: u32,
     pub max_age: Duration,
     pub backoff_base: Duration,
-    pub lookup_mode: LookupMode,
-    pub search_chunk: usize,
+    /// How lookups are sent (combined or one per key, keys per search).
+    pub search: SearchOptions,
     pub live: LiveOptions,
 }
 
@@ -55,8 +55,7 @@ impl Default for ClientPolicy {
             attempts: 3,
             max_age: Duration::from_secs(30),
             backoff_base: Duration::from_millis(200),
-            lookup_mode: LookupMode::default(),
-            search_chunk: closeflow_close_api::search::SearchOptions::default().chunk,
+            search: SearchOptions::default(),
             live: LiveOptions::default(),
         }
     }
@@ -369,12 +368,8 @@ impl Registry {
                 Some(kept) => kept,
                 None => match writer_for(&inst, &self.policy) {
                     Ok(w) => {
-                        let search = SearchOptions {
-                            mode: self.policy.lookup_mode,
-                            chunk: self.policy.search_chunk,
-                        };
                         let l = LiveSource::new(
-                            Searcher::new(w.reader().clone(), search),
+                            Searcher::new(w.reader().clone(), self.policy.search),
                             closeflow_close::run::key_config(&inst),
                             self.policy.live.clone(),
                         );

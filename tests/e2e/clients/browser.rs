@@ -216,17 +216,7 @@ fn test_output(name: &str) -> PathBuf {
 async fn analytics_js_in_chromium_delivers_from_another_origin() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance(
-            "acme",
-            &sim.api(),
-            &["wk_web"],
-            "test_key",
-            "$.traits.title",
-        ),
-    );
+    acme_with(dir.path(), &sim.api(), &["wk_web"], "test_key");
     let s = ServerProc::start(dir.path(), &[], &[]).await;
     let intake = format!("127.0.0.1:{}", s.port);
     let (origin, asked) = page_server(&intake, "wk_web").await;

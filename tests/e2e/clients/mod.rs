@@ -9,7 +9,7 @@
 mod browser;
 mod sdks;
 
-use crate::serve::{acme, assert_balanced, instance, write_config};
+use crate::serve::{acme, acme_with, assert_balanced, write_config};
 use closeflow_e2e::procs::{ServerProc, SimProc, empty_org, free_port, leads, metric, wait_for};
 use closeflow_e2e::{text, workspace_root};
 use serde_json::{Value, json};

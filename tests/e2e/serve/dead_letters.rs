@@ -21,11 +21,7 @@ async fn a_permanently_failing_event_is_dead_lettered_and_replayed_once_after_th
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
     // A wrong Close key: 401 can never succeed, so the event is dead-lettered at once.
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "wrong_key", "$.traits.title"),
-    );
+    acme_with(dir.path(), &sim.api(), &["wk"], "wrong_key");
     let s = ServerProc::start(
         dir.path(),
         &[],
@@ -37,14 +33,7 @@ async fn a_permanently_failing_event_is_dead_lettered_and_replayed_once_after_th
         post(&s.base(), "/v1/identify", Some("wk"), &ev).await.0,
         200
     );
-    wait_for("the event dead-lettered", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_dead_letters",
-            "instance=\"acme\"",
-        ) == 1.0
-    })
-    .await;
+    wait_dead_letters(&s, "acme", 1.0, "the event dead-lettered").await;
     let list = dlq_json(dir.path());
     let dead = &list["dead_letters"][0];
     assert_eq!(dead["reason"], "unauthorized", "{list}");
@@ -151,11 +140,7 @@ async fn a_permanently_failing_event_is_dead_lettered_and_replayed_once_after_th
 async fn dead_letters_over_http_show_replay_and_drop() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance("acme", &sim.api(), &["wk"], "wrong_key", "$.traits.title"),
-    );
+    acme_with(dir.path(), &sim.api(), &["wk"], "wrong_key");
     let s = ServerProc::start(dir.path(), &[], &[("CLOSEFLOW_ADMIN_TOKEN", "tok_admin")]).await;
     for u in ["u1", "u2"] {
         post(
@@ -166,14 +151,7 @@ async fn dead_letters_over_http_show_replay_and_drop() {
         )
         .await;
     }
-    wait_for("two dead letters", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_dead_letters",
-            "instance=\"acme\"",
-        ) == 2.0
-    })
-    .await;
+    wait_dead_letters(&s, "acme", 2.0, "two dead letters").await;
     let http = reqwest::Client::new();
     let get = |path: String| {
         http.get(format!("{}{path}", s.base()))

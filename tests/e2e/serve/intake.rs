@@ -7,17 +7,7 @@ use super::*;
 async fn every_route_and_auth_form_is_accepted() {
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        "acme.yaml",
-        &instance(
-            "acme",
-            &sim.api(),
-            &["wk_web", "wk_server"],
-            "test_key",
-            "$.traits.title",
-        ),
-    );
+    acme_with(dir.path(), &sim.api(), &["wk_web", "wk_server"], "test_key");
     let s = ServerProc::start(dir.path(), &[], &[]).await;
     let http = reqwest::Client::new();
     let routes = [

@@ -33,16 +33,11 @@ async fn segment_libraries_unchanged_deliver_to_close() {
     let python = segment_client("python");
     let sim = SimProc::start(&empty_org()).await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(
+    acme_with(
         dir.path(),
-        "acme.yaml",
-        &instance(
-            "acme",
-            &sim.api(),
-            &["wk_node", "wk_python"],
-            "test_key",
-            "$.traits.title",
-        ),
+        &sim.api(),
+        &["wk_node", "wk_python"],
+        "test_key",
     );
     let s = ServerProc::start(dir.path(), &[], &[]).await;
     let clients = closeflow_e2e::workspace_root().join("tests/clients");

@@ -23,10 +23,15 @@ pub(crate) use closeflow_e2e::soak::workload::instance;
 
 /// The usual one-instance setup: "acme" over `sim_api`, write key `wk`, API key `test_key`.
 pub(crate) fn acme(dir: &Path, sim_api: &str) {
+    acme_with(dir, sim_api, &["wk"], "test_key");
+}
+
+/// "acme" with other write keys or another Close API key (`wrong_key`: every call is 401).
+pub(crate) fn acme_with(dir: &Path, sim_api: &str, write_keys: &[&str], api_key: &str) {
     write_config(
         dir,
         "acme.yaml",
-        &instance("acme", sim_api, &["wk"], "test_key", "$.traits.title"),
+        &instance("acme", sim_api, write_keys, api_key, "$.traits.title"),
     );
 }
 
@@ -64,6 +69,15 @@ async fn queue_drained(s: &ServerProc, instance: &str) -> bool {
     let label = format!("instance=\"{instance}\"");
     metric(&m, "closeflow_events_accepted_total", &label) > 0.0
         && metric(&m, "closeflow_queue_depth", &label) == 0.0
+}
+
+/// Waits until `instance`'s dead-letter store holds `n` events, as `/metrics` reports it.
+pub(crate) async fn wait_dead_letters(s: &ServerProc, instance: &str, n: f64, what: &str) {
+    let label = format!("instance=\"{instance}\"");
+    wait_for(what, LONG, || async {
+        metric(&s.metrics().await, "closeflow_dead_letters", &label) == n
+    })
+    .await;
 }
 
 /// accepted + replayed = applied + skipped + dead-lettered + queued, from the metrics alone.

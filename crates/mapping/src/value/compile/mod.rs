@@ -102,24 +102,37 @@ impl Compiler<'_> {
             Value::Object(m) if is_directive_like(m) => self.directive(m),
             Value::Object(m) => {
                 self.typo_check(m);
-                let mut fields = Vec::new();
-                for (k, v) in m {
-                    if let Some(e) = self.nested(k.clone(), |c| c.shorthand(v)) {
-                        fields.push((k.clone(), e));
-                    }
-                }
-                Some(fold_object(fields))
+                Some(self.each_field(m, Self::shorthand))
             }
-            Value::Array(items) => {
-                let items: Vec<Expr> = items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| self.nested(i.to_string(), |c| c.shorthand(v)))
-                    .collect();
-                Some(fold_array(items))
-            }
+            Value::Array(items) => Some(self.each_item(items, Self::shorthand)),
             other => Some(Expr::Const(other.clone())),
         }
+    }
+
+    /// A plain object's fields, each read the way `read` reads (shorthand or reference mode),
+    /// located by its key.
+    fn each_field(
+        &mut self,
+        m: &Map<String, Value>,
+        read: fn(&mut Self, &Value) -> Option<Expr>,
+    ) -> Expr {
+        let mut fields = Vec::new();
+        for (k, v) in m {
+            if let Some(e) = self.nested(k.clone(), |c| read(c, v)) {
+                fields.push((k.clone(), e));
+            }
+        }
+        fold_object(fields)
+    }
+
+    /// An array's items, each read the way `read` reads, located by its index.
+    fn each_item(&mut self, items: &[Value], read: fn(&mut Self, &Value) -> Option<Expr>) -> Expr {
+        let items: Vec<Expr> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| self.nested(i.to_string(), |c| read(c, v)))
+            .collect();
+        fold_array(items)
     }
 
     /// A one-key object whose key is a directive name without its `@` is almost surely a typo.
@@ -141,23 +154,8 @@ impl Compiler<'_> {
     fn reference(&mut self, v: &Value) -> Option<Expr> {
         match v {
             Value::Object(m) if is_directive_like(m) => self.directive(m),
-            Value::Object(m) => {
-                let mut fields = Vec::new();
-                for (k, v) in m {
-                    if let Some(e) = self.nested(k.clone(), |c| c.reference(v)) {
-                        fields.push((k.clone(), e));
-                    }
-                }
-                Some(fold_object(fields))
-            }
-            Value::Array(items) => {
-                let items: Vec<Expr> = items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| self.nested(i.to_string(), |c| c.reference(v)))
-                    .collect();
-                Some(fold_array(items))
-            }
+            Value::Object(m) => Some(self.each_field(m, Self::reference)),
+            Value::Array(items) => Some(self.each_item(items, Self::reference)),
             Value::String(s) if s.starts_with("$.") => {
                 self.warn(
                     code::PATH_IN_DIRECTIVE,
