@@ -54,6 +54,13 @@ pub struct Searcher {
     opts: SearchOptions,
 }
 
+impl Searcher {
+    /// Lookup keys one search request carries at most.
+    pub fn chunk(&self) -> usize {
+        self.opts.chunk.max(1)
+    }
+}
+
 impl From<Reader> for Searcher {
     /// A searcher with the default options (one combined search, chunks of 50).
     fn from(reader: Reader) -> Searcher {

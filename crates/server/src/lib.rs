@@ -130,6 +130,7 @@ pub async fn connect_cluster(
             let active = r.get(instance)?;
             let ev: serde_json::Value = serde_json::from_str(body).ok()?;
             delivery::keys::of(&active.instance, &ev)
+                .0
                 .first()
                 .map(delivery::keys::Key::lock_name)
         }) as queue::jetstream::Keyer

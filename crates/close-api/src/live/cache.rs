@@ -32,7 +32,7 @@ pub(super) struct Fresh {
 /// (`None`: all of them — a write's reply carries the whole record). A want needing a field the
 /// record was not read with is a miss: an absent field would look empty to the planner.
 pub(super) struct Cached<T> {
-    rec: T,
+    pub(super) rec: T,
     seen: Instant,
     fields: Option<BTreeSet<String>>,
 }

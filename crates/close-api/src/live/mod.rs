@@ -18,11 +18,13 @@
 //! them can be created a second time — the same race as without a cache, between a lookup and a
 //! create, only seconds wide instead of milliseconds.
 
+mod ahead;
 mod cache;
 mod coalesce;
 mod holds;
 mod options;
 
+pub use ahead::EventPayloads;
 pub use options::LiveOptions;
 
 use crate::client::CloseError;
@@ -103,6 +105,11 @@ impl LiveSource {
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Lookup keys one search carries at most: what a read-ahead gathers before it goes out.
+    pub fn search_chunk(&self) -> usize {
+        self.shared.searcher.chunk()
     }
 
     /// Whether lookups are cached (a TTL above zero): without a cache, [`LiveSource::prefetch`]

@@ -4,6 +4,7 @@
 //! never in flight together, so two events for one new person cannot both decide to create it.
 
 use closeflow_close::model::norm_email;
+use closeflow_close::payload::Payload;
 use closeflow_close::{lookup, run};
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::Entry;
@@ -16,6 +17,9 @@ pub enum Key {
     User(String),
     /// Normalised by [`norm_email`], as the planner compares emails.
     Email(String),
+    /// A Close record (lead or contact) an event's lookups matched: orders two events about
+    /// one person that name it by different keys. Never a lock name (see [`Key::lock_name`]).
+    Record(String),
 }
 
 impl Key {
@@ -26,23 +30,25 @@ impl Key {
             Key::Company(v) => format!("company:{v}"),
             Key::User(v) => format!("user:{v}"),
             Key::Email(v) => format!("email:{v}"),
+            Key::Record(v) => format!("record:{v}"),
         }
     }
 }
 
 /// The keys of every payload the event's matching mappings produce (empty when none match
-/// or a payload is invalid: such an event is settled without a lookup).
-pub fn of(inst: &Instance, event: &Value) -> Vec<Key> {
+/// or a payload is invalid: such an event is settled without a lookup), and the payloads.
+pub fn of(inst: &Instance, event: &Value) -> (Vec<Key>, Vec<Payload>) {
     let cfg = run::key_config(inst);
     let (_, payloads) = run::prepare(inst, 0, &Entry::Event(event.clone()));
+    let payloads: Vec<Payload> = payloads.into_iter().map(|(_, p)| p).collect();
     let mut out = Vec::new();
-    for (_, p) in payloads {
-        let (k, _) = lookup::keys(&cfg, &p);
+    for p in &payloads {
+        let (k, _) = lookup::keys(&cfg, p);
         out.extend(k.company.map(Key::Company));
         out.extend(k.user.map(Key::User));
         out.extend(k.email.map(|e| Key::Email(norm_email(&e))));
     }
     out.sort();
     out.dedup();
-    out
+    (out, payloads)
 }

@@ -10,6 +10,7 @@
 //! Isolation: each instance has its own scheduler, worker limit and Close client (its own
 //! rate-limit pacing), so one instance's failing or throttled Close key never slows another.
 
+mod ahead;
 mod attempt;
 pub mod keys;
 pub mod order;

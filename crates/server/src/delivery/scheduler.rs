@@ -1,10 +1,13 @@
 //! One instance's scheduler: keeps a window of fetched events in queue order, starts each one
-//! as soon as `order::ready` allows (no earlier unfinished event shares a key, a worker is free,
-//! its backoff is over), and takes back the attempts' results. Its state is this struct's
+//! as soon as `order::ready` allows (no earlier unfinished event shares a key or a record, a
+//! worker is free, its backoff is over), looks up the events next in line ahead of time in
+//! shared searches (`ahead`), and takes back the attempts' results. Its state is this struct's
 //! fields, each with its reason, rather than a loop's locals.
 
+use super::ahead::{self, ReadAhead};
 use super::attempt::{Attempt, attempt, settle};
 use super::keys::{self, Key};
+use super::order::Who;
 use super::{Deliverer, order};
 use crate::registry::Active;
 use crate::telemetry::{self, InternalEvent};
@@ -25,9 +28,22 @@ struct Slot<L> {
     lease: Option<L>,
     /// Parsed once; `None` when the body is not JSON (settled as a corrupt record).
     event: Option<Value>,
-    /// The keys under the instance version they were computed with.
-    keys: Option<(u64, Vec<Key>)>,
+    /// The keys and lookups under the instance version they were computed with.
+    keyed: Option<Keyed>,
+    /// The records its lookups had matched when it started (what it may write).
+    started_with: Vec<Key>,
+    /// Whether, and until when, the event is not to be looked up ahead (see `ahead`).
+    opaque: ahead::Opaque,
     in_flight: bool,
+}
+
+/// What an event's keys are under one instance version.
+pub(super) struct Keyed {
+    version: u64,
+    keys: Vec<Key>,
+    pub(super) payloads: Vec<closeflow_close::payload::Payload>,
+    /// Its lookups, as the identity cache names them.
+    reqs: Vec<closeflow_close::lookup::LookupRequest>,
 }
 
 /// A finished attempt, reported back to the scheduler.
@@ -53,6 +69,8 @@ pub(super) struct Scheduler<Q: Deliver> {
     fetch_failed_at: Option<tokio::time::Instant>,
     done_tx: mpsc::UnboundedSender<Done<LeaseOf<Q>>>,
     done_rx: mpsc::UnboundedReceiver<Done<LeaseOf<Q>>>,
+    /// The read-ahead's state: at most one search of it under way.
+    ahead: ReadAhead,
 }
 
 impl<Q: Deliver> Scheduler<Q> {
@@ -69,6 +87,7 @@ impl<Q: Deliver> Scheduler<Q> {
             fetch_failed_at: None,
             done_tx,
             done_rx,
+            ahead: ReadAhead::new(),
         }
     }
 
@@ -99,6 +118,9 @@ impl<Q: Deliver> Scheduler<Q> {
             });
             tokio::select! {
                 () = wake.notified() => {}
+                Some(read) = self.ahead.results.recv() => {
+                    self.read(read);
+                }
                 Some(done) = self.done_rx.recv() => {
                     self.finish(done);
                     while let Ok(done) = self.done_rx.try_recv() {
@@ -136,7 +158,9 @@ impl<Q: Deliver> Scheduler<Q> {
                             d,
                             lease: Some(lease),
                             event,
-                            keys: None,
+                            keyed: None,
+                            started_with: Vec::new(),
+                            opaque: ahead::Opaque::default(),
                             in_flight: false,
                         },
                     );
@@ -155,6 +179,7 @@ impl<Q: Deliver> Scheduler<Q> {
 
     fn finish(&mut self, done: Done<LeaseOf<Q>>) {
         self.in_flight -= 1;
+        self.ahead.finished();
         match done.retry {
             None => {
                 self.slots.remove(&done.id);
@@ -171,25 +196,78 @@ impl<Q: Deliver> Scheduler<Q> {
         }
     }
 
-    /// Starts every event that may start now; returns the decision (when the next waiting
-    /// event is due, how many are held back).
+    /// Takes back what a read-ahead found.
+    fn read(&mut self, read: ahead::Read) {
+        self.ahead.reading = false;
+        for (id, r) in read.results {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.opaque = ahead::Opaque::after(&r);
+            }
+        }
+    }
+
+    /// Starts every event that may start now, and a read-ahead when one is due; returns the
+    /// decision (when the next waiting event is due, how many are held back).
     fn dispatch(&mut self, active: &Arc<Active>) -> order::Decision {
+        let lookups = &active.lookups;
         for slot in self.slots.values_mut() {
-            let fresh = matches!(&slot.keys, Some((v, _)) if *v == active.version);
-            if !fresh {
-                let k = slot
+            if slot
+                .keyed
+                .as_ref()
+                .is_none_or(|k| k.version != active.version)
+            {
+                let (keys, payloads) = slot
                     .event
                     .as_ref()
                     .map(|ev| keys::of(&active.instance, ev))
                     .unwrap_or_default();
-                slot.keys = Some((active.version, k));
+                let reqs = lookups.requests(&payloads);
+                slot.keyed = Some(Keyed {
+                    version: active.version,
+                    keys,
+                    payloads,
+                    reqs,
+                });
             }
         }
+        // Each event's keys with the records they matched, and what is known of whom it is about.
+        let caching = lookups.caching();
+        let now = tokio::time::Instant::now();
+        let whom: Vec<(Vec<Key>, Who)> = self
+            .slots
+            .values()
+            .map(|s| {
+                let k = s.keyed.as_ref().expect("keyed above");
+                let mut keys = k.keys.clone();
+                let found = lookups.identity(&k.reqs);
+                let records = found.iter().flatten().map(|id| Key::Record(id.clone()));
+                if s.in_flight {
+                    keys.extend(s.started_with.iter().cloned());
+                    keys.extend(records);
+                    return (keys, Who::Known);
+                }
+                if k.reqs.is_empty() {
+                    return (keys, Who::Known);
+                }
+                if !caching || s.opaque.now(now) {
+                    return (keys, Who::Opaque);
+                }
+                let who = if found.is_some() {
+                    Who::Known
+                } else {
+                    Who::Unknown
+                };
+                keys.extend(records);
+                (keys, who)
+            })
+            .collect();
         let pending: Vec<order::Pending<'_>> = self
             .slots
             .values()
-            .map(|s| order::Pending {
-                keys: s.keys.as_ref().map_or(&[][..], |(_, k)| k.as_slice()),
+            .zip(&whom)
+            .map(|(s, (keys, who))| order::Pending {
+                keys,
+                who: *who,
                 in_flight: s.in_flight,
                 not_before: s.d.not_before,
             })
@@ -207,11 +285,17 @@ impl<Q: Deliver> Scheduler<Q> {
                 continue;
             };
             slot.in_flight = true;
+            slot.started_with = whom[i]
+                .0
+                .iter()
+                .filter(|k| matches!(k, Key::Record(_)))
+                .cloned()
+                .collect();
             self.in_flight += 1;
             let names: Vec<String> = slot
-                .keys
+                .keyed
                 .as_ref()
-                .map(|(_, k)| k.iter().map(Key::lock_name).collect())
+                .map(|k| k.keys.iter().map(Key::lock_name).collect())
                 .unwrap_or_default();
             tokio::spawn(attempt_guarded(
                 self.deliverer.queue.clone(),
@@ -223,6 +307,26 @@ impl<Q: Deliver> Scheduler<Q> {
                 self.deliverer.policy.retry.clone(),
                 self.done_tx.clone(),
             ));
+        }
+        if caching {
+            let key = |i: usize| self.slots[&ids[i]].keyed.as_ref().expect("keyed above");
+            let due = self.ahead.due(
+                &decision.upcoming,
+                |i| whom[i].1 == Who::Unknown || !lookups.answered(&key(i).payloads),
+                |i| key(i).reqs.len(),
+                concurrency,
+                lookups.search_chunk(),
+            );
+            if !due.is_empty() {
+                let events: Vec<(i64, Vec<closeflow_close::payload::Payload>)> = due
+                    .into_iter()
+                    .map(|i| {
+                        let k = self.slots[&ids[i]].keyed.as_ref().expect("keyed above");
+                        (ids[i], k.payloads.clone())
+                    })
+                    .collect();
+                self.ahead.start(lookups.clone(), events);
+            }
         }
         decision
     }
