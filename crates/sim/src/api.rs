@@ -253,13 +253,12 @@ mod tests {
     use tower::ServiceExt;
 
     fn sim(keys: &[&str]) -> Sim {
-        let sim = Sim::from_snapshot(Some(&json!({
+        Sim::from_snapshot(Some(&json!({
             "api_keys": keys,
             // A long window: nothing resets during the test.
             "limits": {"search": 4, "window_secs": 600.0},
         })))
-        .unwrap();
-        sim
+        .unwrap()
     }
 
     /// One search with `key`: its status and its `RateLimit` header.
