@@ -68,6 +68,9 @@ pub fn group(method: &str, path: &str) -> String {
 /// key's, whatever the number of keys.
 pub const ORG_KEYS: f64 = 3.0;
 
+/// How long this client's requests are counted before any reply told the window.
+const UNTOLD_WINDOW: Duration = Duration::from_secs(10);
+
 /// One budget as the server last reported it, spent locally as requests go out. Unknown (no
 /// reply yet, or its window over) is no limit.
 #[derive(Debug, Default, Clone)]
@@ -157,12 +160,13 @@ impl GroupState {
     /// How long until the organisation's budget allows a request, as this client spent it.
     fn org_wait(&mut self, now: Instant) -> Duration {
         let told = self.org.wait(now);
-        let Some(limit) = self.key_limit.filter(|_| !self.window.is_zero()) else {
-            return told;
+        // A margin for the time between sending and the server counting; until a reply told
+        // the window, Close's documented 8 s (with room), so that the count stays bounded.
+        let window = if self.window.is_zero() {
+            UNTOLD_WINDOW
+        } else {
+            self.window.mul_f64(1.05) + Duration::from_millis(50)
         };
-        // A margin for the time between sending and the server counting, and one request in
-        // reserve as for each key.
-        let window = self.window.mul_f64(1.05) + Duration::from_millis(50);
         while self
             .sent
             .front()
@@ -170,6 +174,10 @@ impl GroupState {
         {
             self.sent.pop_front();
         }
+        let Some(limit) = self.key_limit.filter(|_| !self.window.is_zero()) else {
+            return told;
+        };
+        // One request in reserve, as for each key.
         let cap = (ORG_KEYS * limit - 1.0).max(1.0);
         let counted = if (self.sent.len() as f64) < cap {
             Duration::ZERO
@@ -363,6 +371,22 @@ mod tests {
         p.observe(0, "g", rl(16.0, 3.0, 5.0), true);
         assert_eq!(p.reserve("g"), Ok(0));
         assert!(p.reserve("g").is_err());
+    }
+
+    #[test]
+    fn without_rate_limit_headers_nothing_waits_and_nothing_piles_up() {
+        let p = Pacer::new(2);
+        for _ in 0..10_000 {
+            let k = p.reserve("g").unwrap();
+            p.settle(k, "g");
+        }
+        p.with("g", |g| {
+            // Counted for a while, then forgotten.
+            assert_eq!(g.sent.len(), 10_000);
+            let later = Instant::now() + UNTOLD_WINDOW;
+            assert_eq!(g.org_wait(later), Duration::ZERO);
+            assert!(g.sent.is_empty());
+        });
     }
 
     #[test]
