@@ -195,7 +195,7 @@ async fn wrong_key_fails_fast_without_showing_it() {
     let started = std::time::Instant::now();
     let e = w.reader().check_credentials().await.unwrap_err();
     assert!(
-        matches!(e, CloseError::Unauthorized { status: 401 }),
+        matches!(e, CloseError::Unauthorized { status: 401, .. }),
         "{e:?}"
     );
     assert!(

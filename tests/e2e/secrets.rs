@@ -299,6 +299,17 @@ async fn no_secret_appears_in_any_output_log_metric_reply_or_file() {
         instance("acme", &sim2.api(), "CLOSE_API_KEY", "ACME_WRITE_KEY"),
     )
     .unwrap();
+    // The same instance over a list of keys, the second one wrong.
+    let two = cli_dir.path().join("two_keys.yaml");
+    std::fs::write(
+        &two,
+        instance("acme", &sim2.api(), "CLOSE_API_KEY", "ACME_WRITE_KEY").replace(
+            "api_key: ${CLOSE_API_KEY}",
+            "api_key: [\"${CLOSE_API_KEY}\", \"${WRONG_CLOSE_KEY}\"]",
+        ),
+    )
+    .unwrap();
+    let two = two.to_str().unwrap();
     let events = cli_dir.path().join("events.jsonl");
     std::fs::write(&events, format!("{}\n{}\nnot json\n", ev(7), ev(8))).unwrap();
     let (i, e) = (inst.to_str().unwrap(), events.to_str().unwrap());
@@ -335,6 +346,17 @@ async fn no_secret_appears_in_any_output_log_metric_reply_or_file() {
                 ("ACME_WRITE_KEY", WRITE_KEY),
             ],
         ),
+        ("validate a key list", vec!["validate", two], &env),
+        (
+            "dry-run a key list, one wrong",
+            vec!["dry-run", "--instance", two, e],
+            &env,
+        ),
+        (
+            "send a key list, one wrong",
+            vec!["send", "--instance", two, e],
+            &env,
+        ),
         (
             "send Close down",
             vec![
@@ -370,6 +392,10 @@ async fn no_secret_appears_in_any_output_log_metric_reply_or_file() {
     for (what, args, env) in runs {
         let o = cli(&args, env);
         ran(what, &o);
+        if what.ends_with("one wrong") {
+            // The wrong key of the list was tried, and is named by its place.
+            assert!(text(&o).contains("API key 2 of 2"), "{what}: {}", text(&o));
+        }
         seen.output(what, &o);
     }
     // An operator who wrote keys into the file itself (where keys go: `write_key`, `api_key`),
@@ -382,14 +408,35 @@ async fn no_secret_appears_in_any_output_log_metric_reply_or_file() {
         ),
     )
     .unwrap();
-    for format in ["human", "json"] {
-        let o = cli(
-            &["validate", literal.to_str().unwrap(), "--format", format],
-            &[],
-        );
-        assert!(!o.status.success(), "the file is invalid: {}", text(&o));
-        ran(&format!("validate {format} of a file holding keys"), &o);
-        seen.output(&format!("validate {format} of a file holding keys"), &o);
+    // And a list of keys written in the file, flow and block style, next to an error.
+    let literal_lists = [
+        cli_dir.path().join("literal_flow.yaml"),
+        cli_dir.path().join("literal_block.yaml"),
+    ];
+    for (path, keys) in literal_lists.iter().zip([
+        format!("[{API_KEY}, \"${{UNSET_KEY_VAR:-{WRONG_API_KEY}}}\"]"),
+        format!("\n    - {API_KEY}\n    - {WRONG_API_KEY}"),
+    ]) {
+        std::fs::write(
+            path,
+            format!(
+                "name: listed\nsettings:\n  api_key: {keys}\n  unknown_setting: 1\nmappings:\n  - name: m\n    trigger: type = = \"x\"\n    action: create_or_update_contact_and_lead\n"
+            ),
+        )
+        .unwrap();
+    }
+    for file in [&literal, &literal_lists[0], &literal_lists[1]] {
+        for format in ["human", "json"] {
+            let o = cli(
+                &["validate", file.to_str().unwrap(), "--format", format],
+                &[],
+            );
+            assert!(!o.status.success(), "the file is invalid: {}", text(&o));
+            let what = format!("validate {format} of {}", file.display());
+            ran(&what, &o);
+            assert!(text(&o).contains("literal_secret"), "{what}: {}", text(&o));
+            seen.output(&what, &o);
+        }
     }
     let o = cli(
         &["dry-run", "--instance", literal.to_str().unwrap(), e],

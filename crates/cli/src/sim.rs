@@ -18,7 +18,8 @@ body replaces the faults in force, so {} switches them all off):
   e.g. curl -X POST localhost:9000/_sim/faults -d '{\"error_rate\": 0.2, \"latency_ms\": 50}'
 
 Rate limits, per key and endpoint group, from the snapshot's `limits` (any subset; the rest
-keep the recorded profile, and a non-default profile is saved back by --save):
+keep the recorded profile, and a non-default profile is saved back by --save); the snapshot's
+keys together (the organisation) get 3 keys' worth per group, however many there are:
   \"limits\": {\"search\": 16, \"other\": 240, \"delete_lead\": 80, \"window_secs\": 8.0,
               \"search_conditions\": 0}
   (search_conditions: the most conditions one search may hold before it is answered 400;

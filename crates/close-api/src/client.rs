@@ -1,5 +1,5 @@
-//! The Close API client: HTTP Basic with the key, timeouts, pacing per endpoint group, retries
-//! with backoff and jitter. Reading and writing are separate types, so code that only holds a
+//! The Close API client: HTTP Basic with one of the organisation's keys, timeouts, pacing per key
+//! and endpoint group and for the organisation, retries with backoff and jitter. Reading and writing are separate types, so code that only holds a
 //! [`Reader`] (the dry-run) cannot write, by construction. It knows calls, not lookups: the
 //! searcher (`crate::search`) builds on it, never the other way round.
 
@@ -16,8 +16,12 @@ pub const DEFAULT_BASE_URL: &str = "https://api.close.com/api/v1/";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CloseError {
-    #[error("Close rejected the API key (HTTP {status}); check settings.api_key for this instance")]
-    Unauthorized { status: u16 },
+    #[error("Close rejected {key} (HTTP {status}); check settings.api_key for this instance")]
+    Unauthorized {
+        status: u16,
+        /// Which key, never the key: "the API key", or "API key 2 of 3" of a list.
+        key: String,
+    },
     #[error("Close refused the request {method} {path} (HTTP {status}): {message}")]
     Rejected {
         method: String,
@@ -101,7 +105,8 @@ impl WithoutUrl for reqwest::Error {
 #[derive(Clone)]
 pub struct ClientConfig {
     pub base_url: String,
-    pub api_key: SecretString,
+    /// One organisation's keys, never empty, no two alike: requests are spread over them.
+    api_keys: Vec<SecretString>,
     pub timeout: Duration,
     pub max_attempts: u32,
     pub max_age: Duration,
@@ -112,7 +117,10 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("base_url", &self.base_url)
-            .field("api_key", &"[redacted]")
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
             .field("max_attempts", &self.max_attempts)
             .finish()
     }
@@ -126,11 +134,39 @@ impl ClientConfig {
         }
         ClientConfig {
             base_url,
-            api_key,
+            api_keys: vec![api_key],
             timeout: Duration::from_secs(30),
             max_attempts: 6,
             max_age: Duration::from_secs(120),
             backoff: Backoff::default(),
+        }
+    }
+
+    /// More keys of the same organisation (a key given twice counts once).
+    pub fn with_more_keys(mut self, keys: impl IntoIterator<Item = SecretString>) -> Self {
+        for k in keys {
+            if !self
+                .api_keys
+                .iter()
+                .any(|have| have.expose_secret() == k.expose_secret())
+            {
+                self.api_keys.push(k);
+            }
+        }
+        self
+    }
+
+    /// How many keys requests are spread over.
+    pub fn key_count(&self) -> usize {
+        self.api_keys.len()
+    }
+
+    /// Key `i` as messages name it: never the key itself.
+    fn key_name(&self, i: usize) -> String {
+        if self.api_keys.len() == 1 {
+            "the API key".into()
+        } else {
+            format!("API key {} of {}", i + 1, self.api_keys.len())
         }
     }
 }
@@ -148,6 +184,8 @@ pub struct Stats {
 pub struct CallRecord<'a> {
     /// The endpoint group (`POST /data/search/`, `GET/POST/PUT`, …): rate limits are per group.
     pub group: &'a str,
+    /// Which of the configured keys authenticated it (its place in the list, from 0).
+    pub key: usize,
     /// `None` when no reply arrived (network error, timeout).
     pub status: Option<u16>,
     pub elapsed: Duration,
@@ -161,6 +199,29 @@ enum Failed {
     Status { status: u16, wait: Option<Duration> },
     /// No complete answer arrived: the request may or may not have taken effect.
     Unknown(String),
+}
+
+/// A request the pacer let out, until its reply (or its failure) arrives; settled however the
+/// attempt ends, even when the call is dropped half-way.
+struct InFlight<'a> {
+    pacer: &'a Pacer,
+    group: &'a str,
+    key: usize,
+    open: bool,
+}
+
+impl InFlight<'_> {
+    fn settle(&mut self) {
+        if std::mem::take(&mut self.open) {
+            self.pacer.settle(self.key, self.group);
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.settle();
+    }
 }
 
 /// Read-only access to Close.
@@ -199,10 +260,11 @@ impl Reader {
                 path: String::new(),
                 message: format!("cannot build the HTTP client: {e}"),
             })?;
+        let keys = cfg.api_keys.len();
         Ok(Reader {
             http,
             cfg: Arc::new(cfg),
-            pacer: Arc::new(Pacer::default()),
+            pacer: Arc::new(Pacer::new(keys)),
             stats: Arc::new(Stats::default()),
             observer: None,
             types: Arc::new(tokio::sync::OnceCell::new()),
@@ -215,23 +277,27 @@ impl Reader {
         self
     }
 
-    fn observe(&self, group: &str, status: Option<u16>, sent: Instant) {
+    fn observe(&self, group: &str, key: usize, status: Option<u16>, sent: Instant) {
         if let Some(f) = &self.observer {
             f(&CallRecord {
                 group,
+                key,
                 status,
                 elapsed: sent.elapsed(),
             });
         }
     }
 
-    /// `GET /me/`: fails fast with [`CloseError::Unauthorized`] on a wrong key, and with
-    /// [`CloseError::Unreachable`] at once when nothing listens at the URL (no retries: a run
-    /// should stop with one clear error, not try every event).
+    /// `GET /me/` with every key: fails fast with [`CloseError::Unauthorized`] on a wrong key
+    /// (naming which of a list, never the key), and with [`CloseError::Unreachable`] at once
+    /// when nothing listens at the URL (no retries: a run should stop with one clear error, not
+    /// try every event).
     pub async fn check_credentials(&self) -> Result<(), CloseError> {
-        self.call_with(reqwest::Method::GET, "me/?_fields=id", None, true)
-            .await
-            .map(|_| ())
+        for key in 0..self.cfg.api_keys.len() {
+            self.call_with(reqwest::Method::GET, "me/?_fields=id", None, Some(key))
+                .await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn call(
@@ -240,32 +306,46 @@ impl Reader {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CloseError> {
-        self.call_with(method, path, body, false).await
+        self.call_with(method, path, body, None).await
     }
 
+    /// One call, with the key the pacer picks; `only` checks one key instead, and fails fast.
     async fn call_with(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
-        fail_fast: bool,
+        only: Option<usize>,
     ) -> Result<Value, CloseError> {
+        let fail_fast = only.is_some();
         use std::sync::atomic::Ordering::Relaxed;
         let url = format!("{}{}", self.cfg.base_url, path);
         let group = ratelimit::group(method.as_str(), path);
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
-            let wait = self.pacer.reserve(&group);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-                continue;
-            }
+            let reserved = match only {
+                Some(k) => self.pacer.reserve_key(&group, k),
+                None => self.pacer.reserve(&group),
+            };
+            let key = match reserved {
+                Ok(k) => k,
+                Err(wait) => {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            let mut flight = InFlight {
+                pacer: &self.pacer,
+                group: &group,
+                key,
+                open: true,
+            };
             attempt += 1;
             let mut req = self
                 .http
                 .request(method.clone(), &url)
-                .basic_auth(self.cfg.api_key.expose_secret(), Some(""));
+                .basic_auth(self.cfg.api_keys[key].expose_secret(), Some(""));
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -273,17 +353,19 @@ impl Reader {
             let sent = Instant::now();
             // Network errors, timeouts and lost replies never carry credentials in their
             // message (the key travels in a header, not the URL).
-            let (status, headers, text) = match req.send().await {
+            let reply = req.send().await;
+            flight.settle();
+            let (status, headers, text) = match reply {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
                     match resp.text().await {
                         Ok(t) => {
-                            self.observe(&group, Some(status), sent);
+                            self.observe(&group, key, Some(status), sent);
                             (status, headers, t)
                         }
                         Err(e) => {
-                            self.observe(&group, None, sent);
+                            self.observe(&group, key, None, sent);
                             let m = format!(
                                 "connection lost while reading the reply from {}: {}",
                                 shown_url(&url),
@@ -296,7 +378,7 @@ impl Reader {
                     }
                 }
                 Err(e) => {
-                    self.observe(&group, None, sent);
+                    self.observe(&group, key, None, sent);
                     let shown = shown_url(&url);
                     if e.is_connect() {
                         let message = cause(&e);
@@ -332,7 +414,7 @@ impl Reader {
             };
             let rl = ratelimit::from_headers(&headers);
             if let Some(rl) = rl {
-                self.pacer.observe(&group, rl);
+                self.pacer.observe(key, &group, rl, status != 429);
             }
             let retry_after = headers
                 .get("retry-after")
@@ -342,8 +424,12 @@ impl Reader {
                 .map(|s| Duration::from_secs_f64(s.max(0.0)));
             if status == 429 {
                 self.stats.throttled.fetch_add(1, Relaxed);
-                self.pacer
-                    .block(&group, retry_after.unwrap_or(Duration::from_secs(1)));
+                self.pacer.block(
+                    key,
+                    &group,
+                    retry_after.unwrap_or(Duration::from_secs(1)),
+                    rl,
+                );
             }
             match classify(status, retry_after) {
                 RetryAction::Successful => {
@@ -353,7 +439,10 @@ impl Reader {
                     });
                 }
                 RetryAction::DontRetry if status == 401 || status == 403 => {
-                    return Err(CloseError::Unauthorized { status });
+                    return Err(CloseError::Unauthorized {
+                        status,
+                        key: self.cfg.key_name(key),
+                    });
                 }
                 RetryAction::DontRetry => {
                     return Err(CloseError::Rejected {
@@ -533,5 +622,120 @@ impl Writer {
     ) -> Result<Value, CloseError> {
         self.write(reqwest::Method::PUT, &format!("contact/{id}/"), body)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::Mutex;
+
+    /// A simulator on loopback with `keys` (one organisation) and 4 searches per key per half
+    /// second: the organisation gets 12.
+    async fn sim(keys: &[&str]) -> String {
+        let sim = closeflow_sim::Sim::from_snapshot(Some(&json!({
+            "api_keys": keys,
+            "limits": {"search": 4, "window_secs": 0.5},
+        })))
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(closeflow_sim::serve(listener, sim));
+        format!("http://{addr}/api/v1/")
+    }
+
+    fn config(url: &str, keys: &[&str]) -> ClientConfig {
+        let secret = |k: &&str| SecretString::from(k.to_string());
+        ClientConfig::new(url, secret(&keys[0])).with_more_keys(keys[1..].iter().map(secret))
+    }
+
+    /// `n` searches from `workers` concurrent callers; the requests each key authenticated,
+    /// and the 429s seen.
+    async fn searches(url: &str, keys: &[&str], n: usize, workers: usize) -> (Vec<u64>, u64) {
+        let used = Arc::new(Mutex::new(vec![0u64; keys.len()]));
+        let seen = used.clone();
+        let r = Reader::new(config(url, keys))
+            .unwrap()
+            .with_observer(Arc::new(move |c: &CallRecord<'_>| {
+                seen.lock().unwrap()[c.key] += 1;
+            }));
+        let body = json!({"query": {"type": "and", "queries": [{"type": "object_type", "object_type": "lead"}]}});
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..workers {
+            let (r, body, next) = (r.clone(), body.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                    r.call(reqwest::Method::POST, "data/search/", Some(&body))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let throttled = r.stats.throttled.load(std::sync::atomic::Ordering::Relaxed);
+        let used = used.lock().unwrap().clone();
+        assert_eq!(used.iter().sum::<u64>(), n as u64 + throttled);
+        (used, throttled)
+    }
+
+    /// The 429s the simulator gave, as it counted them.
+    async fn sim_429s(url: &str) -> u64 {
+        let origin = url.trim_end_matches("api/v1/");
+        let stats: Value = reqwest::get(format!("{origin}_sim/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["search"]["throttled"].as_u64().unwrap()
+    }
+
+    #[tokio::test]
+    async fn searches_are_spread_over_three_keys_without_a_429() {
+        let keys = ["k1", "k2", "k3"];
+        let url = sim(&keys).await;
+        let (used, throttled) = searches(&url, &keys, 36, 3).await;
+        assert_eq!((throttled, sim_429s(&url).await), (0, 0), "{used:?}");
+        // Every key carried its share (a third each, give or take the first turns).
+        assert!(used.iter().all(|n| *n >= 8), "{used:?}");
+    }
+
+    #[tokio::test]
+    async fn one_key_stays_paced() {
+        let url = sim(&["k1"]).await;
+        let (used, throttled) = searches(&url, &["k1"], 12, 3).await;
+        assert_eq!((used, throttled, sim_429s(&url).await), (vec![12], 0, 0));
+    }
+
+    #[tokio::test]
+    async fn keys_beyond_three_are_held_to_the_organisations_budget() {
+        // Six keys paced each on its own would send 18 a window; the organisation takes 12.
+        let keys = ["k1", "k2", "k3", "k4", "k5", "k6"];
+        let url = sim(&keys).await;
+        let (used, throttled) = searches(&url, &keys, 36, 6).await;
+        assert_eq!((throttled, sim_429s(&url).await), (0, 0), "{used:?}");
+        assert!(used.iter().all(|n| *n > 0), "{used:?}");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_key_is_named_by_its_place_never_shown() {
+        let url = sim(&["k_good"]).await;
+        let cfg = config(&url, &["k_good", "k_BAD_S3CRET", "k_good"]);
+        assert_eq!(cfg.key_count(), 2, "a repeat counts once");
+        assert!(!format!("{cfg:?}").contains("k_"), "{cfg:?}");
+        let r = Reader::new(cfg).unwrap();
+        assert!(!format!("{r:?}").contains("k_"), "{r:?}");
+        let e = r.check_credentials().await.unwrap_err();
+        let port = closeflow_close::port::PortError::from(e.clone());
+        let shown = format!("{e} {e:?} {port} {port:?}");
+        assert!(
+            matches!(&e, CloseError::Unauthorized { status: 401, key } if key == "API key 2 of 2"),
+            "{shown}"
+        );
+        assert!(!shown.contains("k_"), "{shown}");
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 impl From<CloseError> for PortError {
     fn from(e: CloseError) -> PortError {
         let (kind, last_reply) = match &e {
-            CloseError::Unauthorized { status } => {
+            CloseError::Unauthorized { status, .. } => {
                 (PortErrorKind::Unauthorized, Some(format!("HTTP {status}")))
             }
             CloseError::Rejected {

@@ -181,21 +181,24 @@ pub fn destination() -> DestinationSchema {
         settings: vec![
             SettingSpec {
                 name: "api_key",
-                description: "Your Close API key (read it from the environment: ${CLOSE_API_KEY}).",
+                description: "Your Close API key (read it from the environment: ${CLOSE_API_KEY}), or a list of one organisation's keys to spread requests over.",
                 required: true,
                 secret: true,
+                list: true,
             },
             SettingSpec {
                 name: USER_SETTING,
                 description: "Contact custom field (cf_…, text) holding the User ID.",
                 required: false,
                 secret: false,
+                list: false,
             },
             SettingSpec {
                 name: COMPANY_SETTING,
                 description: "Lead custom field (cf_…, text) holding the Company ID.",
                 required: false,
                 secret: false,
+                list: false,
             },
         ],
         actions: vec![ActionSchema {

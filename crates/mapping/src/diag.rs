@@ -92,6 +92,7 @@ pub mod code {
     pub const DIRECTIVE_TYPO: &str = "directive_typo";
     pub const LITERAL_SECRET: &str = "literal_secret";
     pub const PATH_IN_DIRECTIVE: &str = "path_in_directive";
+    pub const DUPLICATE_VALUE: &str = "duplicate_value";
 }
 
 /// The hint a diagnostic gets when the place that found the problem has nothing more specific

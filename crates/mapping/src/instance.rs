@@ -25,6 +25,9 @@ const MAPPING_KEYS: &[&str] = &["name", "enabled", "trigger", "action", "fields"
 pub enum Setting {
     Plain(String),
     Secret(SecretString),
+    /// A list of secrets, for a setting that may hold several (`api_key: [${KEY_A}, ${KEY_B}]`);
+    /// never empty, each value non-empty.
+    Secrets(Vec<SecretString>),
 }
 
 impl fmt::Debug for Setting {
@@ -32,6 +35,18 @@ impl fmt::Debug for Setting {
         match self {
             Setting::Plain(s) => write!(f, "{s:?}"),
             Setting::Secret(_) => f.write_str("[redacted]"),
+            Setting::Secrets(v) => write!(f, "[{} redacted]", v.len()),
+        }
+    }
+}
+
+impl Setting {
+    /// A secret setting's values: one, or each of a list's.
+    pub fn secrets(&self) -> Vec<&SecretString> {
+        match self {
+            Setting::Plain(_) => Vec::new(),
+            Setting::Secret(s) => vec![s],
+            Setting::Secrets(v) => v.iter().collect(),
         }
     }
 }

@@ -8,10 +8,13 @@ use serde_json::{Map, Value, json};
 pub fn instance_schema(d: &DestinationSchema) -> Value {
     let mut settings = Map::new();
     for s in &d.settings {
-        settings.insert(
-            s.name.to_string(),
-            json!({"type": "string", "description": s.description}),
-        );
+        let one = if s.list && s.secret {
+            json!({"description": s.description,
+                   "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]})
+        } else {
+            json!({"type": "string", "description": s.description})
+        };
+        settings.insert(s.name.to_string(), one);
     }
     let required_settings: Vec<&str> = d
         .settings

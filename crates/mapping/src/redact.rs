@@ -164,12 +164,14 @@ mod tests {
                     description: "",
                     required: true,
                     secret: true,
+                    list: false,
                 },
                 SettingSpec {
                     name: "plain_one",
                     description: "",
                     required: false,
                     secret: false,
+                    list: false,
                 },
             ],
             actions: vec![],
@@ -188,6 +190,25 @@ mod tests {
         assert!(r.contains("\"${WK:-******}\""), "{r}");
         assert!(r.contains("plain_one: visible"), "{r}");
         assert!(r.contains("name: x"), "{r}");
+    }
+
+    #[test]
+    fn a_list_of_api_keys_is_redacted_item_by_item() {
+        for src in [
+            "name: x\nsettings:\n  api_key: [api_ONE_S3CRET, \"${K:-api_TWO_S3CRET}\"]\n  plain_one: visible\n",
+            "name: x\nsettings:\n  api_key:\n    - api_ONE_S3CRET\n    - ${K:-api_TWO_S3CRET}\n  plain_one: visible\n",
+            "name: x\nsettings: {api_key: [api_ONE_S3CRET, api_TWO_S3CRET], plain_one: visible}\n",
+        ] {
+            assert!(yaml::parse(src).is_ok(), "{src}");
+            let r = redact(src, &schema());
+            assert!(!r.contains("S3CRET"), "{r}");
+            assert_eq!(r.len(), src.len());
+            assert!(r.contains("plain_one: visible"), "{r}");
+            assert!(
+                !r.contains("${K:-api_TWO") && (r.contains("${K:-") || !src.contains("${K")),
+                "{r}"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct SettingSpec {
     pub required: bool,
     /// Never echoed back; a literal value in a file draws a warning.
     pub secret: bool,
+    /// A secret setting that may also be a list of values ([`crate::instance::Setting::Secrets`]).
+    pub list: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ fn schema() -> DestinationSchema {
             description: "",
             required: true,
             secret: true,
+            list: false,
         }],
         actions: vec![ActionSchema {
             name: "act",

@@ -2,7 +2,7 @@
 //! `/_sim/` routes, and replies as HTTP. What a call does to the records is `records`'.
 
 use crate::records::{self, Reply};
-use crate::store::{Faults, Sim};
+use crate::store::{Faults, Sim, Window};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -106,30 +106,43 @@ async fn api(
             "The API key you provided is invalid.",
         );
     };
-    // Rate limit per key and endpoint group, fixed window.
+    // Rate limits per endpoint group, fixed windows: the key's, and the organisation's (every
+    // key together, ORG_KEYS keys' worth). A request is served only within both; the headers
+    // tell the tighter of the two.
     let (g, limit_of) = group(&method, &path);
     let group_name = g.clone();
     let window = sim.window();
     let (limit, remaining, reset, over) = {
-        let mut st = sim.lock();
-        let limit = limit_of(&st.limits);
-        let w = st
+        let mut guard = sim.lock();
+        let st = &mut *guard;
+        let key_limit = limit_of(&st.limits);
+        let org_limit = key_limit.saturating_mul(crate::store::ORG_KEYS);
+        let now = Instant::now();
+        let kw = st
             .windows
-            .entry((key.clone(), g))
-            .or_insert(crate::store::Window {
-                started: Instant::now(),
-                count: 0,
-            });
-        if w.started.elapsed() >= window {
-            w.started = Instant::now();
-            w.count = 0;
-        }
-        let reset = (window.saturating_sub(w.started.elapsed())).as_secs_f64();
-        let over = w.count >= limit;
+            .entry((key.clone(), g.clone()))
+            .or_insert(Window::new(now));
+        let ow = st.org_windows.entry(g).or_insert(Window::new(now));
+        let (key_used, org_used) = (kw.roll(window, now), ow.roll(window, now));
+        let over = key_used >= key_limit || org_used >= org_limit;
         if !over {
-            w.count += 1;
+            kw.count += 1;
+            ow.count += 1;
         }
-        (limit, limit.saturating_sub(w.count), reset, over)
+        let key = (
+            key_limit,
+            key_limit.saturating_sub(kw.count),
+            kw.reset(window, now),
+        );
+        let org = (
+            org_limit,
+            org_limit.saturating_sub(ow.count),
+            ow.reset(window, now),
+        );
+        // The tighter: less remaining, or as little and a later reset; the key's on a tie.
+        let org_tighter = org.1 < key.1 || (org.1 == key.1 && org.2 > key.2);
+        let (limit, remaining, reset) = if org_tighter { org } else { key };
+        (limit, remaining, reset, over)
     };
     let storm = {
         let mut st = sim.lock();
@@ -229,5 +242,96 @@ fn respond(reply: Reply) -> Response {
     match reply {
         Ok(v) => axum::Json(v).into_response(),
         Err(r) => (r.status, axum::Json(r.body)).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn sim(keys: &[&str]) -> Sim {
+        Sim::from_snapshot(Some(&json!({
+            "api_keys": keys,
+            // A long window: nothing resets during the test.
+            "limits": {"search": 4, "window_secs": 600.0},
+        })))
+        .unwrap()
+    }
+
+    /// One search with `key`: its status and its `RateLimit` header.
+    async fn search(sim: &Sim, key: &str) -> (u16, String) {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+        let req = Request::post("/api/v1/data/search/")
+            .header("authorization", format!("Basic {auth}"))
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"query": {"type": "and", "queries": [{"type": "object_type", "object_type": "lead"}]}}"#))
+            .unwrap();
+        let resp = router(sim.clone()).oneshot(req).await.unwrap();
+        let rl = resp.headers()["ratelimit"].to_str().unwrap().to_string();
+        (resp.status().as_u16(), rl)
+    }
+
+    #[tokio::test]
+    async fn a_fourth_key_adds_nothing_to_the_organisations_budget() {
+        let keys = ["k1", "k2", "k3", "k4"];
+        let sim = sim(&keys);
+        // Round after round, every key once: 4 keys × 4 = 16 fit the keys, 12 fit the org.
+        let mut served = 0;
+        let mut refused = Vec::new();
+        for round in 0..4 {
+            for k in keys {
+                let (status, rl) = search(&sim, k).await;
+                match status {
+                    429 => refused.push((round, k, rl)),
+                    _ => served += 1,
+                }
+            }
+        }
+        assert_eq!(served, 4 * crate::store::ORG_KEYS, "{refused:?}");
+        // Every refusal came while its key still had room (it had sent fewer than 4).
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        for (round, _, rl) in &refused {
+            assert_eq!(*round, 3, "{refused:?}");
+            assert!(rl.starts_with("limit=12, remaining=0,"), "{rl}");
+        }
+        assert_eq!(sim.lock().stats["search"].throttled, 4);
+    }
+
+    #[tokio::test]
+    async fn headers_tell_the_tighter_of_key_and_organisation() {
+        let sim = sim(&["k1", "k2", "k3", "k4"]);
+        // The key is the tighter at first: 3 left of its 4, 11 of the org's 12.
+        assert!(
+            search(&sim, "k1")
+                .await
+                .1
+                .starts_with("limit=4, remaining=3,")
+        );
+        for k in ["k2", "k2", "k2", "k3", "k3", "k3", "k4", "k4", "k4"] {
+            assert_ne!(search(&sim, k).await.0, 429);
+        }
+        // 11 spent of the org's 12: k1 (2 left of 4) hears the org's 1 remaining.
+        let (status, rl) = search(&sim, "k1").await;
+        assert_eq!(status, 200, "{rl}");
+        assert!(rl.starts_with("limit=12, remaining=1,"), "{rl}");
+    }
+
+    #[tokio::test]
+    async fn up_to_three_keys_each_get_their_whole_budget() {
+        for n in 1..=3 {
+            let keys = &["k1", "k2", "k3"][..n];
+            let sim = sim(keys);
+            for k in keys {
+                for i in 0..4 {
+                    let (status, rl) = search(&sim, k).await;
+                    assert_eq!(status, 200, "{n} keys, {k} #{i}: {rl}");
+                }
+                // Its own limit still holds.
+                assert_eq!(search(&sim, k).await.0, 429, "{n} keys, {k} #5");
+            }
+        }
     }
 }

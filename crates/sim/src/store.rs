@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Requests per window, per endpoint group and key. The default is the recorded profile.
+/// Requests per window, per endpoint group and key. The default is the recorded profile. The
+/// organisation (every key of the snapshot together) may send [`ORG_KEYS`] keys' worth.
 ///
 /// In a snapshot: `"limits": {"search": 16, "other": 240, "delete_lead": 80, "window_secs": 8.0,
 /// "search_conditions": 0}`, any subset of the five (the others keep the recorded values); saved
@@ -22,6 +23,10 @@ pub struct Limits {
     /// service bounding its query size would (Close documents no number).
     pub search_conditions: u32,
 }
+
+/// The organisation's limit in each endpoint group, in keys' worth: Close documents it as 3×
+/// one key's, however many keys the organisation has (a 4th key adds nothing).
+pub const ORG_KEYS: u32 = 3;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -72,6 +77,31 @@ pub(crate) struct Window {
     pub count: u32,
 }
 
+impl Window {
+    pub fn new(now: Instant) -> Window {
+        Window {
+            started: now,
+            count: 0,
+        }
+    }
+
+    /// Starts a new window when this one is over; the count so far.
+    pub fn roll(&mut self, window: Duration, now: Instant) -> u32 {
+        if now.duration_since(self.started) >= window {
+            self.started = now;
+            self.count = 0;
+        }
+        self.count
+    }
+
+    /// Seconds until the window resets.
+    pub fn reset(&self, window: Duration, now: Instant) -> f64 {
+        window
+            .saturating_sub(now.duration_since(self.started))
+            .as_secs_f64()
+    }
+}
+
 pub(crate) struct Org {
     pub api_keys: Vec<String>,
     pub custom_fields: Map<String, Value>,
@@ -81,6 +111,8 @@ pub(crate) struct Org {
     pub limits: Limits,
     pub faults: Faults,
     pub windows: HashMap<(String, String), Window>,
+    /// The organisation's windows, per endpoint group: every key's requests count here too.
+    pub org_windows: HashMap<String, Window>,
     pub clock_us: i64,
     pub cursors: HashMap<String, (Vec<Value>, Instant)>,
     pub stats: std::collections::BTreeMap<String, GroupStats>,
@@ -210,6 +242,7 @@ impl Sim {
                 .and_then(|f| serde_json::from_value(f.clone()).ok())
                 .unwrap_or_default(),
             windows: HashMap::new(),
+            org_windows: HashMap::new(),
             clock_us: 0,
             cursors: HashMap::new(),
             stats: Default::default(),
@@ -286,8 +319,10 @@ impl Sim {
         self.lock().faults = f;
     }
     pub fn set_limits(&self, l: Limits) {
-        self.lock().limits = l;
-        self.lock().windows.clear();
+        let mut st = self.lock();
+        st.limits = l;
+        st.windows.clear();
+        st.org_windows.clear();
     }
     /// The keys it accepts, for the start-up line (these are test keys, not secrets).
     pub fn key_hint(&self) -> String {

@@ -347,7 +347,12 @@ fn settings_changes(o: &Instance, n: &Instance) -> Vec<String> {
     for k in names {
         let differs = match (o.settings.get(k), n.settings.get(k)) {
             (Some(Setting::Plain(a)), Some(Setting::Plain(b))) => a != b,
-            (Some(Setting::Secret(_)), Some(Setting::Secret(_))) | (None, None) => false,
+            // Secrets are not compared by value; a list that grew or shrank did change.
+            (
+                Some(a @ (Setting::Secret(_) | Setting::Secrets(_))),
+                Some(b @ (Setting::Secret(_) | Setting::Secrets(_))),
+            ) => a.secrets().len() != b.secrets().len(),
+            (None, None) => false,
             _ => true,
         };
         if differs {

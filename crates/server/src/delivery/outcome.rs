@@ -248,7 +248,10 @@ mod tests {
         assert!(matches!(
             classify(
                 &report(),
-                Some(&PortError::from(CloseError::Unauthorized { status: 401 })),
+                Some(&PortError::from(CloseError::Unauthorized {
+                    status: 401,
+                    key: "the API key".into(),
+                })),
                 0,
                 0,
                 0,
