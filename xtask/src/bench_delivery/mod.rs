@@ -127,12 +127,13 @@ struct Mixes {
     repeats: Vec<Value>,
 }
 
-// (`--seed S`, `--warm N`, `--events N`, `--half-new N`, `--backfill N`, `--naive-secs S`,
+// (`--seed S`, `--warm N`, `--events N`, `--max-secs S`, `--half-new N`, `--backfill N`, `--naive-secs S`,
 // `--repeats N`)
 pub fn run(args: &[&str]) -> Result<()> {
     let seed = args::number(args, "--seed", 7)? as u64;
     let n_warm = args::number(args, "--warm", 1_000)?;
-    let n = args::number(args, "--events", 4_000)?;
+    let n = args::number(args, "--events", 3_000)?;
+    let max_secs = args::number(args, "--max-secs", 150)?;
     let n_half = args::number(args, "--half-new", 1_200)?;
     let n_back = args::number(args, "--backfill", 5_000)?;
     let naive_secs = args::number(args, "--naive-secs", 48)?;
@@ -223,6 +224,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         "calls/event: the simulator's counts during the measured part (its first 8 s included), 429s included; 429s: the whole run\n"
     );
 
+    let max = Duration::from_secs(max_secs as u64);
     let mut rows = Vec::new();
     let mut add = |r: Row| {
         print_row(&r);
@@ -249,7 +251,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         } else {
             format!(" after {} warm-up", before.len())
         };
-        let mut p = one(&bin, &parts, false, None)?;
+        let mut p = one(&bin, &parts, false, Some(max))?;
         let throttled = total(&p);
         add(Row {
             run: format!("send{warm}"),
@@ -258,7 +260,7 @@ pub fn run(args: &[&str]) -> Result<()> {
             need,
             throttled,
         });
-        let mut p = procs::serve(&bin, &org, &parts)?;
+        let mut p = procs::serve(&bin, &org, &parts, Some(max))?;
         let throttled = total(&p);
         add(Row {
             run: format!("serve{warm}"),
@@ -283,7 +285,7 @@ pub fn run(args: &[&str]) -> Result<()> {
 
     let parts: [&[Value]; 2] = [&m.repeat_warm, &m.repeats];
     let s = one(&bin, &parts, false, None)?;
-    let v = procs::serve(&bin, &org, &parts)?;
+    let v = procs::serve(&bin, &org, &parts, None)?;
     println!("\n{}", markdown(&rows));
     println!(
         "calls per repeated unchanged identify, measured directly: {} events of the standard mix settled, then {n_rep} repeated unchanged identifies of people of the warm-up in the same process; the simulator's calls during that second part / {n_rep}",

@@ -249,7 +249,7 @@ pub struct SendRun<'a> {
     /// padding while the part's last events are applied.
     pub parts: &'a [&'a [Value]],
     pub naive: bool,
-    /// Stop (kill) `send` after this long.
+    /// Stop (kill) `send` when its last part has run this long.
     pub cap: Option<Duration>,
 }
 
@@ -321,7 +321,7 @@ pub fn send(bin: &Path, org: &Value, run: &SendRun<'_>) -> Result<Vec<Phase>> {
                 Ok((!last).then_some(input))
             })
         });
-        let mut exited = None;
+        let (mut exited, mut capped) = (None, false);
         loop {
             std::thread::sleep(TICK);
             let done = resume_lines(&dir.0).saturating_sub(base).min(part.len());
@@ -334,7 +334,8 @@ pub fn send(bin: &Path, org: &Value, run: &SendRun<'_>) -> Result<Vec<Phase>> {
                 exited = Some(status);
                 break;
             }
-            if run.cap.is_some_and(|c| s.secs() >= c.as_secs_f64()) {
+            if last && run.cap.is_some_and(|c| s.secs() >= c.as_secs_f64()) {
+                capped = true;
                 break;
             }
         }
@@ -352,6 +353,7 @@ pub fn send(bin: &Path, org: &Value, run: &SendRun<'_>) -> Result<Vec<Phase>> {
             Some(_) if s.samples.last().map_or(0, |x| x.1) < part.len() => {
                 Some("send exited before every event was recorded".into())
             }
+            _ if capped => Some(stopped(&s, part.len())),
             _ => None,
         };
         phases.push(Phase {
@@ -362,7 +364,7 @@ pub fn send(bin: &Path, org: &Value, run: &SendRun<'_>) -> Result<Vec<Phase>> {
         });
         base += part.len() + if last { 0 } else { PAD };
     }
-    if run.cap.is_none() {
+    if phases.last().is_some_and(|p| p.done() >= p.events) {
         let status = child.0.wait()?;
         if !status.success() && phases.last().is_some_and(|p| p.note.is_none()) {
             let err = std::fs::read_to_string(dir.0.join("send.err"))?;
@@ -377,6 +379,14 @@ pub fn send(bin: &Path, org: &Value, run: &SendRun<'_>) -> Result<Vec<Phase>> {
     Ok(phases)
 }
 
+fn stopped(s: &Sampler, events: usize) -> String {
+    format!(
+        "stopped at {:.0} s, {} of {events} done",
+        s.secs(),
+        s.samples.last().map_or(0, |x| x.1)
+    )
+}
+
 fn lines<'a>(events: impl Iterator<Item = &'a Value>) -> String {
     events.map(|e| e.to_string() + "\n").collect()
 }
@@ -384,8 +394,14 @@ fn lines<'a>(events: impl Iterator<Item = &'a Value>) -> String {
 /// `closeflow serve --config config --listen 127.0.0.1:PORT` (in a fresh directory: its data
 /// directory the default one) against a fresh simulator of `org`; each part posted to the
 /// intake in batches of 100, then waited for until every event is settled (applied, skipped
-/// or dead-lettered) and the queue is empty; one [`Phase`] per part.
-pub fn serve(bin: &Path, org: &Value, parts: &[&[Value]]) -> Result<Vec<Phase>> {
+/// or dead-lettered) and the queue is empty — the last part at most `cap` long; one [`Phase`]
+/// per part.
+pub fn serve(
+    bin: &Path,
+    org: &Value,
+    parts: &[&[Value]],
+    cap: Option<Duration>,
+) -> Result<Vec<Phase>> {
     let dir = TempDir::new()?;
     let http = Http::new()?;
     let sim = Sim::start(bin, &dir.0, org, &http)?;
@@ -414,7 +430,7 @@ pub fn serve(bin: &Path, org: &Value, parts: &[&[Value]]) -> Result<Vec<Phase>> 
         let before = sim.calls(&http)?;
         let mut s = Sampler::new();
         http.post(&base_url, part)?;
-        let (settled, dead) = loop {
+        let (settled, dead, capped) = loop {
             let m = http.text(&format!("{base_url}/metrics"))?;
             let sum = |name: &str| -> usize {
                 m.lines()
@@ -430,7 +446,10 @@ pub fn serve(bin: &Path, org: &Value, parts: &[&[Value]]) -> Result<Vec<Phase>> 
             s.push(done)
                 .with_context(|| format!("closeflow serve, part {}", k + 1))?;
             if done >= part.len() && sum("closeflow_queue_depth{") == 0 {
-                break (settled, dead);
+                break (settled, dead, None);
+            }
+            if k + 1 == parts.len() && cap.is_some_and(|c| s.secs() >= c.as_secs_f64()) {
+                break (settled, dead, Some(stopped(&s, part.len())));
             }
             std::thread::sleep(TICK);
         };
@@ -438,7 +457,9 @@ pub fn serve(bin: &Path, org: &Value, parts: &[&[Value]]) -> Result<Vec<Phase>> 
             events: part.len(),
             samples: s.samples,
             calls: sim.calls(&http)?.since(before),
-            note: (dead > dead_before).then(|| format!("{} dead-lettered", dead - dead_before)),
+            note: (dead > dead_before)
+                .then(|| format!("{} dead-lettered", dead - dead_before))
+                .or(capped),
         });
         settled_before = settled;
         dead_before = dead;
