@@ -22,7 +22,8 @@
 //! dead-lettered) and the first 8 s of each measured part — the first rate window, whose
 //! budget a short run spends as a burst — are left out: the rate is taken over the last k
 //! whole 8 s windows before the part's end, k = ⌊(end − 8 s) / 8 s⌋, so that the span holds as
-//! many rate-window resets as windows (see [`procs::Phase::steady`]).
+//! many rate-window resets as windows (see [`procs::Phase::steady`]). A measured part still
+//! running after `--max-secs` (150 s) is stopped there and measured over what it did.
 //!
 //! The limit of a mix is what the recorded budget allows for the calls it needs: writes per
 //! event as `closeflow dry-run --against sim:` the same starting snapshot plans them, and the
@@ -219,6 +220,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     println!(
         "  fewest searches: ceil(distinct lookup keys / {}) (keys a warm-up already looked up not counted)",
         limit::KEYS_PER_SEARCH
+    );
+    println!(
+        "a measured part still running after {max_secs} s is stopped there (its note says so) and measured over what it did;"
     );
     println!(
         "calls/event: the simulator's counts during the measured part (its first 8 s included), 429s included; 429s: the whole run\n"
