@@ -40,7 +40,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         ["delivery", rest @ ..] => crate::bench_delivery::run(rest),
         ["cluster"] => crate::bench_cluster::run(),
         _ => bail!(
-            "usage: cargo xtask bench engine|diff [--events N] [--planned-events M] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR]|delivery [--events N] [--baseline-events M] [--scale-events K] [--seed S]|cluster"
+            "usage: cargo xtask bench engine|diff [--events N] [--planned-events M] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR]|delivery [--seed S] [--warm N] [--events N] [--max-secs S] [--half-new N] [--backfill N] [--naive-secs S] [--repeats N]|cluster"
         ),
     }
 }
