@@ -16,7 +16,7 @@ use closeflow_close::payload::Payload;
 use closeflow_close::run;
 use closeflow_mapping::Instance;
 use closeflow_mapping::events::Entry;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How far ahead of the run lookups go out.
@@ -155,19 +155,23 @@ where
         }
         self.under_way = None;
         let chunk = self.source.search_chunk();
-        let (mut picks, mut keys, mut urgent) = (Vec::new(), 0, false);
+        let (mut picks, mut keys, mut urgent) = (Vec::new(), HashSet::new(), false);
         for (n, a) in self.ahead.iter().take(self.lead()).enumerate() {
-            if keys >= chunk {
+            if keys.len() >= chunk {
                 break;
             }
-            if a.sent || self.source.answered(&a.payloads) {
+            if a.sent {
                 continue;
             }
-            keys += self.source.requests(&a.payloads).len();
+            let need = self.source.to_look_up(&a.payloads);
+            if need.is_empty() {
+                continue;
+            }
+            keys.extend(need);
             picks.push(n);
             urgent |= n < LEAST;
         }
-        if picks.is_empty() || !(urgent || keys >= chunk) {
+        if picks.is_empty() || !(urgent || keys.len() >= chunk) {
             return;
         }
         let mut batch = Vec::new();

@@ -54,31 +54,57 @@ impl LiveSource {
         out
     }
 
-    /// Whether every lookup of these payloads would be answered from the cache now.
-    pub fn answered(&self, payloads: &[Payload]) -> bool {
+    /// What these payloads' lookups still need from Close: for each one not answered from the
+    /// cache, its keys that are not fresh there (all of them when the cached records lack a
+    /// field it needs). A search that carries only these leaves room for other events' keys.
+    pub(super) fn wants(&self, payloads: &[Payload]) -> Vec<EventLookup> {
         let cfg = &self.shared.keys;
-        payloads.iter().all(|p| {
-            let reqs = lookup::requests(cfg, p);
-            reqs.is_empty() || self.cached(&EventLookup::of(cfg, p, &reqs)).is_some()
-        })
+        let now = Instant::now();
+        payloads
+            .iter()
+            .filter_map(|p| {
+                let reqs = lookup::requests(cfg, p);
+                if reqs.is_empty() {
+                    return None;
+                }
+                let mut w = EventLookup::of(cfg, p, &reqs);
+                if self.cached(&w).is_some() {
+                    return None;
+                }
+                if self.caching() {
+                    let c = self.cache();
+                    let stale: Vec<LookupRequest> = w
+                        .reqs
+                        .iter()
+                        .filter(|r| c.fresh(&cache_key(r), now, &self.shared.opts).is_none())
+                        .cloned()
+                        .collect();
+                    if !stale.is_empty() {
+                        w.reqs = stale;
+                    }
+                }
+                Some(w)
+            })
+            .collect()
+    }
+
+    /// The keys [`LiveSource::wants`] would search for, as the cache names them.
+    pub fn to_look_up(&self, payloads: &[Payload]) -> Vec<LookupRequest> {
+        let mut out: Vec<LookupRequest> = self
+            .wants(payloads)
+            .iter()
+            .flat_map(|w| w.reqs.iter().map(cache_key))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Looks up these events' keys in as few searches as the chunk size allows and keeps the
     /// answers in the cache. Per event: `Ok`, or the error its lookup met — when Close refuses
     /// the shared search, each event is searched alone, so one bad key fails only its event.
     pub async fn read_ahead(&self, events: &[EventPayloads]) -> Vec<Result<(), CloseError>> {
-        let cfg = &self.shared.keys;
-        let wants: Vec<Vec<EventLookup>> = events
-            .iter()
-            .map(|ps| {
-                ps.iter()
-                    .filter_map(|p| {
-                        let reqs = lookup::requests(cfg, p);
-                        (!reqs.is_empty()).then(|| EventLookup::of(cfg, p, &reqs))
-                    })
-                    .collect()
-            })
-            .collect();
+        let wants: Vec<Vec<EventLookup>> = events.iter().map(|ps| self.wants(ps)).collect();
         let all: Vec<EventLookup> = wants.iter().flatten().cloned().collect();
         if all.is_empty() {
             return events.iter().map(|_| Ok(())).collect();

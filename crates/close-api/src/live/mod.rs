@@ -153,15 +153,9 @@ impl LiveSource {
         if !self.caching() {
             return;
         }
-        let cfg = &self.shared.keys;
         let mut wants: Vec<EventLookup> = Vec::new();
-        for p in payloads {
-            let reqs = closeflow_close::lookup::requests(cfg, p);
-            if reqs.is_empty() {
-                continue;
-            }
-            let w = EventLookup::of(cfg, p, &reqs);
-            if self.cached(&w).is_none() && !wants.contains(&w) {
+        for w in self.wants(payloads) {
+            if !wants.contains(&w) {
                 wants.push(w);
             }
         }

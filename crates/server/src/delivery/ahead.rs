@@ -101,31 +101,33 @@ impl ReadAhead {
 
     /// The events (indexes into the decision's slots) to look up now, if a read-ahead is due:
     /// among the first `lead` of `upcoming`, those unknown or not answered from the cache, in
-    /// order, until they fill a search (`chunk` keys; `keys(i)` gives an event's). Due when none
-    /// is under way and either they fill it or one of them is next in line for a worker.
-    pub(super) fn due(
+    /// order, until their keys still to look up (`keys(i)`, counted once across them) fill a
+    /// search of `chunk` keys. Due when none is under way and either they fill it or one of
+    /// them is next in line for a worker.
+    pub(super) fn due<K: std::hash::Hash + Eq>(
         &self,
         upcoming: &[usize],
-        wanted: impl Fn(usize) -> bool,
-        keys: impl Fn(usize) -> usize,
+        unknown: impl Fn(usize) -> bool,
+        keys: impl Fn(usize) -> Vec<K>,
         workers: usize,
         chunk: usize,
     ) -> Vec<usize> {
         if self.reading {
             return Vec::new();
         }
-        let (mut want, mut n) = (Vec::new(), 0);
+        let (mut want, mut n) = (Vec::new(), std::collections::HashSet::new());
         for &i in upcoming.iter().take(self.lead(workers)) {
-            if n >= chunk {
+            if n.len() >= chunk {
                 break;
             }
-            if wanted(i) {
+            let need = keys(i);
+            if unknown(i) || !need.is_empty() {
                 want.push(i);
-                n += keys(i);
+                n.extend(need);
             }
         }
         let urgent = upcoming.iter().take(workers).any(|i| want.contains(i));
-        if urgent || n >= chunk {
+        if urgent || n.len() >= chunk {
             want
         } else {
             Vec::new()

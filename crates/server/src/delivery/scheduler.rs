@@ -312,8 +312,8 @@ impl<Q: Deliver> Scheduler<Q> {
             let key = |i: usize| self.slots[&ids[i]].keyed.as_ref().expect("keyed above");
             let due = self.ahead.due(
                 &decision.upcoming,
-                |i| whom[i].1 == Who::Unknown || !lookups.answered(&key(i).payloads),
-                |i| key(i).reqs.len(),
+                |i| whom[i].1 == Who::Unknown,
+                |i| lookups.to_look_up(&key(i).payloads),
                 concurrency,
                 lookups.search_chunk(),
             );
