@@ -10,8 +10,10 @@ fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct LookupArgs {
-    /// How long a key's lookup result is kept (0 turns the cache off). Within it, an edit made
-    /// in Close's UI may be overwritten once (see the README, "Lookups, coalesced and cached").
+    /// How long a key's lookup result is kept (0 turns the cache off, and the server then runs
+    /// an instance's events one at a time: it cannot know whom an event is about before it runs).
+    /// Within it, an edit made in Close's UI may be overwritten once (see the README, "Lookups,
+    /// coalesced and cached").
     #[arg(long, default_value_t = Span(LiveOptions::default().ttl), value_parser = span)]
     pub cache_ttl: Span,
     /// Lookup keys per search request at most (Close answering 400 splits it further).

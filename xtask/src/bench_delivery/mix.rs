@@ -23,7 +23,15 @@ mappings:
 
 /// The instance file's text for a Close at `url`.
 pub fn instance(url: &str) -> String {
-    INSTANCE.replace("URL", url)
+    instance_with_keys(url, 1)
+}
+
+/// The instance over the first `keys` API keys of the organisation (`key_1`, `key_2`, …).
+pub fn instance_with_keys(url: &str, keys: usize) -> String {
+    let list: Vec<String> = (1..=keys.max(1)).map(|k| format!("key_{k}")).collect();
+    INSTANCE
+        .replace("URL", url)
+        .replace("api_key: key_1", &format!("api_key: [{}]", list.join(", ")))
 }
 
 struct Rng(u64);

@@ -139,7 +139,11 @@ pub fn run(args: &[&str]) -> Result<()> {
     let n_back = args::number(args, "--backfill", 5_000)?;
     let naive_secs = args::number(args, "--naive-secs", 48)?;
     let n_rep = args::number(args, "--repeats", 1_000)?;
+    let n_keys = args::number(args, "--keys-events", 4_000)?;
     let bin = crate::release_closeflow()?;
+    if args.contains(&"--keys-only") {
+        return keys_table(&bin, seed, n_keys, args::number(args, "--max-secs", 150)?);
+    }
     let org = World::new(seed).org(&["key_1"]);
     let m = {
         let mut a = World::new(seed);
@@ -313,6 +317,43 @@ pub fn run(args: &[&str]) -> Result<()> {
                 .as_deref()
                 .map(|n| format!("; {n}"))
                 .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// One instance over 1, 2 and 3 API keys of one organisation (the simulator's organisation limit
+/// is 3 keys' worth), `serve` with default flags on a backfill of new people: the write budget
+/// is the ceiling, and it grows with the keys.
+fn keys_table(bin: &std::path::Path, seed: u64, n: usize, max_secs: usize) -> Result<()> {
+    let org = World::new(seed).org(&["key_1", "key_2", "key_3"]);
+    let events = World::new(seed).backfill(n);
+    println!(
+        "serve with several API keys: one instance, `settings.api_key: [key_1 … key_k]`, default flags; {n} new people (backfill mix);"
+    );
+    println!(
+        "  simulator: recorded limits per key (other 240 / 8 s), organisation 3 keys' worth; events/s steady state as above; stopped after {max_secs} s\n"
+    );
+    println!("| API keys | events/s (steady) | vs 1 key | other calls/event | 429s | note |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut one = None;
+    for k in 1..=3 {
+        let mut p = procs::serve_keys(
+            bin,
+            &org,
+            &[&events],
+            Some(Duration::from_secs(max_secs as u64)),
+            k,
+        )?;
+        let phase = p.pop().expect("a phase");
+        let rate = phase.steady(SKIP_SECS).map_or(0.0, |(r, _)| r);
+        let base = *one.get_or_insert(rate);
+        println!(
+            "| {k} | {rate:.1} | {:.2}× | {:.3} | {} | {} |",
+            rate / base.max(f64::MIN_POSITIVE),
+            phase.calls.other as f64 / phase.events.max(1) as f64,
+            phase.calls.throttled,
+            phase.note.as_deref().unwrap_or("")
         );
     }
     Ok(())

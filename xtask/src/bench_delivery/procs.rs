@@ -402,6 +402,17 @@ pub fn serve(
     parts: &[&[Value]],
     cap: Option<Duration>,
 ) -> Result<Vec<Phase>> {
+    serve_keys(bin, org, parts, cap, 1)
+}
+
+/// [`serve`] with one instance over `keys` API keys of the organisation.
+pub fn serve_keys(
+    bin: &Path,
+    org: &Value,
+    parts: &[&[Value]],
+    cap: Option<Duration>,
+    keys: usize,
+) -> Result<Vec<Phase>> {
     let dir = TempDir::new()?;
     let http = Http::new()?;
     let sim = Sim::start(bin, &dir.0, org, &http)?;
@@ -409,7 +420,7 @@ pub fn serve(
     std::fs::create_dir_all(&config)?;
     std::fs::write(
         config.join("bench.yaml"),
-        super::mix::instance(&sim.api_url()),
+        super::mix::instance_with_keys(&sim.api_url(), keys),
     )?;
     let port = free_port()?;
     let server = Command::new(bin)

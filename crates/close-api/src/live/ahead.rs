@@ -55,8 +55,9 @@ impl LiveSource {
     }
 
     /// What these payloads' lookups still need from Close: for each one not answered from the
-    /// cache, its keys that are not fresh there (all of them when the cached records lack a
-    /// field it needs). A search that carries only these leaves room for other events' keys.
+    /// cache, its keys that are not fresh there, with its company key whenever a contact key is
+    /// among them (all of them when the cached records lack a field it needs). A search that
+    /// carries only these leaves room for other events' keys.
     pub(super) fn wants(&self, payloads: &[Payload]) -> Vec<EventLookup> {
         let cfg = &self.shared.keys;
         let now = Instant::now();
@@ -79,7 +80,13 @@ impl LiveSource {
                         .filter(|r| c.fresh(&cache_key(r), now, &self.shared.opts).is_none())
                         .cloned()
                         .collect();
-                    if !stale.is_empty() {
+                    // A contact found without its lead in the same search costs a `GET
+                    // /lead/` (an "other" call, the write budget): its company key goes along.
+                    let contact =
+                        |r: &LookupRequest| !matches!(r, LookupRequest::LeadsByCompany { .. });
+                    if stale.iter().any(contact) {
+                        w.reqs.retain(|r| !contact(r) || stale.contains(r));
+                    } else if !stale.is_empty() {
                         w.reqs = stale;
                     }
                 }
