@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod connect;
+mod errors;
 pub mod live;
 pub mod lookahead;
 pub mod metadata;
