@@ -135,6 +135,27 @@ impl SimProc {
             .await
             .expect("state is JSON")
     }
+    /// Requests the simulator has answered in an endpoint group (`search`, `other`).
+    pub async fn answered(&self, group: &str) -> u64 {
+        let s: Value = reqwest::get(format!("{}/_sim/stats", self.base()))
+            .await
+            .expect("simulator answers")
+            .json()
+            .await
+            .expect("stats are JSON");
+        s[group]["requests"].as_u64().unwrap_or(0)
+    }
+    /// Waits until a delivery is writing to a slow Close: its lookups (the read-ahead's search)
+    /// were answered, so its first write is under way for as long as the injected latency.
+    pub async fn wait_writing(&self) {
+        wait_for(
+            "a delivery's lookups answered",
+            Duration::from_secs(30),
+            || async { self.answered("search").await >= 1 },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     pub async fn faults(&self, f: Value) {
         let r = reqwest::Client::new()
             .post(format!("{}/_sim/faults", self.base()))

@@ -169,7 +169,7 @@ async fn a_second_server_on_the_same_data_dir_exits_at_once_naming_the_holder() 
     );
     // While the first one is in its grace period (an event in flight to a slow Close), a new
     // process is refused just the same.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.wait_writing().await;
     first.signal_term();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (out, _) = second(dir.path());

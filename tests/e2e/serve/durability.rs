@@ -112,7 +112,7 @@ async fn sigterm_answers_503_and_not_ready_while_in_flight_events_finish_and_the
             200
         );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.wait_writing().await;
     s.signal_term();
     let at_signal = contacts(&sim.state().await).len();
     tokio::time::sleep(Duration::from_millis(100)).await;
