@@ -26,6 +26,35 @@ const RATE_SPAN: Duration = Duration::from_secs(3);
 /// Events always looked up ahead, whatever the pace (the next ones, and a start).
 const LEAST: usize = 4;
 
+/// The pace of a run: how many events went by lately, and so how many of the next ones fall
+/// within [`LEAD`] of now. `send`'s look-ahead and the server's read-ahead time themselves by it.
+#[derive(Debug, Default)]
+pub struct Pace {
+    /// When the last events went by (within [`RATE_SPAN`]).
+    times: VecDeque<Instant>,
+}
+
+impl Pace {
+    /// One event went by now.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        self.times.push_back(now);
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RATE_SPAN)
+        {
+            self.times.pop_front();
+        }
+    }
+
+    /// The events due within [`LEAD`] at the recent pace, at least `least`.
+    pub fn lead(&self, least: usize) -> usize {
+        let rate = self.times.len() as f64 / RATE_SPAN.as_secs_f64();
+        ((rate * LEAD.as_secs_f64()).ceil() as usize).max(least)
+    }
+}
+
 /// An event read, not yet handed out.
 struct Ahead {
     index: usize,
@@ -47,8 +76,8 @@ pub struct LookAhead<'a, I> {
     /// The read-ahead under way, and the last stream index it covers: an event it covers is
     /// handed out only once it is done (else the event would search for itself meanwhile).
     under_way: Option<(tokio::task::JoinHandle<()>, usize)>,
-    /// When events were handed out lately: the pace of the run.
-    handed: VecDeque<Instant>,
+    /// How fast events are handed out.
+    pace: Pace,
     /// Events the caller will not send (`--resume`): read, handed out, not looked up.
     skip: Box<dyn Fn(&Entry) -> bool + 'a>,
 }
@@ -74,7 +103,7 @@ where
             ahead: VecDeque::new(),
             exhausted: false,
             under_way: None,
-            handed: VecDeque::new(),
+            pace: Pace::default(),
             skip: Box::new(skip),
         }
     }
@@ -96,15 +125,7 @@ where
         let Some(a) = self.ahead.pop_front() else {
             return Ok(None);
         };
-        let now = Instant::now();
-        self.handed.push_back(now);
-        while self
-            .handed
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > RATE_SPAN)
-        {
-            self.handed.pop_front();
-        }
+        self.pace.tick();
         Ok(Some((a.index, a.entry)))
     }
 
@@ -137,12 +158,6 @@ where
         Ok(())
     }
 
-    /// How many of the next events to look among.
-    fn lead(&self) -> usize {
-        let rate = self.handed.len() as f64 / RATE_SPAN.as_secs_f64();
-        ((rate * LEAD.as_secs_f64()).ceil() as usize).max(LEAST)
-    }
-
     /// Sends the lookups of the next events not looked up yet, when they fill a search or the
     /// next event needs them; one read-ahead at a time.
     fn look_ahead(&mut self) {
@@ -156,7 +171,7 @@ where
         self.under_way = None;
         let chunk = self.source.search_chunk();
         let (mut picks, mut keys, mut urgent) = (Vec::new(), HashSet::new(), false);
-        for (n, a) in self.ahead.iter().take(self.lead()).enumerate() {
+        for (n, a) in self.ahead.iter().take(self.pace.lead(LEAST)).enumerate() {
             if keys.len() >= chunk {
                 break;
             }

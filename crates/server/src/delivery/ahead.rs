@@ -12,15 +12,11 @@
 use closeflow_close::payload::Payload;
 use closeflow_close_api::client::CloseError;
 use closeflow_close_api::live::LiveSource;
-use std::collections::VecDeque;
+use closeflow_close_api::lookahead::Pace;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// How long the read-ahead keeps ahead of delivery.
-const LEAD: Duration = Duration::from_millis(1_500);
-/// Over how long the rate of finished events is measured.
-const RATE_SPAN: Duration = Duration::from_secs(3);
 /// How long an event whose read-ahead failed runs as opaque (alone, in order) before it is
 /// looked up ahead again.
 const FAILED_FOR: Duration = Duration::from_secs(5);
@@ -66,8 +62,8 @@ pub(super) struct ReadAhead {
     pub(super) reading: bool,
     tx: mpsc::UnboundedSender<Read>,
     pub(super) results: mpsc::UnboundedReceiver<Read>,
-    /// When the last events finished, to measure the pace of delivery.
-    finished: VecDeque<Instant>,
+    /// How fast events have been finishing.
+    pace: Pace,
 }
 
 impl ReadAhead {
@@ -77,26 +73,12 @@ impl ReadAhead {
             reading: false,
             tx,
             results,
-            finished: VecDeque::new(),
+            pace: Pace::default(),
         }
     }
 
     pub(super) fn finished(&mut self) {
-        let now = Instant::now();
-        self.finished.push_back(now);
-        while self
-            .finished
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > RATE_SPAN)
-        {
-            self.finished.pop_front();
-        }
-    }
-
-    /// How many of the next events to look among.
-    fn lead(&self, workers: usize) -> usize {
-        let rate = self.finished.len() as f64 / RATE_SPAN.as_secs_f64();
-        ((rate * LEAD.as_secs_f64()).ceil() as usize).max(2 * workers)
+        self.pace.tick();
     }
 
     /// The events (indexes into the decision's slots) to look up now, if a read-ahead is due:
@@ -116,7 +98,7 @@ impl ReadAhead {
             return Vec::new();
         }
         let (mut want, mut n) = (Vec::new(), std::collections::HashSet::new());
-        for &i in upcoming.iter().take(self.lead(workers)) {
+        for &i in upcoming.iter().take(self.pace.lead(2 * workers)) {
             if n.len() >= chunk {
                 break;
             }
