@@ -55,13 +55,20 @@ impl Pace {
     }
 }
 
+/// Whether an event's keys still to look up (`need`) join a search that already holds `keys`
+/// without passing `chunk`: one key over would cost a second search, of that key alone. The
+/// first event always fits (a search of more keys than a chunk is split anyway).
+pub fn fits<K: std::hash::Hash + Eq>(keys: &HashSet<K>, need: &[K], chunk: usize) -> bool {
+    keys.is_empty() || keys.len() + need.iter().filter(|k| !keys.contains(k)).count() <= chunk
+}
+
 /// An event read, not yet handed out.
 struct Ahead {
     index: usize,
     entry: Entry,
     payloads: Vec<Payload>,
-    /// Its lookups went out (or it needs none).
-    sent: bool,
+    /// How many read-aheads covered it (a first one, or none needed: 1).
+    looks: u8,
 }
 
 /// A stream of events with the lookups of the upcoming ones sent ahead (up to `depth` events
@@ -73,9 +80,11 @@ pub struct LookAhead<'a, I> {
     depth: usize,
     ahead: VecDeque<Ahead>,
     exhausted: bool,
-    /// The read-ahead under way, and the last stream index it covers: an event it covers is
-    /// handed out only once it is done (else the event would search for itself meanwhile).
-    under_way: Option<(tokio::task::JoinHandle<()>, usize)>,
+    /// The read-ahead under way, and the stream indexes it covers: an event it covers is handed
+    /// out only once it is done (else the event would search for itself meanwhile); one it does
+    /// not cover goes on meanwhile (a read-ahead waiting on the search budget must not hold up
+    /// events already looked up).
+    under_way: Option<(tokio::task::JoinHandle<()>, HashSet<usize>)>,
     /// How fast events are handed out.
     pace: Pace,
     /// Events the caller will not send (`--resume`): read, handed out, not looked up.
@@ -112,13 +121,21 @@ where
     /// could answer them. A bad entry in the stream is returned as read.
     pub async fn next(&mut self) -> Result<Option<(usize, Entry)>, E> {
         self.read()?;
-        if self.depth > 0 {
+        while self.depth > 0 {
             self.look_ahead();
-            let front = self.ahead.front().map(|a| a.index);
-            if let (Some(i), Some((_, last))) = (front, &self.under_way)
-                && i <= *last
-                && let Some((task, _)) = self.under_way.take()
-            {
+            // The front waits for the read-ahead under way when that covers it, or when it was
+            // never looked up (the read-ahead was busy, with later events, as it came up): the
+            // next one then takes it along, rather than it searching alone. Bounded: after one
+            // wait the front is covered, after two it is looked up.
+            let (Some(front), Some((_, covers))) = (self.ahead.front(), &self.under_way) else {
+                break;
+            };
+            let wait = covers.contains(&front.index)
+                || front.looks == 0 && !self.source.to_look_up(&front.payloads).is_empty();
+            if !wait {
+                break;
+            }
+            if let Some((task, _)) = self.under_way.take() {
                 let _ = task.await;
             }
         }
@@ -136,8 +153,8 @@ where
                 None => self.exhausted = true,
                 Some((i, e)) => {
                     let e = e?;
-                    let looks = self.depth > 0 && !(self.skip)(&e);
-                    let payloads = if looks {
+                    let wanted = self.depth > 0 && !(self.skip)(&e);
+                    let payloads = if wanted {
                         run::prepare(self.inst, i, &e)
                             .1
                             .into_iter()
@@ -150,7 +167,7 @@ where
                         index: i,
                         entry: e,
                         payloads,
-                        sent: !looks,
+                        looks: u8::from(!wanted),
                     });
                 }
             }
@@ -158,8 +175,11 @@ where
         Ok(())
     }
 
-    /// Sends the lookups of the next events not looked up yet, when they fill a search or the
-    /// next event needs them; one read-ahead at a time.
+    /// Sends the lookups of the next events not looked up yet, when they fill a search within
+    /// the lead, or when one of the next events needs them — then filled past the lead: the
+    /// search budget is the scarcest, and a search that goes out anyway should carry all it
+    /// can (a run waiting on the budget measures a slow pace, and searches sized to that pace
+    /// would keep it slow). One read-ahead at a time.
     fn look_ahead(&mut self) {
         if self
             .under_way
@@ -170,35 +190,46 @@ where
         }
         self.under_way = None;
         let chunk = self.source.search_chunk();
+        let lead = self.pace.lead(LEAST);
         let (mut picks, mut keys, mut urgent) = (Vec::new(), HashSet::new(), false);
-        for (n, a) in self.ahead.iter().take(self.pace.lead(LEAST)).enumerate() {
-            if keys.len() >= chunk {
+        let mut full = false;
+        // Every event that needs a lookup adds a key: a chunk's worth of events fills a search.
+        for (n, a) in self.ahead.iter().take(lead.max(chunk)).enumerate() {
+            if n >= lead && !urgent {
                 break;
             }
-            if a.sent {
+            // Looked up once already, and its answer expired before its turn came (the run
+            // waited on the budget): it goes into the next shared search rather than searching
+            // alone when sent. Once only, so that a key Close refuses is not searched for ever.
+            let again = a.looks == 1 && n < LEAST;
+            if a.looks > 0 && !again {
                 continue;
             }
             let need = self.source.to_look_up(&a.payloads);
             if need.is_empty() {
                 continue;
             }
+            if !fits(&keys, &need, chunk) {
+                full = true;
+                break;
+            }
             keys.extend(need);
             picks.push(n);
             urgent |= n < LEAST;
         }
-        if picks.is_empty() || !(urgent || keys.len() >= chunk) {
+        if picks.is_empty() || !(urgent || full || keys.len() >= chunk) {
             return;
         }
         let mut batch = Vec::new();
-        let mut last = 0;
+        let mut covers = HashSet::new();
         for n in picks {
             let a = &mut self.ahead[n];
-            a.sent = true;
+            a.looks += 1;
             batch.extend(a.payloads.iter().cloned());
-            last = a.index;
+            covers.insert(a.index);
         }
         let source = self.source.clone();
         let task = tokio::spawn(async move { source.prefetch(&batch).await });
-        self.under_way = Some((task, last));
+        self.under_way = Some((task, covers));
     }
 }

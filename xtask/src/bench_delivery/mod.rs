@@ -35,7 +35,10 @@
 //! settled, then only repeated unchanged identifies of people of the warm-up, in the same
 //! process; the simulator's counts over that second part / its events.
 //!
-//! (The former "more API keys" table is left out while how keys work is being changed.)
+//! Options: `--mixes a,c` runs only those mixes; `--naive-secs 0` leaves the naive baseline out
+//! and `--repeats 0` the repeated identifies (for a quick look at one mix; the README's table is
+//! the full run). `--keys-only` runs instead one instance over 1, 2 and 3 API keys of one
+//! organisation (`--keys-events`, 4,000 new people) — see [`keys_table`].
 
 mod limit;
 mod mix;
@@ -140,6 +143,10 @@ pub fn run(args: &[&str]) -> Result<()> {
     let naive_secs = args::number(args, "--naive-secs", 48)?;
     let n_rep = args::number(args, "--repeats", 1_000)?;
     let n_keys = args::number(args, "--keys-events", 4_000)?;
+    let mixes = args::value(args, "--mixes")?.unwrap_or("a,b,c,d");
+    if let Some(m) = mixes.split(',').find(|m| !["a", "b", "c", "d"].contains(m)) {
+        anyhow::bail!("--mixes takes a comma-separated list of a, b, c, d (not {m:?})");
+    }
     let bin = crate::release_closeflow()?;
     if args.contains(&"--keys-only") {
         return keys_table(&bin, seed, n_keys, args::number(args, "--max-secs", 150)?);
@@ -249,6 +256,9 @@ pub fn run(args: &[&str]) -> Result<()> {
         ("d", &[], &m.backfill, need_d),
     ];
     for (mix, before, measured, need) in cases {
+        if !mixes.split(',').any(|m| m == mix) {
+            continue;
+        }
         let parts: Vec<&[Value]> = if before.is_empty() {
             vec![measured]
         } else {
@@ -277,7 +287,7 @@ pub fn run(args: &[&str]) -> Result<()> {
             need,
             throttled,
         });
-        if before.is_empty() {
+        if before.is_empty() && naive_secs > 0 {
             let cap = Duration::from_secs(naive_secs as u64);
             let mut p = one(&bin, &parts, true, Some(cap))?;
             let throttled = total(&p);
@@ -291,10 +301,13 @@ pub fn run(args: &[&str]) -> Result<()> {
         }
     }
 
+    println!("\n{}", markdown(&rows));
+    if n_rep == 0 {
+        return Ok(());
+    }
     let parts: [&[Value]; 2] = [&m.repeat_warm, &m.repeats];
     let s = one(&bin, &parts, false, None)?;
     let v = procs::serve(&bin, &org, &parts, None)?;
-    println!("\n{}", markdown(&rows));
     println!(
         "calls per repeated unchanged identify, measured directly: {} events of the standard mix settled, then {n_rep} repeated unchanged identifies of people of the warm-up in the same process; the simulator's calls during that second part / {n_rep}",
         m.repeat_warm.len()

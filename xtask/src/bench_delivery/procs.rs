@@ -46,7 +46,13 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Kept with `BENCH_KEEP=1` in the environment (its path on standard error), to look into
+    /// a run's logs and inputs afterwards.
     fn drop(&mut self) {
+        if std::env::var_os("BENCH_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -12,7 +12,7 @@
 use closeflow_close::payload::Payload;
 use closeflow_close_api::client::CloseError;
 use closeflow_close_api::live::LiveSource;
-use closeflow_close_api::lookahead::Pace;
+use closeflow_close_api::lookahead::{Pace, fits};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -85,7 +85,7 @@ impl ReadAhead {
     /// among the first `lead` of `upcoming`, those unknown or not answered from the cache, in
     /// order, until their keys still to look up (`keys(i)`, counted once across them) fill a
     /// search of `chunk` keys. Due when none is under way and either they fill it or one of
-    /// them is next in line for a worker.
+    /// them is next in line for a worker (then filled from past the lead too).
     pub(super) fn due<K: std::hash::Hash + Eq>(
         &self,
         upcoming: &[usize],
@@ -98,18 +98,29 @@ impl ReadAhead {
             return Vec::new();
         }
         let (mut want, mut n) = (Vec::new(), std::collections::HashSet::new());
-        for &i in upcoming.iter().take(self.pace.lead(2 * workers)) {
-            if n.len() >= chunk {
+        let (mut full, mut urgent) = (false, false);
+        let lead = self.pace.lead(2 * workers);
+        // Past the lead, only a read-ahead that goes out anyway (one of the next events needs
+        // it) goes on, to fill its search: delivery waiting on the search budget measures a
+        // slow pace, and searches sized to that pace would keep it slow. Every event looked up
+        // adds a key, so a chunk's worth of events fills a search.
+        for (pos, &i) in upcoming.iter().enumerate().take(lead.max(chunk)) {
+            if pos >= lead && !urgent {
                 break;
             }
             let need = keys(i);
-            if unknown(i) || !need.is_empty() {
-                want.push(i);
-                n.extend(need);
+            if !unknown(i) && need.is_empty() {
+                continue;
             }
+            if !fits(&n, &need, chunk) {
+                full = true;
+                break;
+            }
+            want.push(i);
+            n.extend(need);
+            urgent |= pos < workers;
         }
-        let urgent = upcoming.iter().take(workers).any(|i| want.contains(i));
-        if urgent || n.len() >= chunk {
+        if urgent || full || n.len() >= chunk {
             want
         } else {
             Vec::new()
@@ -125,5 +136,52 @@ impl ReadAhead {
             let results = events.into_iter().map(|(id, _)| id).zip(found).collect();
             let _ = tx.send(Read { results });
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadAhead;
+
+    /// Event `i`'s keys: three of its own (company, user, email of a new person).
+    fn own(i: usize) -> Vec<String> {
+        (0..3).map(|k| format!("{i}:{k}")).collect()
+    }
+
+    #[test]
+    fn a_read_ahead_the_next_worker_needs_is_filled_past_the_lead_but_never_past_a_search() {
+        let ahead = ReadAhead::new();
+        let upcoming: Vec<usize> = (0..100).collect();
+        // Two workers, no pace yet: the lead is 4 events; 16 events' keys (48) fill a search
+        // of 50, the 17th would pass it.
+        let due = ahead.due(&upcoming, |_| true, own, 2, 50);
+        assert_eq!(due, (0..16).collect::<Vec<_>>());
+        // Keys shared between events are counted once.
+        let shared = |i: usize| vec![format!("company:{}", i % 2), format!("user:{i}")];
+        let due = ahead.due(&upcoming, |_| true, shared, 2, 50);
+        assert_eq!(due.len(), 48, "2 company keys + 48 user keys");
+    }
+
+    #[test]
+    fn a_read_ahead_nobody_waits_for_goes_out_only_when_the_lead_fills_a_search() {
+        let ahead = ReadAhead::new();
+        let upcoming: Vec<usize> = (0..100).collect();
+        // The next two (one per worker) are answered already; two more within the lead are not:
+        // too few keys to fill a search, and nobody waits for them yet.
+        let later = |i: usize| if i < 2 { Vec::new() } else { own(i) };
+        assert!(ahead.due(&upcoming, |i| i >= 2, later, 2, 50).is_empty());
+        // With a search of 6 keys, the lead's two events fill it: it goes out.
+        assert_eq!(ahead.due(&upcoming, |i| i >= 2, later, 2, 6), vec![2, 3]);
+        // One under way: nothing more until it is done.
+        let mut busy = ReadAhead::new();
+        busy.reading = true;
+        assert!(busy.due(&upcoming, |_| true, own, 2, 50).is_empty());
+    }
+
+    #[test]
+    fn an_event_with_more_keys_than_a_search_still_goes_alone() {
+        let ahead = ReadAhead::new();
+        let many = |i: usize| (0..60).map(|k| format!("{i}:{k}")).collect::<Vec<_>>();
+        assert_eq!(ahead.due(&[7, 8], |_| true, many, 1, 50), vec![7]);
     }
 }
