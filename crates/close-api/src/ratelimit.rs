@@ -68,6 +68,9 @@ pub fn group(method: &str, path: &str) -> String {
 /// key's, whatever the number of keys.
 pub const ORG_KEYS: f64 = 3.0;
 
+/// Two replies whose windows reset within this of each other tell of one window.
+const SAME_WINDOW: Duration = Duration::from_millis(500);
+
 /// How long this client's requests are counted before any reply told the window.
 const UNTOLD_WINDOW: Duration = Duration::from_secs(10);
 
@@ -112,9 +115,22 @@ impl Budget {
 
     /// A reply's figures, less what is still in flight (sent, perhaps not yet counted), and
     /// one more in reserve.
+    ///
+    /// Replies on concurrent connections arrive out of order: one the server counted earlier
+    /// may come after a later one, and tell more left than there is. Within one window (the
+    /// same reset, give or take [`SAME_WINDOW`]) the least left wins.
     fn set(&mut self, rl: RateLimit, in_flight: u32, now: Instant) {
-        self.remaining = (rl.remaining - 1.0 - f64::from(in_flight)).max(0.0);
-        self.reset_at = Some(now + Duration::from_secs_f64(rl.reset.max(0.0)));
+        let remaining = (rl.remaining - 1.0 - f64::from(in_flight)).max(0.0);
+        let at = now + Duration::from_secs_f64(rl.reset.max(0.0));
+        match self.reset_at {
+            Some(cur) if cur > now && cur.max(at) - cur.min(at) < SAME_WINDOW => {
+                self.remaining = self.remaining.min(remaining);
+            }
+            _ => {
+                self.remaining = remaining;
+                self.reset_at = Some(at);
+            }
+        }
     }
 
     fn block(&mut self, until: Instant) {
@@ -371,6 +387,29 @@ mod tests {
         p.observe(0, "g", rl(16.0, 3.0, 5.0), true);
         assert_eq!(p.reserve("g"), Ok(0));
         assert!(p.reserve("g").is_err());
+    }
+
+    #[test]
+    fn a_reply_overtaken_by_a_later_one_of_its_window_does_not_raise_what_is_left() {
+        let p = Pacer::default();
+        for _ in 0..3 {
+            assert_eq!(p.reserve("g"), Ok(0));
+        }
+        // All three answered; the third's reply is read first (3 left), the first's last (5
+        // left, stale).
+        for _ in 0..3 {
+            p.settle(0, "g");
+        }
+        for left in [3.0, 4.0, 5.0] {
+            p.observe(0, "g", rl(16.0, left, 5.0), true);
+        }
+        // 3 left, 1 in reserve: two more, not four.
+        assert_eq!((p.reserve("g"), p.reserve("g")), (Ok(0), Ok(0)));
+        assert!(p.reserve("g").is_err());
+        // A reply of the next window (its reset well after this one's) is taken as it says.
+        p.settle(0, "g");
+        p.observe(0, "g", rl(16.0, 15.0, 8.0), true);
+        assert_eq!(p.reserve("g"), Ok(0));
     }
 
     #[test]
