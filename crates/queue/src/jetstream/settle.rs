@@ -199,10 +199,28 @@ async fn settle(
         record.attempts = Some(attempts + 1);
         record.not_before = Some(*not_before);
         record.error = Some(error.clone());
-        let Some(rev) = me.write_record(&d.instance, seq, held.rev, &record).await? else {
-            return Err(QueueError::Unavailable(
-                "the event's record changed meanwhile".into(),
-            ));
+        let rev = match me.write_record(&d.instance, seq, held.rev, &record).await? {
+            Some(rev) => rev,
+            None => match me.record(&d.instance, seq).await? {
+                Some((_, r)) if me.finish_decided(&held, &r).await? => {
+                    inst.forget(d.id);
+                    return Err(QueueError::NotFound(d.id));
+                }
+                // Written since this lease read it but not settled: a write of this node's
+                // whose reply was lost (or of a node that held the event before). The retry
+                // goes on that revision; else every later settle would fail the same way.
+                Some((rev, _)) => me
+                    .write_record(&d.instance, seq, Some(rev), &record)
+                    .await?
+                    .ok_or_else(|| {
+                        QueueError::Unavailable("the event's record changed meanwhile".into())
+                    })?,
+                None => {
+                    return Err(QueueError::Unavailable(
+                        "the event's record vanished".into(),
+                    ));
+                }
+            },
         };
         inst.retried(d.id, rev, attempts as u32 + 1, *not_before);
         let once = format!("{}.{seq}.r{}", names::enc(&d.instance), attempts + 1);
@@ -223,14 +241,32 @@ async fn settle(
             inst.forget(d.id);
             Ok(None)
         }
-        None => {
+        None => match me.record(&d.instance, seq).await? {
             // Someone settled it first; finish their follow-ups and report it settled.
-            if let Some((_, r)) = me.record(&d.instance, seq).await?
-                && me.finish_decided(&held, &r).await?
-            {
+            Some((_, r)) if me.finish_decided(&held, &r).await? => {
                 inst.forget(d.id);
+                Err(QueueError::NotFound(d.id))
             }
-            Err(QueueError::NotFound(d.id))
-        }
+            // Not settled, only written since this lease read it: a retry recorded by this
+            // node whose reply was lost (or by a node that held the event before). Taken as
+            // not settled elsewhere — "not found" here would strand the event, its lease
+            // extended for ever and never counted — the outcome goes on that revision.
+            Some((rev, _)) => match me
+                .write_record(&d.instance, seq, Some(rev), &record)
+                .await?
+            {
+                Some(_) => {
+                    me.finish_decided(&held, &record).await?;
+                    inst.forget(d.id);
+                    Ok(None)
+                }
+                None => Err(QueueError::Unavailable(
+                    "the event's record changed meanwhile".into(),
+                )),
+            },
+            None => Err(QueueError::Unavailable(
+                "the event's record vanished".into(),
+            )),
+        },
     }
 }
