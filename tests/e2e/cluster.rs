@@ -412,3 +412,100 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
         started.elapsed()
     );
 }
+
+/// Issue 18's reorder without any fault: a person's identifies with a company and without one
+/// (a browser before the company trait exists) in turn, sent to two nodes. Partitioned by the company
+/// first, the two went to two partitions, often owned by two nodes, and the second could be
+/// applied first: it created a lead and contact without the company, and the first then a
+/// second contact under the company's lead. Partitioned by the person, one node applies both
+/// in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_persons_events_with_and_without_a_company_on_two_nodes_create_them_once() {
+    let nats = NatsCluster::start(1).await;
+    let sim = SimProc::start(&empty_org()).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let urls = nats.urls();
+    let a = node(da.path(), &urls, "node-a", &sim.api()).await;
+    let b = node(db.path(), &urls, "node-b", &sim.api()).await;
+    // Both nodes own partitions before anything is sent, so that two partitions are often on
+    // two nodes.
+    let (ba, bb) = (a.base(), b.base());
+    wait_for("the partitions split two and two", LONG, || {
+        let (ba, bb) = (ba.clone(), bb.clone());
+        async move {
+            let mut n = Vec::new();
+            for base in [ba, bb] {
+                let Ok(r) = reqwest::Client::new()
+                    .get(format!("{base}/admin/cluster"))
+                    .bearer_auth("admin-secret")
+                    .send()
+                    .await
+                else {
+                    return false;
+                };
+                let c: Value = r.json().await.unwrap_or_default();
+                n.push(
+                    c["instances"]["acme"]["owned"]
+                        .as_array()
+                        .map_or(0, Vec::len),
+                );
+            }
+            n == [2, 2]
+        }
+    })
+    .await;
+    const UPDATES: usize = 6;
+    let people = 20;
+    let bases = vec![a.base(), b.base()];
+    let mut tasks = Vec::new();
+    for p in 0..people {
+        let bases = bases.clone();
+        tasks.push(tokio::spawn(async move {
+            // Six updates, with and without the company in turn, each to the other node. One
+            // company for all: by the company first, every event with it went to one partition
+            // (one node, one after the other) while those without ran ahead on both.
+            for k in 0..UPDATES {
+                let title = format!("title {k}");
+                let (user, email) = (format!("u{p}"), format!("p{p}@corp.io"));
+                let mut ev = identify(&user, &email, "c0", &title);
+                if k % 2 == 1 {
+                    ev["traits"].as_object_mut().unwrap().remove("company");
+                }
+                send_until_accepted(&bases, p + k, &ev).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = UPDATES * people;
+    wait_for("both nodes drained", LONG, || {
+        let (a, b) = (&a, &b);
+        async move { drained(a, total).await && drained(b, total).await }
+    })
+    .await;
+    let st = sim.state().await;
+    let ls = leads(&st);
+    let cs = contacts(&st);
+    assert_eq!(
+        (ls.len(), cs.len()),
+        (1, people),
+        "one lead (the company's) and one contact per person, none doubled: {st}"
+    );
+    for c in &cs {
+        assert_eq!(
+            c["title"],
+            format!("title {}", UPDATES - 1),
+            "each person's last title wins: {c}"
+        );
+    }
+    for l in &ls {
+        assert!(
+            l["custom.cf_company"] == "c0",
+            "the lead is the company's (none created without it): {l}"
+        );
+    }
+    for s in [&a, &b] {
+        assert_balanced(&s.metrics().await, "acme");
+    }
+}

@@ -111,7 +111,8 @@ pub async fn terminated() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Connects to the JetStream cluster: intake partitions events by their first lookup key, and
+/// Connects to the JetStream cluster: intake partitions events by the person they are about
+/// ([`delivery::keys::partition`]), and
 /// arrivals on any node wake this node's schedulers.
 pub async fn connect_cluster(
     c: &ClusterConfig,
@@ -129,10 +130,8 @@ pub async fn connect_cluster(
         Arc::new(move |instance: &str, body: &str| {
             let active = r.get(instance)?;
             let ev: serde_json::Value = serde_json::from_str(body).ok()?;
-            delivery::keys::of(&active.instance, &ev)
-                .0
-                .first()
-                .map(delivery::keys::Key::lock_name)
+            let (keys, _) = delivery::keys::of(&active.instance, &ev);
+            delivery::keys::partition(&keys).map(delivery::keys::Key::lock_name)
         }) as queue::jetstream::Keyer
     });
     let arrived: Option<queue::jetstream::Arrived> =

@@ -175,6 +175,13 @@ impl Cache {
     }
 
     /// Everything `want` needs, if every key is known, fresh and read with its fields.
+    /// Whether any of these lookups' keys matched nothing when cached.
+    pub(super) fn unmatched(&self, want: &EventLookup) -> bool {
+        want.reqs
+            .iter()
+            .any(|r| self.members.get(&cache_key(r)).is_none_or(|m| m.is_empty()))
+    }
+
     pub(super) fn hit(
         &self,
         want: &EventLookup,

@@ -15,6 +15,11 @@ pub struct LiveOptions {
     pub empty_ttl: Duration,
     /// Cached keys at most; past it, expired entries and unreferenced records are swept.
     pub max_keys: usize,
+    /// Other processes write the same organisation through the same keys (a cluster's nodes):
+    /// a cached "no match" still orders and reads ahead, but an event about to be planned
+    /// (its keys held) searches again — another node may have created that record since, and
+    /// planning on the stale answer would create it a second time. Matches stay trusted.
+    pub shared_writers: bool,
 }
 
 impl Default for LiveOptions {
@@ -25,6 +30,7 @@ impl Default for LiveOptions {
             ttl: Duration::from_secs(300),
             empty_ttl: Duration::from_secs(2),
             max_keys: 200_000,
+            shared_writers: false,
         }
     }
 }
@@ -38,6 +44,7 @@ impl LiveOptions {
             ttl: Duration::ZERO,
             empty_ttl: Duration::ZERO,
             max_keys: 0,
+            shared_writers: false,
         }
     }
 }

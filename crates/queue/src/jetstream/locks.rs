@@ -3,8 +3,8 @@
 //! **Key locks.** Before an event is planned, every lookup key it has is locked
 //! (create-if-absent in the lock bucket, all or nothing: a conflict releases what was taken and
 //! backs off with jitter, so two nodes never wait on each other), renewed
-//! while the write is under way, deleted after it. Partitioning already sends events sharing
-//! their first key to one node; the locks cover events that share some other key.
+//! while the write is under way, deleted after it. Partitioning already sends one person's events
+//! to one node; the locks cover what people share (a company) and a person named differently.
 
 use super::NodeState;
 use super::nodes::fresh;

@@ -12,7 +12,7 @@
 //!   (heartbeats in the same bucket). See [`owner`].
 //! - **lookup-key locks** (`…_LOCKS`, create-if-absent, bucket TTL = the ack deadline, renewed
 //!   while held, deleted after the write): two events that share any key are never planned at
-//!   once on two nodes, even when their first keys put them in different partitions.
+//!   once on two nodes, even when their partition keys put them in different partitions.
 //! - a **record per event** (`…_EVENTS`): failed attempts, the backoff, and the final outcome,
 //!   written by compare-and-set before anything else, so a settle happens once, and a node
 //!   that dies after deciding but before acknowledging is finished by the next one (the

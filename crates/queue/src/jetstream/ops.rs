@@ -43,7 +43,7 @@ impl NodeState {
         })
     }
 
-    /// The partition of an event of `instance`: a hash of its first lookup key (by the keyer the
+    /// The partition of an event of `instance`: a hash of its partition key (by the keyer the
     /// server gave), else of its `messageId`.
     fn partition(
         &self,

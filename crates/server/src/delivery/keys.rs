@@ -52,3 +52,34 @@ pub fn of(inst: &Instance, event: &Value) -> (Vec<Key>, Vec<Payload>) {
     out.dedup();
     (out, payloads)
 }
+
+/// The key an event's cluster partition is chosen by: the person it is about (its User ID, else
+/// its email), the company only when it names no person. By the company first, an identify with
+/// a company and one without (a browser before the company trait exists) would go to two
+/// partitions, two nodes could apply them out of order, and the action's own rules would then
+/// create the person twice. Locks still order what people share (a company's lead).
+pub fn partition(keys: &[Key]) -> Option<&Key> {
+    let person = |k: &&Key| matches!(k, Key::User(_));
+    keys.iter()
+        .find(person)
+        .or_else(|| keys.iter().find(|k| matches!(k, Key::Email(_))))
+        .or_else(|| keys.iter().find(|k| matches!(k, Key::Company(_))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Key, partition};
+
+    #[test]
+    fn a_person_is_partitioned_by_user_id_else_email_never_by_company() {
+        let c = Key::Company("acme".into());
+        let u = Key::User("u1".into());
+        let e = Key::Email("a@x.io".into());
+        assert_eq!(partition(&[c.clone(), u.clone(), e.clone()]), Some(&u));
+        assert_eq!(partition(std::slice::from_ref(&u)), Some(&u));
+        assert_eq!(partition(&[c.clone(), e.clone()]), Some(&e));
+        assert_eq!(partition(std::slice::from_ref(&c)), Some(&c));
+        assert_eq!(partition(&[Key::Record("lead_1".into())]), None);
+        assert_eq!(partition(&[]), None);
+    }
+}
