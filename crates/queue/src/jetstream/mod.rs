@@ -4,8 +4,11 @@
 //! - a **queue stream per instance** (work-queue retention, `--replicas`, the dedup window as
 //!   its message-id window), subjects `….q.<instance>.<partition>`. Intake publishes each event
 //!   with `Nats-Msg-Id = messageId` and answers only after the publish acknowledgement, i.e.
-//!   once a quorum of the cluster stored it. The partition is a hash of the event's first
-//!   lookup key (Company ID, else User ID, else email, as the mappings compute them).
+//!   once a quorum of the cluster stored it. The partition is a hash of the event's partition
+//!   key (the person: User ID, else email, else Company ID; the server's keyer computes it).
+//! - **accepted messageIds** (`…_SEEN`, bucket TTL = the dedup window, one key per
+//!   `messageId`, written once the event is stored): JetStream's own message-id window is
+//!   rebuilt from the messages it stores after a restart, and a delivered event is gone.
 //! - a **durable pull consumer per partition**. A node delivers a partition only while it holds
 //!   the partition's lease (`…_LEASES`, create-if-absent, bucket TTL = 2 × ack deadline + 2 s,
 //!   renewed by compare-and-set); partitions are spread evenly over the live nodes
@@ -104,6 +107,8 @@ pub(crate) struct NodeState {
     events: kv::Store,
     leases: kv::Store,
     locks: kv::Store,
+    /// `messageId`s accepted within the dedup window (see [`Names::seen_bucket`]).
+    seen: kv::Store,
     dlq: stream::Stream,
     counts: stream::Stream,
     instances: tokio::sync::Mutex<HashMap<String, Arc<InstanceQueue>>>,
@@ -162,6 +167,7 @@ impl JetStreamQueue {
         let events = bucket(&js, kv_cfg(names.events_bucket(), opts.retention)).await?;
         let leases = bucket(&js, kv_cfg(names.leases_bucket(), opts.lease_ttl())).await?;
         let locks = bucket(&js, kv_cfg(names.locks_bucket(), opts.ack_wait)).await?;
+        let seen = bucket(&js, kv_cfg(names.seen_bucket(), opts.dedup_window)).await?;
         let dlq = js
             .get_or_create_stream(stream::Config {
                 name: names.dlq_stream(),
@@ -192,6 +198,7 @@ impl JetStreamQueue {
             events,
             leases,
             locks,
+            seen,
             dlq,
             counts,
             instances: tokio::sync::Mutex::new(HashMap::new()),

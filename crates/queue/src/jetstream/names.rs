@@ -112,6 +112,15 @@ impl Names {
         let (i, n, name, r) = (it.next()?, it.next()?, it.next()?, it.next()?);
         Some((dec(i)?, dec(n)?, name.to_string(), dec(r)?))
     }
+    /// The `messageId`s accepted within the dedup window (bucket TTL: the window), one key
+    /// each: JetStream's own duplicate window is rebuilt from stored messages after a
+    /// restart, and a delivered event is no longer stored.
+    pub fn seen_bucket(&self) -> String {
+        format!("{}_SEEN", self.prefix)
+    }
+    pub fn seen_key(&self, instance: &str, message_id: &str) -> String {
+        format!("{}.{}", enc(instance), enc(message_id))
+    }
     /// Per-event records: attempts, backoff and the final outcome.
     pub fn events_bucket(&self) -> String {
         format!("{}_EVENTS", self.prefix)

@@ -74,8 +74,23 @@ impl Intake for JetStreamQueue {
     ) -> Result<Vec<Enqueued>, QueueError> {
         let me = &self.inner;
         let inst = owner::open(me, instance).await?;
+        // A messageId accepted within the window is a duplicate, whatever JetStream remembers
+        // (after a restart, only what it still stores). Recorded once the event is stored, so a
+        // failure in between costs a duplicate check, never an event: the client's retry is
+        // stored again or caught by JetStream's own window.
+        let keys: Vec<String> = events
+            .iter()
+            .map(|e| me.names.seen_key(instance, &e.message_id))
+            .collect();
+        let seen = futures_util::future::try_join_all(keys.iter().map(|k| me.seen.get(k)))
+            .await
+            .map_err(|e| failed("checking a messageId", e))?;
         let mut acks = Vec::with_capacity(events.len());
-        for e in &events {
+        for (e, seen) in events.iter().zip(&seen) {
+            if seen.is_some() {
+                acks.push(None);
+                continue;
+            }
             let p = me.partition(&inst, instance, &e.message_id, &e.body);
             let mut h = HeaderMap::new();
             h.insert("Nats-Msg-Id", names::msg_id(&e.message_id).as_str());
@@ -88,17 +103,30 @@ impl Intake for JetStreamQueue {
                 )
                 .await
                 .map_err(|e| failed("queueing", e))?;
-            acks.push(f);
+            acks.push(Some(f));
         }
         let mut out = Vec::with_capacity(acks.len());
-        for f in acks {
+        let mut stored = Vec::new();
+        for (f, key) in acks.into_iter().zip(&keys) {
+            let Some(f) = f else {
+                out.push(Enqueued::Duplicate);
+                continue;
+            };
             let ack = f.await.map_err(|e| failed("queueing", e))?;
+            stored.push(key);
             out.push(if ack.duplicate {
                 Enqueued::Duplicate
             } else {
                 Enqueued::Accepted
             });
         }
+        futures_util::future::try_join_all(
+            stored
+                .iter()
+                .map(|k| me.seen.put(k.as_str(), bytes::Bytes::new())),
+        )
+        .await
+        .map_err(|e| failed("remembering a messageId", e))?;
         let dups = out.iter().filter(|r| **r == Enqueued::Duplicate).count() as u64;
         if dups > 0 {
             // Informational (not part of the balance): a lost increment only under-reports.
