@@ -22,8 +22,10 @@ mappings:
 "#;
 
 fn person(user: &str) -> Entry {
-    Entry::Event(json!({"type": "identify", "userId": user, "messageId": format!("m-{user}"),
-        "traits": {"email": format!("{user}@x.io"), "company": {"id": "c0", "name": "C0"}}}))
+    Entry::Event(
+        json!({"type": "identify", "userId": user, "messageId": format!("m-{user}"),
+        "traits": {"email": format!("{user}@x.io"), "company": {"id": "c0", "name": "C0"}}}),
+    )
 }
 
 /// Leads in the simulator after node B, which read ahead while the company did not exist, plans
