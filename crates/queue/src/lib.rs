@@ -19,7 +19,8 @@ mod roles;
 pub mod sqlite;
 
 pub use roles::{
-    DeadLetters, Deliver, Inspect, Intake, KeyHold, Lease, Queue, SettleError, Settles, Upkeep,
+    DeadLetters, Deliver, Fence, Inspect, Intake, KeyHold, Lease, Queue, SettleError, Settles,
+    Upkeep,
 };
 
 use serde::Serialize;

@@ -122,7 +122,61 @@ impl<T: Intake + Deliver + DeadLetters + Inspect + Upkeep> Queue for T {}
 /// Held while an event is planned and written (see [`Deliver::hold_keys`]); dropping it
 /// releases the keys.
 #[derive(Debug, Default)]
-pub struct KeyHold(pub Option<tokio::sync::oneshot::Sender<()>>);
+pub struct KeyHold {
+    /// Told when the hold is dropped (a shared queue then releases its locks).
+    pub release: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Whether the keys are still this process's.
+    pub fence: std::sync::Arc<Fence>,
+}
+
+impl KeyHold {
+    /// Whether the keys are still held: a write must not go out when they are not.
+    pub fn holds(&self) -> bool {
+        self.fence.holds()
+    }
+}
+
+/// Whether a hold on keys still stands. One process's holds always do; a cluster's key locks
+/// are lost when a renewal finds another holder, or when none succeeded for as long as a lock
+/// lives (another node may have taken the key since).
+#[derive(Debug, Default)]
+pub struct Fence {
+    lost: std::sync::atomic::AtomicBool,
+    /// Until when the last successful renewal keeps the locks (`None`: no expiry).
+    until: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Fence {
+    /// A fence whose locks stand until `until` unless renewed.
+    pub fn until(until: std::time::Instant) -> Fence {
+        Fence {
+            lost: false.into(),
+            until: std::sync::Mutex::new(Some(until)),
+        }
+    }
+
+    pub fn holds(&self) -> bool {
+        !self.lost.load(std::sync::atomic::Ordering::SeqCst)
+            && self
+                .until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_none_or(|t| std::time::Instant::now() < t)
+    }
+
+    /// Every lock was renewed: they stand until `until`.
+    pub fn renewed(&self, until: std::time::Instant) {
+        *self
+            .until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(until);
+    }
+
+    /// A lock is another's now: lost for good.
+    pub fn lose(&self) {
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// One fetched event, this process's to settle. Not `Clone`: settling consumes it. Dropped
 /// unsettled, the event stays queued (and comes back after a restart, or once a shared queue's

@@ -336,6 +336,32 @@ impl InternalEvent for EventSettled<'_> {
     }
 }
 
+/// A Close write checked against a lost key hold (see `delivery::fenced`): refused before it
+/// went out, or found to have been under way when the hold was lost (it may have landed).
+pub struct WriteFenced<'a> {
+    pub instance: &'a str,
+    pub what: &'static str,
+    pub refused: bool,
+}
+
+impl InternalEvent for WriteFenced<'_> {
+    fn emit(self) {
+        let when = if self.refused {
+            "refused"
+        } else {
+            "under_way_at_loss"
+        };
+        warn!(
+            instance = self.instance,
+            write = self.what,
+            when,
+            "a Close write on lost lookup-key locks"
+        );
+        counter!("closeflow_fenced_writes_total", "instance" => self.instance.to_string(), "when" => when)
+            .increment(1);
+    }
+}
+
 pub struct QueueFailed<'a> {
     pub what: &'static str,
     pub error: &'a QueueError,

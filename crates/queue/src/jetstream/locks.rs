@@ -3,16 +3,23 @@
 //! **Key locks.** Before an event is planned, every lookup key it has is locked
 //! (create-if-absent in the lock bucket, all or nothing: a conflict releases what was taken and
 //! backs off with jitter, so two nodes never wait on each other), renewed
-//! while the write is under way, deleted after it. Partitioning already sends one person's events
+//! while the write is under way, deleted after it.
+//!
+//! **The fence.** Renewals run for all of an event's locks at once, each bounded; after an
+//! error or no reply a lock is read back (a renewal stored with its reply lost holds our value
+//! at a newer revision). A lock found gone or another's is lost for good; locks not all renewed
+//! for three quarters of their TTL are not trusted. The hold's [`Fence`] says so, and the
+//! server checks it before every Close write. Partitioning already sends one person's events
 //! to one node; the locks cover what people share (a company) and a person named differently.
 
 use super::NodeState;
 use super::nodes::fresh;
 use super::owner::{self, InstanceQueue};
-use crate::{Delivery, KeyHold, QueueError};
+use crate::{Delivery, Fence, KeyHold, QueueError};
 use async_nats::jetstream::kv;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::warn;
 
 /// Locks an event's keys for planning (see the module's doc); `None` when the event is no
 /// longer this node's.
@@ -32,6 +39,7 @@ pub(crate) async fn hold_keys(
     keys.sort();
     keys.dedup();
     let value: bytes::Bytes = format!("{} {}", me.opts.node, d.id).into();
+    let (d_instance, d_id) = (d.instance.clone(), d.id);
     let mut taken: Vec<(String, u64)> = Vec::new();
     let release = |taken: Vec<(String, u64)>, me: Arc<NodeState>| async move {
         for (k, rev) in taken {
@@ -40,6 +48,7 @@ pub(crate) async fn hold_keys(
     };
     let started = Instant::now();
     let mut wait = Duration::from_millis(5);
+    let mut started_locking;
     // All keys at once, all or nothing: a node never waits holding some keys, so two nodes
     // can never wait on each other; a conflict releases what was taken and backs off (with
     // jitter, so that two contenders do not collide again in step).
@@ -56,6 +65,7 @@ pub(crate) async fn hold_keys(
             }
             _ => {}
         }
+        started_locking = Instant::now();
         let mut set = tokio::task::JoinSet::new();
         for k in &keys {
             let (locks, key, value) = (
@@ -94,17 +104,24 @@ pub(crate) async fn hold_keys(
         wait = (wait * 2).min(Duration::from_millis(100));
     }
     // Renewed while held (Close may be slow), deleted when the hold is dropped.
+    let fence = Arc::new(Fence::until(started_locking + trusted(me.opts.ack_wait)));
     let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-    let me = me.clone();
+    let (me, watch) = (me.clone(), fence.clone());
     tokio::spawn(async move {
         let every = me.opts.ack_wait / 3;
         loop {
             tokio::select! {
                 _ = &mut rx => break,
                 () = tokio::time::sleep(every) => {
-                    for (k, rev) in taken.iter_mut() {
-                        if let Ok(r) = me.locks.update(k.as_str(), value.clone(), *rev).await {
-                            *rev = r;
+                    let began = Instant::now();
+                    match renew(&me, &mut taken, &value, every).await {
+                        Renewal::All => watch.renewed(began + trusted(me.opts.ack_wait)),
+                        Renewal::Unknown => {}
+                        Renewal::Lost(key) => {
+                            warn!(instance = %d_instance, event = d_id, key = %key,
+                                "a lookup-key lock is another's now: this node writes nothing more for the event");
+                            watch.lose();
+                            break;
                         }
                     }
                 }
@@ -112,5 +129,66 @@ pub(crate) async fn hold_keys(
         }
         release(taken, me).await;
     });
-    Ok(Some(KeyHold(Some(tx))))
+    Ok(Some(KeyHold {
+        release: Some(tx),
+        fence,
+    }))
+}
+
+/// How long after a successful renewal began its locks are trusted: their TTL is the ack
+/// deadline from when NATS stored the renewal (later than it began); a quarter of it is left
+/// for a write that starts just before the end to land.
+fn trusted(ack_wait: Duration) -> Duration {
+    ack_wait - ack_wait / 4
+}
+
+enum Renewal {
+    All,
+    /// Some lock could not be renewed and nobody else holds it (no reply in time): tried
+    /// again at the next tick; the fence lapses if that goes on.
+    Unknown,
+    /// A lock is gone or another holder's.
+    Lost(String),
+}
+
+/// Renews every lock at once, each bounded by `within`. After an error or no reply the lock
+/// is read back: the renewal may have been stored with its reply lost (the lock then holds our
+/// value at a newer revision), or the lock may be gone or taken.
+async fn renew(
+    me: &Arc<NodeState>,
+    taken: &mut [(String, u64)],
+    value: &bytes::Bytes,
+    within: Duration,
+) -> Renewal {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (k, rev)) in taken.iter().enumerate() {
+        let (locks, k, rev, value) = (me.locks.clone(), k.clone(), *rev, value.clone());
+        set.spawn(async move {
+            let updated = tokio::time::timeout(within, locks.update(&k, value.clone(), rev)).await;
+            if let Ok(Ok(r)) = updated {
+                return (i, k, Ok(Some(r)));
+            }
+            match tokio::time::timeout(within, locks.entry(&k)).await {
+                Ok(Ok(Some(e))) if e.operation == kv::Operation::Put && e.value == value => {
+                    // Ours: renewed if the revision moved on, else as it was.
+                    (i, k, Ok((e.revision != rev).then_some(e.revision)))
+                }
+                Ok(Ok(_)) => (i, k, Err(true)),
+                _ => (i, k, Err(false)),
+            }
+        });
+    }
+    let mut out = Renewal::All;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((i, _, Ok(Some(rev)))) => taken[i].1 = rev,
+            Ok((_, k, Err(true))) => out = Renewal::Lost(k),
+            Ok((_, _, Ok(None) | Err(false))) | Err(_) => {
+                if matches!(out, Renewal::All) {
+                    out = Renewal::Unknown;
+                }
+            }
+        }
+    }
+    out
 }

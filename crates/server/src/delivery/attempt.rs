@@ -60,14 +60,14 @@ pub(super) async fn attempt<Q: Deliver>(
         Some(ev) => {
             failpoint_panic(d);
             let entry = Entry::Event(ev);
-            let (report, err) = closeflow_close::run::send(
-                &active.instance,
-                &active.lookups,
-                &active.writer,
-                0,
-                &entry,
-            )
-            .await;
+            let writer = super::fenced::Fenced {
+                inner: &active.writer,
+                hold: &hold,
+                instance: &d.instance,
+            };
+            let (report, err) =
+                closeflow_close::run::send(&active.instance, &active.lookups, &writer, 0, &entry)
+                    .await;
             outcome::classify(
                 &report,
                 err.as_ref(),

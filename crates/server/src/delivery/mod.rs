@@ -12,6 +12,7 @@
 
 mod ahead;
 mod attempt;
+mod fenced;
 pub mod keys;
 pub mod order;
 pub mod outcome;

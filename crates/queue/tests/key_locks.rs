@@ -1,0 +1,99 @@
+//! The JetStream backend's lookup-key locks as the write path sees them (`KeyHold::holds`,
+//! checked before every Close write): a lock another holder has taken is lost at the next
+//! renewal, and locks that could not be renewed for as long as they live are not trusted. A
+//! real nats-server on loopback.
+
+use closeflow_e2e::nats::NatsCluster;
+use closeflow_queue::jetstream::{self, JetStreamQueue, names};
+use closeflow_queue::{Deliver, Intake, Lease, NewEvent, now_ms};
+use std::time::{Duration, Instant};
+
+const ACK_WAIT: Duration = Duration::from_millis(1_500);
+
+async fn queue(url: &str, prefix: &str) -> JetStreamQueue {
+    let mut o = jetstream::Options::new(vec![url.to_string()], "lock-node".into());
+    o.prefix = prefix.into();
+    o.partitions = 1;
+    o.ack_wait = ACK_WAIT;
+    o.replicas = Some(1);
+    let q = JetStreamQueue::connect(o, None, None)
+        .await
+        .expect("the queue connects");
+    q.start();
+    q
+}
+
+async fn leased(q: &JetStreamQueue) -> Lease<JetStreamQueue> {
+    let ev = NewEvent {
+        message_id: "m1".into(),
+        body: r#"{"type":"identify","messageId":"m1","userId":"u1"}"#.into(),
+        received_at: now_ms(),
+    };
+    q.enqueue("a", vec![ev]).await.unwrap();
+    for _ in 0..100 {
+        if let Some(d) = q.fetch("a", 10).await.unwrap().pop() {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the event was never handed out");
+}
+
+async fn until(what: &str, within: Duration, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_another_holder_took_is_lost_at_the_next_renewal_and_left_to_it() {
+    let nats = NatsCluster::start(1).await;
+    let url = nats.nodes[0].url();
+    let q = queue(&url, "KL1").await;
+    let d = leased(&q).await;
+    let hold = q
+        .hold_keys(&d, &["user:u1".to_string()])
+        .await
+        .unwrap()
+        .expect("the event is this node's");
+    assert!(hold.holds());
+    // Another node's lock on the key, as after this one expired and another took it.
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let kv = js.get_key_value("KL1_LOCKS").await.unwrap();
+    let key = format!("a.{}", names::enc("user:u1"));
+    kv.put(&key, "node-b 7".into()).await.unwrap();
+    until("the hold lost", ACK_WAIT, || !hold.holds()).await;
+    drop(hold);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = kv
+        .entry(&key)
+        .await
+        .unwrap()
+        .expect("the other's lock stays");
+    assert_eq!(
+        &e.value[..],
+        b"node-b 7",
+        "releasing deletes only our own lock"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_not_renewed_for_as_long_as_they_live_are_not_trusted() {
+    let mut nats = NatsCluster::start(1).await;
+    let url = nats.nodes[0].url();
+    let q = queue(&url, "KL2").await;
+    let d = leased(&q).await;
+    let hold = q
+        .hold_keys(&d, &["user:u1".to_string()])
+        .await
+        .unwrap()
+        .expect("the event is this node's");
+    // Renewals keep it (several renewal periods of a third of the ack deadline).
+    tokio::time::sleep(ACK_WAIT * 2).await;
+    assert!(hold.holds(), "renewed while NATS answers");
+    // NATS stops answering: no renewal succeeds, and the locks may expire and be taken.
+    nats.nodes[0].kill9();
+    until("the hold no longer trusted", ACK_WAIT * 2, || !hold.holds()).await;
+}
