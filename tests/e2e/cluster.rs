@@ -509,3 +509,116 @@ async fn one_persons_events_with_and_without_a_company_on_two_nodes_create_them_
         assert_balanced(&s.metrics().await, "acme");
     }
 }
+
+/// Issue 18: a node paused (SIGSTOP) past its partition leases under load, while people are
+/// being created and Close answers 503 to some requests. The other node takes its partitions
+/// over; on resume the paused node must not plan or write on its stale leases and locks (it
+/// used to write old titles over new ones and create people a second time).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_paused_past_its_lease_while_creating_people_under_503s_doubles_nobody() {
+    let nats = NatsCluster::start(1).await;
+    let sim = SimProc::start(&empty_org()).await;
+    sim.faults(serde_json::json!({"error_rate": 0.05})).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let urls = nats.urls();
+    let a = node(da.path(), &urls, "node-a", &sim.api()).await;
+    let b = node(db.path(), &urls, "node-b", &sim.api()).await;
+    let bases = vec![a.base(), b.base()];
+    // 30 people of 6 companies, 8 updates each, to the two nodes in turn: the first creates
+    // the person (and the company's lead), the rest change the title.
+    const UPDATES: usize = 8;
+    let people = 30;
+    let mut tasks = Vec::new();
+    for p in 0..people {
+        let bases = bases.clone();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..UPDATES {
+                let ev = identify(
+                    &format!("u{p}"),
+                    &format!("p{p}@corp.io"),
+                    &format!("c{}", p % 6),
+                    &format!("title {k}"),
+                );
+                send_until_accepted(&bases, p + k, &ev).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }));
+    }
+    let sb = b.base();
+    wait_for("node a delivering", LONG, || {
+        let sb = sb.clone();
+        async move {
+            let m = reqwest::get(format!("{sb}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            metric(
+                &m,
+                "closeflow_node_events_total",
+                "node=\"node-a\",outcome=\"applied\"",
+            ) >= 3.0
+        }
+    })
+    .await;
+    // Paused past its leases (2 × ack deadline + 2 s = 6 s), as a VM freeze or a long GC would.
+    let pid = a.pid().expect("node a runs").to_string();
+    let signal = |s: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    signal("-CONT");
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = UPDATES * people;
+    let start = std::time::Instant::now();
+    while !(drained(&a, total).await && drained(&b, total).await) {
+        assert!(
+            start.elapsed() < LONG,
+            "not drained within {LONG:?}\n--- metrics of b\n{}\n--- log of a\n{}",
+            b.metrics().await,
+            tail(&a.log())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let st = sim.state().await;
+    // Kept as test output: which node wrote what, when.
+    let out = std::env::temp_dir().join("closeflow-e2e-paused-node");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = std::fs::write(out.join("node-a.log"), a.log());
+    let _ = std::fs::write(out.join("node-b.log"), b.log());
+    let _ = std::fs::write(out.join("sim-state.json"), st.to_string());
+    assert_eq!(
+        leads(&st).len(),
+        6,
+        "one lead per company ({} holds the logs): {st}",
+        out.display()
+    );
+    let cs = contacts(&st);
+    assert_eq!(
+        cs.len(),
+        people,
+        "one contact per person ({} holds the logs): {st}",
+        out.display()
+    );
+    for c in &cs {
+        assert_eq!(
+            c["title"],
+            format!("title {}", UPDATES - 1),
+            "each person's last title wins, none overwritten by the paused node: {c}\n--- log of a\n{}",
+            tail(&a.log())
+        );
+    }
+    for s in [&a, &b] {
+        assert_balanced(&s.metrics().await, "acme");
+    }
+}

@@ -29,12 +29,8 @@ pub(crate) async fn hold_keys(
     keys: &[String],
 ) -> Result<Option<KeyHold>, QueueError> {
     let inst = owner::open(me, &d.instance).await?;
-    let mine = |inst: &InstanceQueue| -> Option<bool> {
-        let st = inst.lock();
-        let h = st.held.get(&d.id)?;
-        let l = st.owned.get(&h.partition)?;
-        Some(fresh(me, l))
-    };
+    let id = d.id;
+    let ours = |inst: &InstanceQueue| mine(me, inst, id);
     let mut keys: Vec<String> = keys.to_vec();
     keys.sort();
     keys.dedup();
@@ -53,17 +49,24 @@ pub(crate) async fn hold_keys(
     // can never wait on each other; a conflict releases what was taken and backs off (with
     // jitter, so that two contenders do not collide again in step).
     loop {
-        match mine(&inst) {
+        match ours(&inst) {
             None => {
                 inst.forget(d.id);
                 return Ok(None);
             }
+            // Never lock, plan or write on a partition lease that is not fresh (this node
+            // may have been paused past it, and another may deliver the partition now): wait
+            // for the lease keeper to renew it, or give up after an ack deadline.
             Some(false) if started.elapsed() > me.opts.ack_wait => {
                 return Err(QueueError::Unavailable(
                     "the partition lease could not be renewed".into(),
                 ));
             }
-            _ => {}
+            Some(false) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Some(true) => {}
         }
         started_locking = Instant::now();
         let mut set = tokio::task::JoinSet::new();
@@ -114,6 +117,16 @@ pub(crate) async fn hold_keys(
                 _ = &mut rx => break,
                 () = tokio::time::sleep(every) => {
                     let began = Instant::now();
+                    // The partition given away, or its lease not fresh: the locks are not
+                    // renewed (they lapse), and given away, lost.
+                    match mine(&me, &inst, id) {
+                        None => {
+                            watch.lose();
+                            break;
+                        }
+                        Some(false) => continue,
+                        Some(true) => {}
+                    }
                     match renew(&me, &mut taken, &value, every).await {
                         Renewal::All => watch.renewed(began + trusted(me.opts.ack_wait)),
                         Renewal::Unknown => {}
@@ -133,6 +146,14 @@ pub(crate) async fn hold_keys(
         release: Some(tx),
         fence,
     }))
+}
+
+/// Whether event `id` is still this node's (`None`: not), and its partition's lease fresh.
+fn mine(me: &NodeState, inst: &InstanceQueue, id: i64) -> Option<bool> {
+    let st = inst.lock();
+    let h = st.held.get(&id)?;
+    let l = st.owned.get(&h.partition)?;
+    Some(fresh(me, l))
 }
 
 /// How long after a successful renewal began its locks are trusted: their TTL is the ack

@@ -32,7 +32,22 @@ impl<W: WritePort + Sync> Fenced<'_, W> {
                 format!("{what}: not sent: this node no longer holds the event's lookup keys"),
             ));
         }
-        let r = f.await;
+        // Cancelled (dropped, so not sent if it had not gone out yet, and not retried) as soon
+        // as the hold stops holding: a node paused mid-write resumes with its timers past due,
+        // and the watch, polled first, wins over the request.
+        let lost = async {
+            while self.hold.holds() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        let r = tokio::select! {
+            biased;
+            () = lost => Err(PortError::new(
+                PortErrorKind::Interrupted,
+                format!("{what}: cancelled: this node no longer holds the event's lookup keys"),
+            )),
+            r = f => r,
+        };
         if !self.hold.holds() {
             telemetry::WriteFenced {
                 instance: self.instance,
