@@ -20,6 +20,8 @@
 //!   written by compare-and-set before anything else, so a settle happens once, and a node
 //!   that dies after deciding but before acknowledging is finished by the next one (the
 //!   follow-ups — dead letter, counter, acknowledgement — are idempotent by message id).
+//! - **timing**: the lease bucket's TTL is the cluster's `--ack-wait` (a node started with
+//!   another refuses, unless no other node is alive: then it re-times the cluster, [`retime`]).
 //! - **durable counters** (`…_COUNTS`, JetStream counters, deduplicated by message id) per
 //!   instance, node, outcome and reason; the dead-letter stream `…_DLQ`.
 
@@ -31,6 +33,7 @@ mod nodes;
 mod ops;
 mod owner;
 pub mod records;
+mod retime;
 mod settle;
 mod stats;
 
@@ -213,7 +216,8 @@ impl JetStreamQueue {
     }
 
     /// Every node must time leases alike, or one would take over a partition while another
-    /// still holds it: a node whose --ack-wait differs from the cluster's refuses to start.
+    /// still holds it: a node whose --ack-wait differs from the cluster's refuses to start,
+    /// unless no other node is alive: then it re-times the cluster ([`retime`]).
     /// The outer error is the cluster not answering (worth another try), the inner one the
     /// mismatch (not worth one).
     pub async fn check_timing(&self) -> Result<Result<(), String>, QueueError> {
@@ -225,9 +229,13 @@ impl JetStreamQueue {
             .map_err(|e| failed("reading the lease bucket", e))?
             .max_age();
         if stored != self.inner.opts.lease_ttl() {
+            let was = stored.saturating_sub(Duration::from_secs(2)) / 2;
+            if retime::alone(&self.inner).await? {
+                retime::retime(&self.inner, was).await?;
+                return Ok(Ok(()));
+            }
             return Ok(Err(format!(
-                "the cluster's nodes use an ack deadline of {:?} (lease time {stored:?}); this node was started with --ack-wait {:?}: start every node with the same --ack-wait",
-                stored.saturating_sub(Duration::from_secs(2)) / 2,
+                "the cluster's nodes use an ack deadline of {was:?} (lease time {stored:?}); this node was started with --ack-wait {:?}: start every node with the same --ack-wait, or, to change it, stop every node and start them with the new value (the first to find no other node alive re-times the cluster)",
                 self.inner.opts.ack_wait
             )));
         }

@@ -1,0 +1,77 @@
+//! Changing `--ack-wait` on a JetStream cluster: a node started with another value refuses to
+//! start while another node is alive, and re-times the cluster (lease and lock buckets, every
+//! partition consumer's ack deadline) once none is. A real nats-server on loopback.
+
+use closeflow_e2e::nats::NatsCluster;
+use closeflow_queue::jetstream::{self, JetStreamQueue};
+use closeflow_queue::{Deliver, Intake, NewEvent, now_ms};
+use std::time::Duration;
+
+async fn node(url: &str, name: &str, ack_wait: Duration) -> JetStreamQueue {
+    let mut o = jetstream::Options::new(vec![url.to_string()], name.into());
+    o.prefix = "RT".into();
+    o.partitions = 2;
+    o.ack_wait = ack_wait;
+    o.replicas = Some(1);
+    JetStreamQueue::connect(o, None, None)
+        .await
+        .expect("the queue connects")
+}
+
+async fn consumer_ack_waits(url: &str) -> Vec<Duration> {
+    use futures_util::StreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let stream = js.get_stream("RT_Q_a").await.unwrap();
+    let mut out = Vec::new();
+    let mut cs = stream.consumers();
+    while let Some(c) = cs.next().await {
+        out.push(c.unwrap().config.ack_wait);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_ack_wait_is_refused_while_another_node_lives_and_retimes_the_cluster_after() {
+    let nats = NatsCluster::start(1).await;
+    let url = nats.nodes[0].url();
+    let old = Duration::from_secs(1);
+    let a = node(&url, "node-a", old).await;
+    a.start();
+    let ev = NewEvent {
+        message_id: "m1".into(),
+        body: r#"{"type":"identify","messageId":"m1","userId":"u1"}"#.into(),
+        received_at: now_ms(),
+    };
+    a.enqueue("a", vec![ev]).await.unwrap();
+    // Delivering: node a heartbeats, its consumers exist with the old deadline.
+    let _ = a.fetch("a", 10).await.unwrap();
+    assert_eq!(consumer_ack_waits(&url).await, [old, old]);
+    let new = Duration::from_millis(2_500);
+    let b = node(&url, "node-b", new).await;
+    let refused = b.check_timing().await.unwrap().unwrap_err();
+    assert!(refused.contains("stop every node"), "{refused}");
+    // Node a stops; once its heartbeat has expired (its lease time, 2 × 1 s + 2 s), b is alone.
+    drop(a);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    b.check_timing()
+        .await
+        .unwrap()
+        .expect("alone, node b re-times the cluster");
+    assert_eq!(consumer_ack_waits(&url).await, [new, new]);
+    b.check_timing().await.unwrap().expect("and agrees with it");
+    // The event node a held comes back to node b.
+    b.start();
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        got.extend(b.fetch("a", 10).await.unwrap());
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        got.len(),
+        1,
+        "the queued event is delivered after the change"
+    );
+}
