@@ -84,6 +84,15 @@ async fn manage(me: &Arc<NodeState>, instance: &str, inst: &Arc<InstanceQueue>, 
 
 async fn keep_lease(me: &NodeState, instance: &str, inst: &InstanceQueue, p: u32, assigned: bool) {
     let key = me.names.lease_key(instance, p);
+    if !assigned && inst.lock().owned.contains_key(&p) {
+        // Draining: the events no attempt is working on (one in a long backoff would hold the
+        // partition, and 1/P of the keys, until it is settled) go back to the stream, whose
+        // next owner receives them before anything newer; their attempts and backoff are in
+        // their records. Only those in flight are waited for.
+        for m in inst.let_go(p) {
+            let _ = m.ack_with(AckKind::Nak(None)).await;
+        }
+    }
     // The lease's revision, and whether this node still holds events from the partition.
     let lease = {
         let st = inst.lock();

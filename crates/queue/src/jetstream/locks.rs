@@ -106,6 +106,12 @@ pub(crate) async fn hold_keys(
         tokio::time::sleep(wait.mul_f64(jitter)).await;
         wait = (wait * 2).min(Duration::from_millis(100));
     }
+    // Under the same lock as a draining partition's `let_go`: either the event is let go
+    // first (and this attempt backs off) or it is marked first (and kept).
+    if !inst.attempting(id, true) {
+        release(taken, me.clone()).await;
+        return Ok(None);
+    }
     // Renewed while held (Close may be slow), deleted when the hold is dropped.
     let fence = Arc::new(Fence::until(started_locking + trusted(me.opts.ack_wait)));
     let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
@@ -140,6 +146,7 @@ pub(crate) async fn hold_keys(
                 }
             }
         }
+        let _ = inst.attempting(id, false);
         release(taken, me).await;
     });
     Ok(Some(KeyHold {

@@ -67,6 +67,8 @@ pub(crate) struct Held {
     pub rev: Option<u64>,
     pub(super) partition: u32,
     handed_out: bool,
+    /// Its keys are held: an attempt is planning or writing it now.
+    pub(super) attempting: bool,
 }
 
 impl InstanceQueue {
@@ -83,6 +85,33 @@ impl InstanceQueue {
     }
     pub fn forget(&self, id: i64) {
         self.lock().held.remove(&id);
+    }
+    /// An attempt holds (or no longer holds) the event's keys; `false` when the event is no
+    /// longer held here (a draining partition let it go).
+    pub fn attempting(&self, id: i64, now: bool) -> bool {
+        match self.lock().held.get_mut(&id) {
+            Some(h) => {
+                h.attempting = now;
+                true
+            }
+            None => false,
+        }
+    }
+    /// Takes out of this node's hands the events held from partition `p` that no attempt is
+    /// working on (waiting for their turn or their backoff): a draining partition hands them
+    /// over instead of waiting for them.
+    pub fn let_go(&self, p: u32) -> Vec<jetstream::Message> {
+        let mut st = self.lock();
+        let idle: Vec<i64> = st
+            .held
+            .iter()
+            .filter(|(_, h)| h.partition == p && !h.attempting)
+            .map(|(id, _)| *id)
+            .collect();
+        idle.iter()
+            .filter_map(|id| st.held.remove(id))
+            .map(|h| h.msg)
+            .collect()
     }
     pub fn retried(&self, id: i64, rev: u64, attempts: u32, not_before: i64) {
         if let Some(h) = self.lock().held.get_mut(&id) {
@@ -306,6 +335,7 @@ async fn admit(
             rev: Some(r),
             partition,
             handed_out: true,
+            attempting: false,
         };
         if me.finish_decided(&held, &record).await? {
             // Its node decided, then died before the acknowledgement: finished for it.
@@ -323,6 +353,7 @@ async fn admit(
             rev,
             partition,
             handed_out: false,
+            attempting: false,
         },
     );
     Ok(())
