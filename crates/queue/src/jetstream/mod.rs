@@ -181,17 +181,31 @@ impl JetStreamQueue {
             })
             .await
             .map_err(|e| failed("creating the dead-letter stream", e))?;
+        // One subject per counter, its last message the running total: only that one is kept
+        // (the stream grew by a message per event before). Set on an existing stream too.
+        let counts_cfg = stream::Config {
+            name: names.counts_stream(),
+            subjects: vec![names.counters()],
+            num_replicas: replicas,
+            allow_message_counter: true,
+            duplicate_window: opts.retention,
+            max_messages_per_subject: 1,
+            ..Default::default()
+        };
         let counts = js
-            .get_or_create_stream(stream::Config {
-                name: names.counts_stream(),
-                subjects: vec![names.counters()],
-                num_replicas: replicas,
-                allow_message_counter: true,
-                duplicate_window: opts.retention,
-                ..Default::default()
-            })
+            .get_or_create_stream(counts_cfg.clone())
             .await
             .map_err(|e| failed("creating the counter stream", e))?;
+        let counts = if counts.cached_info().config.max_messages_per_subject == 1 {
+            counts
+        } else {
+            js.update_stream(counts_cfg)
+                .await
+                .map_err(|e| failed("bounding the counter stream", e))?;
+            js.get_stream(names.counts_stream())
+                .await
+                .map_err(|e| failed("bounding the counter stream", e))?
+        };
         let inner = Arc::new(NodeState {
             js,
             client,
