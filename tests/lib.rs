@@ -2,6 +2,7 @@
 
 pub mod nats;
 pub mod procs;
+pub mod relay;
 pub mod soak;
 
 use std::path::PathBuf;

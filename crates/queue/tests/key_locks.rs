@@ -97,3 +97,32 @@ async fn locks_not_renewed_for_as_long_as_they_live_are_not_trusted() {
     nats.nodes[0].kill9();
     until("the hold no longer trusted", ACK_WAIT * 2, || !hold.holds()).await;
 }
+
+/// A renewal whose reply is lost in transit (a relay drops NATS's answer; the renewal is stored):
+/// the lock is read back and kept, not left to expire on a revision the node no longer knows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_renewal_whose_reply_was_lost_keeps_the_lock() {
+    let nats = NatsCluster::start(1).await;
+    let url = nats.nodes[0].url();
+    let relay = closeflow_e2e::relay::Relay::start(url.trim_start_matches("nats://")).await;
+    let q = queue(&relay.url(), "KL3").await;
+    let d = leased(&q).await;
+    let hold = q
+        .hold_keys(&d, &["user:u1".to_string()])
+        .await
+        .unwrap()
+        .expect("the event is this node's");
+    // The next write to the lock bucket is the first renewal.
+    relay.lose_reply("$KV.KL3_LOCKS.", 1);
+    tokio::time::sleep(ACK_WAIT * 3).await;
+    assert_eq!(relay.dropped(), 1, "a renewal's reply was lost");
+    assert!(hold.holds(), "still held");
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let kv = js.get_key_value("KL3_LOCKS").await.unwrap();
+    let e = kv
+        .entry(format!("a.{}", names::enc("user:u1")))
+        .await
+        .unwrap()
+        .expect("the lock did not expire (two lock lifetimes later)");
+    assert!(e.value.starts_with(b"lock-node "), "still this node's");
+}

@@ -121,3 +121,40 @@ async fn a_retry_settle_after_a_lost_reply_to_its_record_is_recorded_not_refused
         .unwrap();
     applied_and_gone(&q).await;
 }
+
+/// The same through a relay that loses NATS's real reply to the record's first write (stored;
+/// the node never hears so).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settle_whose_record_write_lost_its_reply_in_transit_is_settled_not_stranded() {
+    let nats = NatsCluster::start(1).await;
+    let upstream = nats.nodes[0]
+        .url()
+        .trim_start_matches("nats://")
+        .to_string();
+    let relay = closeflow_e2e::relay::Relay::start(&upstream).await;
+    let q = queue(&relay.url(), "LR3").await;
+    let d = one_event(&q).await;
+    relay.lose_reply("$KV.LR3_EVENTS.", 1);
+    let retry = Outcome::Retry {
+        not_before: now_ms(),
+        reason: "http_503".into(),
+        error: "HTTP 503".into(),
+    };
+    // The create's reply is lost; the client reads the key back, finds it written (by this
+    // very write) and reports it as existing: the settle recognises its own record.
+    let d = d
+        .settle(retry)
+        .await
+        .map_err(|e| e.error)
+        .unwrap()
+        .expect("the lease back, the retry recorded");
+    assert_eq!(relay.dropped(), 1, "the reply was lost");
+    assert_eq!(d.attempts, 1);
+    let settled = d.settle(Outcome::Applied).await;
+    assert!(
+        settled.is_ok(),
+        "settled here: {:?}",
+        settled.err().map(|e| e.error)
+    );
+    applied_and_gone(&q).await;
+}
