@@ -140,10 +140,8 @@ async fn pump(
                 _ => true,
             }
         };
-        if forward {
-            if to.write_all(&line).await.is_err() || to.write_all(&body).await.is_err() {
-                return;
-            }
+        if forward && (to.write_all(&line).await.is_err() || to.write_all(&body).await.is_err()) {
+            return;
         }
     }
 }
