@@ -15,7 +15,7 @@ use std::time::Duration;
 const LONG: Duration = Duration::from_secs(180);
 
 /// A node of the cluster: its own config copy (the same instance file), its own logs.
-async fn node(dir: &std::path::Path, nats: &str, id: &str, sim_api: &str) -> ServerProc {
+pub(crate) async fn node(dir: &std::path::Path, nats: &str, id: &str, sim_api: &str) -> ServerProc {
     acme(dir, sim_api);
     ServerProc::start(
         dir,
@@ -36,7 +36,7 @@ async fn node(dir: &std::path::Path, nats: &str, id: &str, sim_api: &str) -> Ser
 
 /// Posts until some node answers 200, starting with `first` and switching node after each
 /// failure (a node may be down), as a client behind a load balancer would.
-async fn send_until_accepted(bases: &[String], first: usize, ev: &Value) {
+pub(crate) async fn send_until_accepted(bases: &[String], first: usize, ev: &Value) {
     let http = reqwest::Client::new();
     for i in first..first + 2_000 {
         let r = http
@@ -54,7 +54,7 @@ async fn send_until_accepted(bases: &[String], first: usize, ev: &Value) {
     panic!("no node accepted {ev} in 2,000 tries");
 }
 
-async fn drained(s: &ServerProc, want: usize) -> bool {
+pub(crate) async fn drained(s: &ServerProc, want: usize) -> bool {
     let m = s.metrics().await;
     let l = "instance=\"acme\"";
     metric(&m, "closeflow_events_accepted_total", l) >= want as f64

@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod close;
 mod cluster;
+mod cluster_restarts;
 mod crash;
 mod damage;
 mod diff;

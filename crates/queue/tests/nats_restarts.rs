@@ -75,5 +75,9 @@ async fn a_delivered_event_sent_again_after_a_nats_restart_is_a_duplicate() {
         .into_iter()
         .find(|s| s.instance == "a")
         .unwrap_or_default();
-    assert_eq!((s.accepted, s.applied, s.queued), (2, 1, 1), "{s:?}");
+    assert_eq!(
+        (s.accepted, s.applied, s.queued, s.duplicates),
+        (2, 1, 1, 1),
+        "{s:?}"
+    );
 }
