@@ -175,11 +175,14 @@ impl Cache {
     }
 
     /// Everything `want` needs, if every key is known, fresh and read with its fields.
-    /// Whether any of these lookups' keys matched nothing when cached.
-    pub(super) fn unmatched(&self, want: &EventLookup) -> bool {
-        want.reqs
-            .iter()
-            .any(|r| self.members.get(&cache_key(r)).is_none_or(|m| m.is_empty()))
+    /// Whether a Company ID among these lookups matched nothing when cached: the key other
+    /// processes may have written meanwhile (a cluster partitions by person, so a person's own
+    /// keys are written by one node; a company is everyone's).
+    pub(super) fn company_unmatched(&self, want: &EventLookup) -> bool {
+        want.reqs.iter().any(|r| {
+            matches!(r, LookupRequest::LeadsByCompany { .. })
+                && self.members.get(&cache_key(r)).is_none_or(|m| m.is_empty())
+        })
     }
 
     pub(super) fn hit(

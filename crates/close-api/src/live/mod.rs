@@ -186,7 +186,7 @@ impl ReadPort for LiveSource {
     ) -> Result<LookupResults, PortError> {
         use std::sync::atomic::Ordering::Relaxed;
         let want = EventLookup::of(cfg, p, reqs);
-        let recheck = self.shared.opts.shared_writers && self.cache().unmatched(&want);
+        let recheck = self.shared.opts.shared_writers && self.cache().company_unmatched(&want);
         if let Some(f) = self.cached(&want).filter(|_| !recheck) {
             self.shared.stats.hits.fetch_add(1, Relaxed);
             return Ok(f);

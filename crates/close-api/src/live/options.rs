@@ -15,10 +15,11 @@ pub struct LiveOptions {
     pub empty_ttl: Duration,
     /// Cached keys at most; past it, expired entries and unreferenced records are swept.
     pub max_keys: usize,
-    /// Other processes write the same organisation through the same keys (a cluster's nodes):
-    /// a cached "no match" still orders and reads ahead, but an event about to be planned
-    /// (its keys held) searches again — another node may have created that record since, and
-    /// planning on the stale answer would create it a second time. Matches stay trusted.
+    /// Other processes write the same organisation (a cluster's nodes): a cached "no match"
+    /// for a Company ID still orders and reads ahead, but an event about to be planned (its
+    /// keys held) searches again — another node may have created that company's lead since,
+    /// and planning on the stale answer would create it a second time. A person's own keys
+    /// (User ID, email) are one node's (partitions go by person); matches stay trusted.
     pub shared_writers: bool,
 }
 
