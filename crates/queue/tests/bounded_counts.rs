@@ -2,30 +2,20 @@
 //! total), not one per event counted (issue 18: the counts stream grew by a message per event
 //! for ever). A real nats-server on loopback.
 
+#[path = "jetstream_common/mod.rs"]
+mod common;
+
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_queue::jetstream::{self, JetStreamQueue};
-use closeflow_queue::{Deliver, Inspect, Intake, NewEvent, Outcome, now_ms};
+use closeflow_queue::{Deliver, Intake, Outcome};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn counting_many_events_keeps_one_message_per_counter() {
     let nats = NatsCluster::start(1).await;
     let url = nats.nodes[0].url();
-    let mut o = jetstream::Options::new(vec![url.clone()], "count-node".into());
-    o.prefix = "BC".into();
-    o.partitions = 1;
-    o.ack_wait = Duration::from_secs(2);
-    o.replicas = Some(1);
-    let q = JetStreamQueue::connect(o, None, None).await.unwrap();
-    q.start();
+    let q = common::started(&url, "BC", Duration::from_secs(2), 1).await;
     let n = 60;
-    let evs = (0..n)
-        .map(|i| NewEvent {
-            message_id: format!("m{i}"),
-            body: format!(r#"{{"type":"identify","messageId":"m{i}","userId":"u{i}"}}"#),
-            received_at: now_ms(),
-        })
-        .collect();
+    let evs = (0..n).map(|i| common::event(&format!("m{i}"))).collect();
     q.enqueue("a", evs).await.unwrap();
     let (mut done, start) = (0, Instant::now());
     while done < n {
@@ -41,13 +31,7 @@ async fn counting_many_events_keeps_one_message_per_counter() {
             done += 1;
         }
     }
-    let s = q
-        .stats()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.instance == "a")
-        .unwrap_or_default();
+    let s = common::stats_of(&q, "a").await;
     assert_eq!(
         (s.accepted, s.applied, s.queued),
         (n as u64, n as u64, 0),

@@ -3,20 +3,16 @@
 //! records) instead of holding the partition, and 1/P of the keys, until the backoff ends or
 //! `--retry-max-age` passes (issue 18: 87 s with a max age of 90 s). A real nats-server.
 
+#[path = "jetstream_common/mod.rs"]
+mod common;
+
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_queue::jetstream::{self, JetStreamQueue};
-use closeflow_queue::{Deliver, Intake, NewEvent, Outcome, now_ms};
+use closeflow_queue::jetstream::JetStreamQueue;
+use closeflow_queue::{Deliver, Intake, Outcome, now_ms};
 use std::time::{Duration, Instant};
 
 async fn node(url: &str, name: &str) -> JetStreamQueue {
-    let mut o = jetstream::Options::new(vec![url.to_string()], name.into());
-    o.prefix = "DR".into();
-    o.partitions = 2;
-    o.ack_wait = Duration::from_secs(1);
-    o.replicas = Some(1);
-    let q = JetStreamQueue::connect(o, None, None)
-        .await
-        .expect("the queue connects");
+    let q = common::node(url, "DR", name, Duration::from_secs(1), 2).await;
     q.start();
     q
 }
@@ -27,14 +23,7 @@ async fn a_draining_partition_hands_over_events_waiting_out_a_backoff() {
     let url = nats.nodes[0].url();
     let a = node(&url, "node-a").await;
     let ids: Vec<String> = (1..=6).map(|i| format!("m{i}")).collect();
-    let evs = ids
-        .iter()
-        .map(|id| NewEvent {
-            message_id: id.clone(),
-            body: format!(r#"{{"type":"identify","messageId":"{id}","userId":"u_{id}"}}"#),
-            received_at: now_ms(),
-        })
-        .collect();
+    let evs = ids.iter().map(|id| common::event(id)).collect();
     a.enqueue("a", evs).await.unwrap();
     // Node a alone owns both partitions, takes every event, and each fails: retry in 2 minutes.
     let mut held = Vec::new();

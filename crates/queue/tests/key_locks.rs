@@ -3,40 +3,18 @@
 //! renewal, and locks that could not be renewed for as long as they live are not trusted. A
 //! real nats-server on loopback.
 
+#[path = "jetstream_common/mod.rs"]
+mod common;
+
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_queue::jetstream::{self, JetStreamQueue, names};
-use closeflow_queue::{Deliver, Intake, Lease, NewEvent, now_ms};
+use closeflow_queue::Deliver;
+use closeflow_queue::jetstream::{JetStreamQueue, names};
 use std::time::{Duration, Instant};
 
 const ACK_WAIT: Duration = Duration::from_millis(1_500);
 
 async fn queue(url: &str, prefix: &str) -> JetStreamQueue {
-    let mut o = jetstream::Options::new(vec![url.to_string()], "lock-node".into());
-    o.prefix = prefix.into();
-    o.partitions = 1;
-    o.ack_wait = ACK_WAIT;
-    o.replicas = Some(1);
-    let q = JetStreamQueue::connect(o, None, None)
-        .await
-        .expect("the queue connects");
-    q.start();
-    q
-}
-
-async fn leased(q: &JetStreamQueue) -> Lease<JetStreamQueue> {
-    let ev = NewEvent {
-        message_id: "m1".into(),
-        body: r#"{"type":"identify","messageId":"m1","userId":"u1"}"#.into(),
-        received_at: now_ms(),
-    };
-    q.enqueue("a", vec![ev]).await.unwrap();
-    for _ in 0..100 {
-        if let Some(d) = q.fetch("a", 10).await.unwrap().pop() {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the event was never handed out");
+    common::started(url, prefix, ACK_WAIT, 1).await
 }
 
 async fn until(what: &str, within: Duration, cond: impl Fn() -> bool) {
@@ -52,7 +30,7 @@ async fn a_lock_another_holder_took_is_lost_at_the_next_renewal_and_left_to_it()
     let nats = NatsCluster::start(1).await;
     let url = nats.nodes[0].url();
     let q = queue(&url, "KL1").await;
-    let d = leased(&q).await;
+    let d = common::one_event(&q).await;
     let hold = q
         .hold_keys(&d, &["user:u1".to_string()])
         .await
@@ -84,7 +62,7 @@ async fn locks_not_renewed_for_as_long_as_they_live_are_not_trusted() {
     let mut nats = NatsCluster::start(1).await;
     let url = nats.nodes[0].url();
     let q = queue(&url, "KL2").await;
-    let d = leased(&q).await;
+    let d = common::one_event(&q).await;
     let hold = q
         .hold_keys(&d, &["user:u1".to_string()])
         .await
@@ -106,7 +84,7 @@ async fn a_lock_renewal_whose_reply_was_lost_keeps_the_lock() {
     let url = nats.nodes[0].url();
     let relay = closeflow_e2e::relay::Relay::start(url.trim_start_matches("nats://")).await;
     let q = queue(&relay.url(), "KL3").await;
-    let d = leased(&q).await;
+    let d = common::one_event(&q).await;
     let hold = q
         .hold_keys(&d, &["user:u1".to_string()])
         .await
@@ -124,5 +102,5 @@ async fn a_lock_renewal_whose_reply_was_lost_keeps_the_lock() {
         .await
         .unwrap()
         .expect("the lock did not expire (two lock lifetimes later)");
-    assert!(e.value.starts_with(b"lock-node "), "still this node's");
+    assert!(e.value.starts_with(b"test-node "), "still this node's");
 }

@@ -5,22 +5,17 @@
 //! lost reply is made by writing the record again behind the queue's back (its revision moves
 //! on, its content is the node's own), which is what the node finds after a lost reply.
 
+#[path = "jetstream_common/mod.rs"]
+mod common;
+
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_queue::jetstream::{self, JetStreamQueue};
-use closeflow_queue::{Deliver, Inspect, Intake, NewEvent, Outcome, now_ms};
+use closeflow_queue::jetstream::JetStreamQueue;
+use closeflow_queue::{Outcome, now_ms};
+use common::one_event;
 use std::time::Duration;
 
 async fn queue(url: &str, prefix: &str) -> JetStreamQueue {
-    let mut o = jetstream::Options::new(vec![url.to_string()], "lost-reply-node".into());
-    o.prefix = prefix.into();
-    o.partitions = 1;
-    o.ack_wait = Duration::from_secs(2);
-    o.replicas = Some(1);
-    let q = JetStreamQueue::connect(o, None, None)
-        .await
-        .expect("the queue connects");
-    q.start();
-    q
+    common::started(url, prefix, Duration::from_secs(2), 1).await
 }
 
 /// Writes the event's record again as it is: a new revision with the same content.
@@ -36,34 +31,8 @@ async fn rewrite_record(url: &str, prefix: &str, seq: i64) {
     kv.update(&key, e.value, e.revision).await.unwrap();
 }
 
-async fn one_event(q: &JetStreamQueue) -> closeflow_queue::Lease<JetStreamQueue> {
-    q.enqueue(
-        "a",
-        vec![NewEvent {
-            message_id: "m1".into(),
-            body: r#"{"type":"identify","messageId":"m1","userId":"u1"}"#.into(),
-            received_at: now_ms(),
-        }],
-    )
-    .await
-    .unwrap();
-    for _ in 0..100 {
-        if let Some(d) = q.fetch("a", 10).await.unwrap().pop() {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the event was never handed out");
-}
-
 async fn applied_and_gone(q: &JetStreamQueue) {
-    let s = q
-        .stats()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.instance == "a")
-        .unwrap_or_default();
+    let s = common::stats_of(q, "a").await;
     assert_eq!(
         (s.accepted, s.applied, s.queued),
         (1, 1, 0),

@@ -4,9 +4,13 @@
 //! stores only, so after a restart it had forgotten every delivered event (issue 18): the retry
 //! was accepted and wrote its old values over newer ones. A real nats-server on loopback.
 
+#[path = "jetstream_common/mod.rs"]
+mod common;
+
 use closeflow_e2e::nats::NatsCluster;
 use closeflow_queue::jetstream::{self, JetStreamQueue};
-use closeflow_queue::{Deliver, Enqueued, Inspect, Intake, NewEvent, Outcome, now_ms};
+use closeflow_queue::{Deliver, Enqueued, Intake, Outcome};
+use common::event;
 use std::time::Duration;
 
 async fn queue(url: &str) -> JetStreamQueue {
@@ -24,21 +28,13 @@ async fn queue(url: &str) -> JetStreamQueue {
     q
 }
 
-fn event(id: &str) -> Vec<NewEvent> {
-    vec![NewEvent {
-        message_id: id.into(),
-        body: format!(r#"{{"type":"identify","messageId":"{id}","userId":"u1"}}"#),
-        received_at: now_ms(),
-    }]
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delivered_event_sent_again_after_a_nats_restart_is_a_duplicate() {
     let mut nats = NatsCluster::start(1).await;
     let url = nats.nodes[0].url();
     let q = queue(&url).await;
     assert_eq!(
-        q.enqueue("a", event("m1")).await.unwrap(),
+        q.enqueue("a", vec![event("m1")]).await.unwrap(),
         [Enqueued::Accepted]
     );
     let mut got = Vec::new();
@@ -60,21 +56,15 @@ async fn a_delivered_event_sent_again_after_a_nats_restart_is_a_duplicate() {
     let q = queue(&url).await;
     // Before the restart JetStream's own window answers; after it only what closeflow keeps.
     assert_eq!(
-        q.enqueue("a", event("m1")).await.unwrap(),
+        q.enqueue("a", vec![event("m1")]).await.unwrap(),
         [Enqueued::Duplicate],
         "the retry of a delivered event, within the window, after a restart"
     );
     assert_eq!(
-        q.enqueue("a", event("m2")).await.unwrap(),
+        q.enqueue("a", vec![event("m2")]).await.unwrap(),
         [Enqueued::Accepted]
     );
-    let s = q
-        .stats()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.instance == "a")
-        .unwrap_or_default();
+    let s = common::stats_of(&q, "a").await;
     assert_eq!(
         (s.accepted, s.applied, s.queued, s.duplicates),
         (2, 1, 1, 1),

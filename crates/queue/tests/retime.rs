@@ -2,20 +2,16 @@
 //! start while another node is alive, and re-times the cluster (lease and lock buckets, every
 //! partition consumer's ack deadline) once none is. A real nats-server on loopback.
 
+#[path = "jetstream_common/mod.rs"]
+mod common;
+
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_queue::jetstream::{self, JetStreamQueue};
-use closeflow_queue::{Deliver, Intake, NewEvent, now_ms};
+use closeflow_queue::jetstream::JetStreamQueue;
+use closeflow_queue::{Deliver, Intake};
 use std::time::Duration;
 
 async fn node(url: &str, name: &str, ack_wait: Duration) -> JetStreamQueue {
-    let mut o = jetstream::Options::new(vec![url.to_string()], name.into());
-    o.prefix = "RT".into();
-    o.partitions = 2;
-    o.ack_wait = ack_wait;
-    o.replicas = Some(1);
-    JetStreamQueue::connect(o, None, None)
-        .await
-        .expect("the queue connects")
+    common::node(url, "RT", name, ack_wait, 2).await
 }
 
 async fn consumer_ack_waits(url: &str) -> Vec<Duration> {
@@ -37,12 +33,7 @@ async fn a_new_ack_wait_is_refused_while_another_node_lives_and_retimes_the_clus
     let old = Duration::from_secs(1);
     let a = node(&url, "node-a", old).await;
     a.start();
-    let ev = NewEvent {
-        message_id: "m1".into(),
-        body: r#"{"type":"identify","messageId":"m1","userId":"u1"}"#.into(),
-        received_at: now_ms(),
-    };
-    a.enqueue("a", vec![ev]).await.unwrap();
+    a.enqueue("a", vec![common::event("m1")]).await.unwrap();
     // Delivering: node a heartbeats, its consumers exist with the old deadline.
     let _ = a.fetch("a", 10).await.unwrap();
     assert_eq!(consumer_ack_waits(&url).await, [old, old]);
