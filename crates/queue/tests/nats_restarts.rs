@@ -71,3 +71,22 @@ async fn a_delivered_event_sent_again_after_a_nats_restart_is_a_duplicate() {
         "{s:?}"
     );
 }
+
+/// A `messageId` far longer than a NATS subject may be is still deduplicated (its key in the
+/// seen bucket is a hash), and does not fail its batch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_very_long_message_id_is_accepted_once() {
+    let nats = NatsCluster::start(1).await;
+    let q = common::started(&nats.nodes[0].url(), "NR2", Duration::from_secs(2), 1).await;
+    let long = format!("{}é/.*>", "x".repeat(5_000));
+    assert_eq!(
+        q.enqueue("a", vec![event(&long), event("m2")])
+            .await
+            .unwrap(),
+        [Enqueued::Accepted, Enqueued::Accepted]
+    );
+    assert_eq!(
+        q.enqueue("a", vec![event(&long)]).await.unwrap(),
+        [Enqueued::Duplicate]
+    );
+}

@@ -34,7 +34,10 @@ pub(crate) async fn hold_keys(
     let mut keys: Vec<String> = keys.to_vec();
     keys.sort();
     keys.dedup();
-    let value: bytes::Bytes = format!("{} {}", me.opts.node, d.id).into();
+    // Unique to this hold, so that a lock read back is known as this hold's and no other's
+    // (a later hold of the same event on this node included).
+    let value: bytes::Bytes =
+        format!("{} {} {:016x}", me.opts.node, d.id, rand::random::<u64>()).into();
     let (d_instance, d_id) = (d.instance.clone(), d.id);
     let mut taken: Vec<(String, u64)> = Vec::new();
     let release = |taken: Vec<(String, u64)>, me: Arc<NodeState>| async move {
@@ -146,6 +149,12 @@ pub(crate) async fn hold_keys(
                 }
             }
         }
+        // Lost: renewals stop, but the locks still held are released only when the hold is
+        // dropped (a write sent before the loss may still be on its way to Close; meanwhile
+        // the locks keep others off those keys until they expire).
+        if !rx.is_terminated() {
+            let _ = (&mut rx).await;
+        }
         let _ = inst.attempting(id, false);
         release(taken, me).await;
     });
@@ -172,8 +181,9 @@ fn trusted(ack_wait: Duration) -> Duration {
 
 enum Renewal {
     All,
-    /// Some lock could not be renewed and nobody else holds it (no reply in time): tried
-    /// again at the next tick; the fence lapses if that goes on.
+    /// Some lock could not be renewed this tick and nobody else holds it (no reply in time,
+    /// or a renewal stored with its reply lost, adopted): tried again at the next tick; the
+    /// fence lapses if that goes on.
     Unknown,
     /// A lock is gone or another holder's.
     Lost(String),
@@ -197,12 +207,14 @@ async fn renew(
                 return (i, k, Ok(Some(r)));
             }
             match tokio::time::timeout(within, locks.entry(&k)).await {
+                // Ours (the value names this hold): a renewal was stored with its reply lost,
+                // this tick's or an earlier one's — its revision is adopted, but when it was
+                // stored is unknown, so it does not count as renewed now.
                 Ok(Ok(Some(e))) if e.operation == kv::Operation::Put && e.value == value => {
-                    // Ours: renewed if the revision moved on, else as it was.
-                    (i, k, Ok((e.revision != rev).then_some(e.revision)))
+                    (i, k, Err(Some(e.revision)))
                 }
-                Ok(Ok(_)) => (i, k, Err(true)),
-                _ => (i, k, Err(false)),
+                Ok(Ok(_)) => (i, k, Ok(None)),
+                _ => (i, k, Err(None)),
             }
         });
     }
@@ -210,8 +222,16 @@ async fn renew(
     while let Some(r) = set.join_next().await {
         match r {
             Ok((i, _, Ok(Some(rev)))) => taken[i].1 = rev,
-            Ok((_, k, Err(true))) => out = Renewal::Lost(k),
-            Ok((_, _, Ok(None) | Err(false))) | Err(_) => {
+            Ok((_, k, Ok(None))) => out = Renewal::Lost(k),
+            Ok((i, _, Err(adopted))) => {
+                if let Some(rev) = adopted {
+                    taken[i].1 = rev;
+                }
+                if matches!(out, Renewal::All) {
+                    out = Renewal::Unknown;
+                }
+            }
+            Err(_) => {
                 if matches!(out, Renewal::All) {
                     out = Renewal::Unknown;
                 }

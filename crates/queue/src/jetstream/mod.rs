@@ -249,7 +249,7 @@ impl JetStreamQueue {
                 return Ok(Ok(()));
             }
             return Ok(Err(format!(
-                "the cluster's nodes use an ack deadline of {was:?} (lease time {stored:?}); this node was started with --ack-wait {:?}: start every node with the same --ack-wait, or, to change it, stop every node and start them with the new value (the first to find no other node alive re-times the cluster)",
+                "the cluster's nodes use an ack deadline of {was:?} (lease time {stored:?}); this node was started with --ack-wait {:?}: start every node with the same --ack-wait, or, to change it, stop every node, start one with the new value alone (finding no other node alive, it re-times the cluster), then the others",
                 self.inner.opts.ack_wait
             )));
         }

@@ -118,8 +118,21 @@ impl Names {
     pub fn seen_bucket(&self) -> String {
         format!("{}_SEEN", self.prefix)
     }
+    /// The key of a `messageId` in the seen bucket: encoded as is when short, else a 128-bit
+    /// hash of it (two FNV-1a runs), so that no id is too long for a NATS subject.
     pub fn seen_key(&self, instance: &str, message_id: &str) -> String {
-        format!("{}.{}", enc(instance), enc(message_id))
+        let id = enc(message_id);
+        if id.len() <= 200 {
+            format!("{}.{id}", enc(instance))
+        } else {
+            let salted = format!("closeflow\u{0}{message_id}");
+            format!(
+                "{}.h{:016x}{:016x}",
+                enc(instance),
+                fnv1a(message_id),
+                fnv1a(&salted)
+            )
+        }
     }
     /// Per-event records: attempts, backoff and the final outcome.
     pub fn events_bucket(&self) -> String {

@@ -13,19 +13,34 @@ use futures_util::StreamExt;
 use std::time::Duration;
 use tracing::info;
 
-/// Whether this node is the only one alive (the others' heartbeats expired).
+/// Whether this node is the only one alive (the others' heartbeats expired). It heartbeats
+/// first: two nodes started at once then both see the other and both refuse (start one alone
+/// first), rather than both re-timing.
 pub(super) async fn alone(me: &NodeState) -> Result<bool, QueueError> {
-    Ok(live_nodes(me).await? == [me.opts.node.clone()])
+    super::nodes::heartbeat(me).await?;
+    let alone = live_nodes(me).await? == [me.opts.node.clone()];
+    if !alone {
+        // Refusing to start: not a live node the others should give partitions to.
+        let _ = me.leases.delete(me.names.node_key(&me.opts.node)).await;
+    }
+    Ok(alone)
 }
 
 /// Re-creates the lease and lock buckets with this node's timing (they hold only leases,
 /// heartbeats and locks, which the nodes that are gone no longer need), and gives every
 /// partition consumer of every instance this node's ack deadline.
 pub(super) async fn retime(me: &NodeState, was: Duration) -> Result<(), QueueError> {
-    for (bucket, ttl) in [
-        (me.names.leases_bucket(), me.opts.lease_ttl()),
-        (me.names.locks_bucket(), me.opts.ack_wait),
-    ] {
+    // The lease bucket last: its TTL is what `check_timing` compares, so a re-timing cut
+    // short is done again at the next start.
+    recreate(me, me.names.locks_bucket(), me.opts.ack_wait).await?;
+    retime_consumers(me).await?;
+    recreate(me, me.names.leases_bucket(), me.opts.lease_ttl()).await?;
+    info!(from = ?was, to = ?me.opts.ack_wait, "re-timed the cluster: no other node is alive");
+    Ok(())
+}
+
+async fn recreate(me: &NodeState, bucket: String, ttl: Duration) -> Result<(), QueueError> {
+    {
         let _ = me.js.delete_key_value(&bucket).await;
         me.js
             .create_key_value(kv::Config {
@@ -39,6 +54,10 @@ pub(super) async fn retime(me: &NodeState, was: Duration) -> Result<(), QueueErr
             .await
             .map_err(|e| failed(&format!("re-creating bucket {bucket}"), e))?;
     }
+    Ok(())
+}
+
+async fn retime_consumers(me: &NodeState) -> Result<(), QueueError> {
     let mut names = me.js.stream_names();
     let mut streams = Vec::new();
     while let Some(n) = names.next().await {
@@ -77,6 +96,5 @@ pub(super) async fn retime(me: &NodeState, was: Duration) -> Result<(), QueueErr
         }
         let _ = stream.info().await;
     }
-    info!(from = ?was, to = ?me.opts.ack_wait, "re-timed the cluster: no other node is alive");
     Ok(())
 }
