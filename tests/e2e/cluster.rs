@@ -54,6 +54,25 @@ pub(crate) async fn send_until_accepted(bases: &[String], first: usize, ev: &Val
     panic!("no node accepted {ev} in 2,000 tries");
 }
 
+/// What node `base`'s admin route says of the cluster (`None`: it did not answer).
+async fn cluster_view(base: &str) -> Option<Value> {
+    let r = reqwest::Client::new()
+        .get(format!("{base}/admin/cluster"))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .ok()?;
+    Some(r.json().await.unwrap_or_default())
+}
+
+/// The partitions of "acme" node `c` (its admin view) owns.
+fn owned(c: &Value) -> Vec<u64> {
+    c["instances"]["acme"]["owned"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
 pub(crate) async fn drained(s: &ServerProc, want: usize) -> bool {
     let m = s.metrics().await;
     let l = "instance=\"acme\"";
@@ -238,31 +257,22 @@ async fn two_nodes_over_three_nats_servers_lose_nothing_and_double_nothing_throu
     wait_for("the partitions split evenly again", LONG, || {
         let (ba, bb) = (ba.clone(), bb.clone());
         async move {
-            let mut owned = Vec::new();
+            let mut all = Vec::new();
             for base in [ba, bb] {
-                let Ok(r) = reqwest::Client::new()
-                    .get(format!("{base}/admin/cluster"))
-                    .bearer_auth("admin-secret")
-                    .send()
-                    .await
-                else {
+                let Some(c) = cluster_view(&base).await else {
                     return false;
                 };
-                let c: Value = r.json().await.unwrap_or_default();
                 if c["nodes"] != serde_json::json!(["node-a", "node-b"]) {
                     return false;
                 }
-                let mine: Vec<u64> = c["instances"]["acme"]["owned"]
-                    .as_array()
-                    .map(|v| v.iter().filter_map(Value::as_u64).collect())
-                    .unwrap_or_default();
+                let mine = owned(&c);
                 if mine.len() != 2 {
                     return false;
                 }
-                owned.extend(mine);
+                all.extend(mine);
             }
-            owned.sort_unstable();
-            owned == [0, 1, 2, 3]
+            all.sort_unstable();
+            all == [0, 1, 2, 3]
         }
     })
     .await;
@@ -435,20 +445,10 @@ async fn one_persons_events_with_and_without_a_company_on_two_nodes_create_them_
         async move {
             let mut n = Vec::new();
             for base in [ba, bb] {
-                let Ok(r) = reqwest::Client::new()
-                    .get(format!("{base}/admin/cluster"))
-                    .bearer_auth("admin-secret")
-                    .send()
-                    .await
-                else {
+                let Some(c) = cluster_view(&base).await else {
                     return false;
                 };
-                let c: Value = r.json().await.unwrap_or_default();
-                n.push(
-                    c["instances"]["acme"]["owned"]
-                        .as_array()
-                        .map_or(0, Vec::len),
-                );
+                n.push(owned(&c).len());
             }
             n == [2, 2]
         }

@@ -62,6 +62,43 @@ pub fn fits<K: std::hash::Hash + Eq>(keys: &HashSet<K>, need: &[K], chunk: usize
     keys.is_empty() || keys.len() + need.iter().filter(|k| !keys.contains(k)).count() <= chunk
 }
 
+/// The one filling rule of `send`'s look-ahead and the server's read-ahead: which of the
+/// upcoming events (by position, `0` next) go into a read-ahead now, if one is due. `need(pos)`
+/// is `None` for an event not to look up, else its keys still to look up. Within the first
+/// `lead` events, in order, until their keys fill a search of `chunk` (never one key over: it
+/// would cost a search of its own). Due when they fill it, or when one of the first `urgent`
+/// needs it — and then filled from past the lead too: the search budget is the scarcest, and a
+/// run waiting on it measures a slow pace, so searches sized to that pace would keep it slow.
+/// Every event looked up adds a key, so no more than `chunk` events past the lead are read.
+pub fn gather<K: std::hash::Hash + Eq>(
+    upcoming: usize,
+    lead: usize,
+    urgent: usize,
+    chunk: usize,
+    mut need: impl FnMut(usize) -> Option<Vec<K>>,
+) -> Vec<usize> {
+    let (mut picks, mut keys) = (Vec::new(), HashSet::new());
+    let (mut full, mut is_urgent) = (false, false);
+    for pos in 0..upcoming.min(lead.max(chunk)) {
+        if pos >= lead && !is_urgent {
+            break;
+        }
+        let Some(k) = need(pos) else { continue };
+        if !fits(&keys, &k, chunk) {
+            full = true;
+            break;
+        }
+        keys.extend(k);
+        picks.push(pos);
+        is_urgent |= pos < urgent;
+    }
+    if is_urgent || full || keys.len() >= chunk {
+        picks
+    } else {
+        Vec::new()
+    }
+}
+
 /// An event read, not yet handed out.
 struct Ahead {
     index: usize,
@@ -175,11 +212,8 @@ where
         Ok(())
     }
 
-    /// Sends the lookups of the next events not looked up yet, when they fill a search within
-    /// the lead, or when one of the next events needs them — then filled past the lead: the
-    /// search budget is the scarcest, and a search that goes out anyway should carry all it
-    /// can (a run waiting on the budget measures a slow pace, and searches sized to that pace
-    /// would keep it slow). One read-ahead at a time.
+    /// Sends the lookups of the next events not looked up yet, as [`gather`] picks them; one
+    /// read-ahead at a time.
     fn look_ahead(&mut self) {
         if self
             .under_way
@@ -189,35 +223,26 @@ where
             return;
         }
         self.under_way = None;
-        let chunk = self.source.search_chunk();
-        let lead = self.pace.lead(LEAST);
-        let (mut picks, mut keys, mut urgent) = (Vec::new(), HashSet::new(), false);
-        let mut full = false;
-        // Every event that needs a lookup adds a key: a chunk's worth of events fills a search.
-        for (n, a) in self.ahead.iter().take(lead.max(chunk)).enumerate() {
-            if n >= lead && !urgent {
-                break;
-            }
-            // Looked up once already, and its answer expired before its turn came (the run
-            // waited on the budget): it goes into the next shared search rather than searching
-            // alone when sent. Once only, so that a key Close refuses is not searched for ever.
-            let again = a.looks == 1 && n < LEAST;
-            if a.looks > 0 && !again {
-                continue;
-            }
-            let need = self.source.to_look_up(&a.payloads);
-            if need.is_empty() {
-                continue;
-            }
-            if !fits(&keys, &need, chunk) {
-                full = true;
-                break;
-            }
-            keys.extend(need);
-            picks.push(n);
-            urgent |= n < LEAST;
-        }
-        if picks.is_empty() || !(urgent || full || keys.len() >= chunk) {
+        let (ahead, source) = (&self.ahead, &self.source);
+        let picks = gather(
+            ahead.len(),
+            self.pace.lead(LEAST),
+            LEAST,
+            source.search_chunk(),
+            |n| {
+                let a = &ahead[n];
+                // Looked up once already, and its answer expired before its turn came (the
+                // run waited on the budget): it goes into the next shared search rather than
+                // searching alone when sent. Once only, so that a key Close refuses is not
+                // searched for ever.
+                let again = a.looks == 1 && n < LEAST;
+                if a.looks > 0 && !again {
+                    return None;
+                }
+                Some(source.to_look_up(&a.payloads)).filter(|k| !k.is_empty())
+            },
+        );
+        if picks.is_empty() {
             return;
         }
         let mut batch = Vec::new();

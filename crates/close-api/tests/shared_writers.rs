@@ -2,24 +2,12 @@
 //! against the simulator on loopback: a "no match" one of them cached is searched again before
 //! it is planned on, so a company the other created meanwhile is not created twice.
 
-use closeflow_close::{run, schema};
-use closeflow_close_api::client::{ClientConfig, Writer};
-use closeflow_close_api::live::{LiveOptions, LiveSource};
+mod common;
+
+use closeflow_close::run;
+use closeflow_close_api::live::LiveOptions;
 use closeflow_mapping::events::Entry;
 use serde_json::json;
-
-const INSTANCE: &str = r#"name: t
-endpoint: http://127.0.0.1:9/api/v1/
-write_key: wk
-settings:
-  api_key: k
-  contact_custom_field_id_for_user_id: cf_user
-  lead_custom_field_id_for_company_id: cf_company
-mappings:
-  - name: people
-    trigger: type = "identify"
-    action: create_or_update_contact_and_lead
-"#;
 
 fn person(user: &str) -> Entry {
     Entry::Event(
@@ -31,30 +19,13 @@ fn person(user: &str) -> Entry {
 /// Leads in the simulator after node B, which read ahead while the company did not exist, plans
 /// its event once node A has created the company.
 async fn leads_after_a_race(shared_writers: bool) -> usize {
-    let sim = closeflow_sim::Sim::from_snapshot(Some(&json!({"api_keys": ["k"]}))).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(closeflow_sim::serve(listener, sim.clone()));
-    let (inst, diags) =
-        closeflow_mapping::instance::load("t.yaml", INSTANCE, &schema::destination(), &|_| None);
-    let inst = inst.unwrap_or_else(|| panic!("{diags:?}"));
-    let node = || {
-        let writer = Writer::new(ClientConfig::new(
-            format!("http://{addr}/api/v1/"),
-            "k".to_string().into(),
-        ))
-        .unwrap();
-        let opts = LiveOptions {
-            shared_writers,
-            ..LiveOptions::default()
-        };
-        let source = LiveSource::new(
-            closeflow_close_api::search::Searcher::from(writer.reader().clone()),
-            run::key_config(&inst),
-            opts,
-        );
-        (writer, source)
+    let (sim, addr) = common::sim().await;
+    let inst = common::instance();
+    let opts = LiveOptions {
+        shared_writers,
+        ..LiveOptions::default()
     };
+    let node = || common::process(&inst, addr, opts.clone());
     let ((wa, a), (wb, b)) = (node(), node());
     let eb = person("u2");
     let (_, pb) = run::prepare(&inst, 0, &eb);

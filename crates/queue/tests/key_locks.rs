@@ -17,6 +17,22 @@ async fn queue(url: &str, prefix: &str) -> JetStreamQueue {
     common::started(url, prefix, ACK_WAIT, 1).await
 }
 
+/// The first event handed out, and a hold on its key `user:u1`.
+async fn held(
+    q: &JetStreamQueue,
+) -> (
+    closeflow_queue::Lease<JetStreamQueue>,
+    closeflow_queue::KeyHold,
+) {
+    let d = common::one_event(q).await;
+    let hold = q
+        .hold_keys(&d, &["user:u1".to_string()])
+        .await
+        .unwrap()
+        .expect("the event is this node's");
+    (d, hold)
+}
+
 async fn until(what: &str, within: Duration, cond: impl Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
@@ -30,12 +46,7 @@ async fn a_lock_another_holder_took_is_lost_at_the_next_renewal_and_left_to_it()
     let nats = NatsCluster::start(1).await;
     let url = nats.nodes[0].url();
     let q = queue(&url, "KL1").await;
-    let d = common::one_event(&q).await;
-    let hold = q
-        .hold_keys(&d, &["user:u1".to_string()])
-        .await
-        .unwrap()
-        .expect("the event is this node's");
+    let (_d, hold) = held(&q).await;
     assert!(hold.holds());
     // Another node's lock on the key, as after this one expired and another took it.
     let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
@@ -62,12 +73,7 @@ async fn locks_not_renewed_for_as_long_as_they_live_are_not_trusted() {
     let mut nats = NatsCluster::start(1).await;
     let url = nats.nodes[0].url();
     let q = queue(&url, "KL2").await;
-    let d = common::one_event(&q).await;
-    let hold = q
-        .hold_keys(&d, &["user:u1".to_string()])
-        .await
-        .unwrap()
-        .expect("the event is this node's");
+    let (_d, hold) = held(&q).await;
     // Renewals keep it (several renewal periods of a third of the ack deadline).
     tokio::time::sleep(ACK_WAIT * 2).await;
     assert!(hold.holds(), "renewed while NATS answers");
@@ -84,12 +90,7 @@ async fn a_lock_renewal_whose_reply_was_lost_keeps_the_lock() {
     let url = nats.nodes[0].url();
     let relay = closeflow_e2e::relay::Relay::start(url.trim_start_matches("nats://")).await;
     let q = queue(&relay.url(), "KL3").await;
-    let d = common::one_event(&q).await;
-    let hold = q
-        .hold_keys(&d, &["user:u1".to_string()])
-        .await
-        .unwrap()
-        .expect("the event is this node's");
+    let (_d, hold) = held(&q).await;
     // The next write to the lock bucket is the first renewal.
     relay.lose_reply("$KV.KL3_LOCKS.", 1);
     tokio::time::sleep(ACK_WAIT * 3).await;

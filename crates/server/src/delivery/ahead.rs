@@ -12,7 +12,7 @@
 use closeflow_close::payload::Payload;
 use closeflow_close_api::client::CloseError;
 use closeflow_close_api::live::LiveSource;
-use closeflow_close_api::lookahead::{Pace, fits};
+use closeflow_close_api::lookahead::{Pace, gather};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -84,8 +84,8 @@ impl ReadAhead {
     /// The events (indexes into the decision's slots) to look up now, if a read-ahead is due:
     /// among the first `lead` of `upcoming`, those unknown or not answered from the cache, in
     /// order, until their keys still to look up (`keys(i)`, counted once across them) fill a
-    /// search of `chunk` keys. Due when none is under way and either they fill it or one of
-    /// them is next in line for a worker (then filled from past the lead too).
+    /// search of `chunk` keys. Due when none is under way and, as [`gather`] decides, either
+    /// they fill it or one of them is next in line for a worker.
     pub(super) fn due<K: std::hash::Hash + Eq>(
         &self,
         upcoming: &[usize],
@@ -97,34 +97,20 @@ impl ReadAhead {
         if self.reading {
             return Vec::new();
         }
-        let (mut want, mut n) = (Vec::new(), std::collections::HashSet::new());
-        let (mut full, mut urgent) = (false, false);
-        let lead = self.pace.lead(2 * workers);
-        // Past the lead, only a read-ahead that goes out anyway (one of the next events needs
-        // it) goes on, to fill its search: delivery waiting on the search budget measures a
-        // slow pace, and searches sized to that pace would keep it slow. Every event looked up
-        // adds a key, so a chunk's worth of events fills a search.
-        for (pos, &i) in upcoming.iter().enumerate().take(lead.max(chunk)) {
-            if pos >= lead && !urgent {
-                break;
-            }
-            let need = keys(i);
-            if !unknown(i) && need.is_empty() {
-                continue;
-            }
-            if !fits(&n, &need, chunk) {
-                full = true;
-                break;
-            }
-            want.push(i);
-            n.extend(need);
-            urgent |= pos < workers;
-        }
-        if urgent || full || n.len() >= chunk {
-            want
-        } else {
-            Vec::new()
-        }
+        gather(
+            upcoming.len(),
+            self.pace.lead(2 * workers),
+            workers,
+            chunk,
+            |pos| {
+                let i = upcoming[pos];
+                let need = keys(i);
+                (unknown(i) || !need.is_empty()).then_some(need)
+            },
+        )
+        .into_iter()
+        .map(|pos| upcoming[pos])
+        .collect()
     }
 
     pub(super) fn start(&mut self, lookups: LiveSource, events: Vec<(i64, Vec<Payload>)>) {
