@@ -207,9 +207,6 @@ impl ServeArgs {
         cfg.client.search = self.lookups.search_options();
         cfg.client.live = self.lookups.options();
         if let QueueChoice::Nats(urls) = &self.queue {
-            // Several nodes write one organisation: a cached "no match" is searched again
-            // before it is planned on (another node may have created the record meanwhile).
-            cfg.client.live.shared_writers = true;
             if self.ack_wait.0 < Duration::from_secs(1) {
                 anyhow::bail!("--ack-wait {}: at least 1s", self.ack_wait);
             }

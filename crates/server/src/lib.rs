@@ -180,7 +180,11 @@ async fn join_cluster(
 /// in flight gets `grace` to finish, and whatever is left stays queued for the next start.
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
     telemetry::metrics();
-    let registry = Arc::new(Registry::new(&cfg.config_dir, cfg.client.clone()));
+    let mut client = cfg.client.clone();
+    // Several nodes write one organisation: a cached "no match" for a company is searched
+    // again before it is planned on (another node may have created its lead meanwhile).
+    client.live.shared_writers = cfg.cluster.is_some();
+    let registry = Arc::new(Registry::new(&cfg.config_dir, client));
     let reports = registry.scan().with_context(|| {
         format!(
             "cannot read the config directory {}",
