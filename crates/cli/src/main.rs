@@ -23,7 +23,7 @@ mod git_base;
 mod input;
 mod json_doc;
 mod lookups;
-mod plan_view;
+use closeflow_close_tools::plan_view;
 mod render;
 mod resume;
 mod runs;
@@ -32,6 +32,7 @@ mod sim;
 mod stream;
 mod test_diff;
 mod tests_cmd;
+mod trace;
 mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -184,6 +185,9 @@ enum Cmd {
     /// The server's dead-letter store: list, show, replay, drop.
     #[command(subcommand)]
     Dlq(dlq::DlqCmd),
+    /// What happened to an event, or to every event of a person: received, each mapping's
+    /// verdict, the payload, the plan, each Close call and the outcome (exit 3: none found).
+    Trace(trace::TraceArgs),
     /// Run the Close simulator on 127.0.0.1 for local trials.
     #[command(after_help = sim::HELP)]
     Sim {
@@ -328,6 +332,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Serve(a) => serve::run(a),
         Cmd::Dlq(c) => dlq::run(c),
+        Cmd::Trace(a) => trace::run(a),
         Cmd::Capture(a) => capture::run(a),
         Cmd::Sim { state, port, save } => sim::run(state.as_deref(), port, save.as_deref()),
     };

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// A messageId seen again within this window is a duplicate (per instance).
     #[arg(long, default_value_t = Span(defaults::DEDUP_WINDOW), value_parser = span)]
     pub dedup_window: Span,
+    /// How long each accepted event's journey (received, verdicts, plan, Close calls, outcome)
+    /// is kept for `closeflow trace`, `/admin/events` and the console; 0 keeps none.
+    #[arg(long, default_value_t = Span(closeflow_queue::journey::RETENTION), value_parser = span)]
+    pub journey_retention: Span,
     /// On SIGTERM: how long deliveries in flight may take to finish.
     #[arg(long, default_value_t = Span(defaults::GRACE), value_parser = span)]
     pub grace: Span,
@@ -190,6 +194,7 @@ impl ServeArgs {
         cfg.max_queue_bytes = self.max_queue_mib.map(|m| m * 1024 * 1024);
         cfg.min_free_disk = self.min_free_disk_mib * 1024 * 1024;
         cfg.dedup_window = self.dedup_window.0;
+        cfg.journey_retention = self.journey_retention.0;
         cfg.grace = self.grace.0;
         cfg.reload_interval = self.reload_interval.0;
         cfg.body_timeout = self.body_timeout.0;

@@ -238,6 +238,20 @@ impl Reader {
         let group = ratelimit::group(method.as_str(), path);
         let started = Instant::now();
         let mut attempt = 0u32;
+        // Since the previous attempt's reply (or the call's start): pacing and backoff waits.
+        let mut idle_from = Instant::now();
+        let journal = |status: Option<u16>, sent: Instant, attempt: u32, idle_from: Instant| {
+            crate::calls::record(|| crate::calls::Call {
+                group: group.clone(),
+                method: method.to_string(),
+                path: path.split('?').next().unwrap_or_default().to_string(),
+                status,
+                ms: sent.elapsed().as_millis() as u64,
+                attempt,
+                waited_ms: sent.saturating_duration_since(idle_from).as_millis() as u64,
+                shared_by: None,
+            });
+        };
         loop {
             let reserved = match only {
                 Some(k) => self.pacer.reserve_key(&group, k),
@@ -277,10 +291,14 @@ impl Reader {
                     match resp.text().await {
                         Ok(t) => {
                             self.observe(&group, key, Some(status), sent);
+                            journal(Some(status), sent, attempt, idle_from);
+                            idle_from = Instant::now();
                             (status, headers, t)
                         }
                         Err(e) => {
                             self.observe(&group, key, None, sent);
+                            journal(None, sent, attempt, idle_from);
+                            idle_from = Instant::now();
                             let m = format!(
                                 "connection lost while reading the reply from {}: {}",
                                 shown_url(&url),
@@ -294,6 +312,8 @@ impl Reader {
                 }
                 Err(e) => {
                     self.observe(&group, key, None, sent);
+                    journal(None, sent, attempt, idle_from);
+                    idle_from = Instant::now();
                     let shown = shown_url(&url);
                     if e.is_connect() {
                         let message = cause(&e);

@@ -15,6 +15,7 @@
 //! calls, never lookups (the searcher builds on the client, not the other way round).
 #![forbid(unsafe_code)]
 
+pub mod calls;
 pub mod client;
 pub mod connect;
 mod errors;

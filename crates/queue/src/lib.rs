@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod jetstream;
+pub mod journey;
 mod roles;
 pub mod sqlite;
 

@@ -3,6 +3,7 @@
 
 use crate::app::App;
 use crate::error::{AdminRefusal, Refusal};
+use crate::journey::stages;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -21,6 +22,109 @@ pub fn routes<Q: Queue>() -> Router<Arc<App<Q>>> {
         .route("/admin/dlq/{id}", get(show::<Q>).delete(drop_one::<Q>))
         .route("/admin/dlq/{id}/replay", post(replay_one::<Q>))
         .route("/admin/cluster", get(cluster::<Q>))
+        .route("/admin/events", get(events::<Q>))
+        .route("/admin/events/{message_id}", get(event::<Q>))
+}
+
+/// What `/admin/events` looks for: one of the keys, within `since` (default 24 h).
+#[derive(serde::Deserialize, Default)]
+pub struct EventSearch {
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub company_id: Option<String>,
+    pub instance: Option<String>,
+    /// `24h`, `7d`, `30m`…
+    pub since: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `30m`, `24h`, `7d`, `90s` as milliseconds.
+pub fn parse_since(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = n.parse().ok()?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(n * ms)
+}
+
+impl EventSearch {
+    /// The query this asks for, or why it cannot be asked.
+    pub fn query(&self) -> Result<closeflow_queue::journey::Query, Refusal> {
+        use closeflow_queue::journey::{Find, Key, Query};
+        let given: Vec<(&str, &String)> = [
+            ("user_id", &self.user_id),
+            ("email", &self.email),
+            ("company_id", &self.company_id),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().filter(|v| !v.is_empty()).map(|v| (k, v)))
+        .collect();
+        let [(kind, value)] = given[..] else {
+            return Err(Refusal::bad(
+                "bad_search",
+                "give exactly one of user_id, email or company_id",
+            ));
+        };
+        let since = match &self.since {
+            None => 24 * 3_600_000,
+            Some(s) => parse_since(s).ok_or_else(|| {
+                Refusal::bad(
+                    "bad_since",
+                    format!("since={s}: expected a span such as 30m, 24h or 7d"),
+                )
+            })?,
+        };
+        Ok(Query {
+            find: Find::Key(Key::new(kind, value)),
+            instance: self.instance.clone(),
+            since: closeflow_queue::now_ms() - since,
+            limit: self.limit.unwrap_or(50).clamp(1, 500),
+        })
+    }
+}
+
+/// The journeys of one person's events, most recently active first.
+async fn events<Q: Queue>(
+    _: Admin,
+    State(app): State<Arc<App<Q>>>,
+    Query(s): Query<EventSearch>,
+) -> Result<axum::Json<Value>, AdminRefusal> {
+    let q = s.query()?;
+    app.recorder.flush().await;
+    let found = app.journals.find(&q).await?;
+    Ok(axum::Json(json!({"events": found})))
+}
+
+/// One event's journey (per instance that accepted it).
+async fn event<Q: Queue>(
+    _: Admin,
+    State(app): State<Arc<App<Q>>>,
+    Path(message_id): Path<String>,
+    Query(f): Query<Filter>,
+) -> Result<axum::Json<Value>, AdminRefusal> {
+    app.recorder.flush().await;
+    let found = app
+        .journals
+        .find(&closeflow_queue::journey::Query {
+            find: closeflow_queue::journey::Find::MessageId(message_id),
+            instance: f.instance,
+            since: 0,
+            limit: 100,
+        })
+        .await?;
+    if found.is_empty() {
+        return Err(Refusal::not_found(
+            "no journey for this messageId (never accepted, or older than --journey-retention)",
+        )
+        .into());
+    }
+    Ok(axum::Json(json!({"events": found})))
 }
 
 /// Proof that a request carries the admin token, taken by every admin handler so that its
@@ -146,14 +250,15 @@ async fn replay_one<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Value>, AdminRefusal> {
-    let instance = match app.queue.dead_letter(id).await? {
-        Some(d) => d.instance,
+    let dead = match app.queue.dead_letter(id).await? {
+        Some(d) => d,
         None => return Err(no_such_dead_letter().into()),
     };
     if !app.queue.replay(id).await? {
         return Err(no_such_dead_letter().into());
     }
-    app.wakers.wake(&instance);
+    app.recorder.record(stages::replayed(&dead, "admin"));
+    app.wakers.wake(&dead.instance);
     Ok(axum::Json(json!({"replayed": [id]})))
 }
 
@@ -166,6 +271,7 @@ async fn replay_all<Q: Queue>(
     let mut done = Vec::new();
     for d in list {
         if app.queue.replay(d.id).await? {
+            app.recorder.record(stages::replayed(&d, "admin"));
             app.wakers.wake(&d.instance);
             done.push(d.id);
         }
@@ -178,7 +284,11 @@ async fn drop_one<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Value>, AdminRefusal> {
+    let dead = app.queue.dead_letter(id).await?;
     if app.queue.drop_dead(id).await? {
+        if let Some(d) = &dead {
+            app.recorder.record(stages::dropped(d, "admin"));
+        }
         Ok(axum::Json(json!({"dropped": [id]})))
     } else {
         Err(no_such_dead_letter().into())

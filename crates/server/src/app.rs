@@ -30,6 +30,9 @@ pub struct App<Q: Queue> {
     /// `CLOSEFLOW_ADMIN_TOKEN`; the admin routes answer 404 without it.
     pub admin_token: Option<SecretString>,
     pub free_disk: AtomicU64,
+    /// Where journeys are kept, and the writer intake and delivery hand stages to.
+    pub journals: crate::journey::Journals,
+    pub recorder: Arc<crate::journey::Recorder>,
 }
 
 impl<Q: Queue> App<Q> {

@@ -15,6 +15,7 @@ pub mod datadir;
 pub mod delivery;
 pub mod error;
 pub mod intake;
+pub mod journey;
 pub mod listen;
 pub mod ops;
 
@@ -220,13 +221,31 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
                     "unreadable queue records were set aside (table `quarantine`)"
                 );
             }
-            run(cfg, queue, registry, wakers).await
+            let journals = if cfg.journey_retention.is_zero() {
+                journey::Journals::Off
+            } else {
+                journey::Journals::Sqlite(
+                    queue::journey::SqliteJournal::open(&cfg.data_dir, cfg.journey_retention)
+                        .context("cannot open the journey file")?,
+                )
+            };
+            run(cfg, queue, registry, wakers, journals).await
         }
         Some(c) => {
             let queue = join_cluster(&c, &cfg, &registry, &wakers).await?;
             queue.start();
             info!(node = %queue.node(), replicas = queue.replicas(), nats = %c.urls.join(","), "joined the NATS JetStream cluster");
-            run(cfg, Arc::new(queue), registry, wakers).await
+            let journals = if cfg.journey_retention.is_zero() {
+                journey::Journals::Off
+            } else {
+                journey::Journals::Nats(
+                    queue
+                        .journal(cfg.journey_retention)
+                        .await
+                        .context("cannot open the journey stream")?,
+                )
+            };
+            run(cfg, Arc::new(queue), registry, wakers, journals).await
         }
     }
 }
@@ -236,7 +255,9 @@ async fn run<Q: queue::Queue>(
     queue: Arc<Q>,
     registry: Arc<Registry>,
     wakers: Arc<Wakers>,
+    journals: journey::Journals,
 ) -> Result<()> {
+    let recorder = journey::Recorder::start(journals.clone());
     // A courtesy check only: a queue that cannot be read right now is no reason not to start.
     match queue::Inspect::stats(&*queue).await {
         Ok(stats) => {
@@ -262,6 +283,8 @@ async fn run<Q: queue::Queue>(
         body_timeout: cfg.body_timeout,
         admin_token: cfg.admin_token.clone(),
         free_disk: AtomicU64::new(0),
+        journals: journals.clone(),
+        recorder: recorder.clone(),
     });
     app.check_disk();
 
@@ -272,6 +295,7 @@ async fn run<Q: queue::Queue>(
         wakers: wakers.clone(),
         policy: cfg.delivery.clone(),
         stop: stop_rx.clone(),
+        recorder: recorder.clone(),
     });
     let mut running = HashSet::new();
     let mut schedulers = deliverer.start_new(&mut running);
@@ -311,6 +335,7 @@ async fn run<Q: queue::Queue>(
                 ticks += 1;
                 if ticks.is_multiple_of(60) {
                     queue.maintain().await;
+                    app.journals.prune().await;
                 }
             }
         });
@@ -373,6 +398,8 @@ async fn run<Q: queue::Queue>(
             "grace period over: deliveries still in flight stay queued and resume at the next start"
         );
     }
+    // Stages of the last attempts, before the process ends.
+    recorder.flush().await;
     info!("stopped");
     Ok(())
 }

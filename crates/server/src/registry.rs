@@ -200,6 +200,20 @@ impl Registry {
         out
     }
 
+    /// Which of an instance's write keys `key` is (1-based, in the order `write_key:` lists
+    /// them): how journeys name it.
+    pub fn key_place(&self, instance: &str, key: &str) -> Option<usize> {
+        let g = self.read();
+        let a = g.active.get(instance)?;
+        a.instance
+            .write_keys
+            .iter()
+            .position(|k| {
+                constant_time_eq::constant_time_eq(k.expose_secret().as_bytes(), key.as_bytes())
+            })
+            .map(|i| i + 1)
+    }
+
     /// How many running instances take events at intake: what the queue is shared by.
     pub fn intake_count(&self) -> usize {
         self.read()

@@ -14,7 +14,7 @@ pub fn router<Q: Queue>(app: Arc<App<Q>>, cors_origins: &intake::cors::Origins) 
         let kind = *kind;
         r = r.route(
             path,
-            post(move |s, h, b| intake::ingest::<Q>(s, kind, h, b)),
+            post(move |s, h, b| intake::ingest::<Q>(s, (path, kind), h, b)),
         );
     }
     // CORS on the intake routes only: layered before the admin and ops routes are merged.

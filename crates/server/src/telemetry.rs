@@ -374,6 +374,24 @@ impl InternalEvent for QueueFailed<'_> {
     }
 }
 
+/// Journey stages that could not be kept (the writer behind, or its store failing): the
+/// events themselves are unaffected.
+pub struct JourneysLost<'a> {
+    pub count: usize,
+    pub why: &'a str,
+}
+
+impl InternalEvent for JourneysLost<'_> {
+    fn emit(self) {
+        warn!(
+            stages = self.count,
+            why = self.why,
+            "journey stages were not kept"
+        );
+        counter!("closeflow_journey_stages_lost_total").increment(self.count as u64);
+    }
+}
+
 /// The outcome of (re)loading one instance file.
 pub enum ConfigLoaded<'a> {
     Loaded {

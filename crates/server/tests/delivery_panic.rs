@@ -76,6 +76,7 @@ async fn a_panic_in_one_delivery_dead_letters_that_event_and_the_key_goes_on() {
         wakers: wakers.clone(),
         policy: Policy::default(),
         stop,
+        recorder: closeflow_server::journey::Recorder::off(),
     });
     let _schedulers = deliverer.start_new(&mut HashSet::new());
     let got = queue

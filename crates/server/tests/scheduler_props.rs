@@ -229,6 +229,7 @@ async fn through_scheduler(
         wakers: wakers.clone(),
         policy,
         stop,
+        recorder: closeflow_server::journey::Recorder::off(),
     });
     let schedulers = deliverer.start_new(&mut HashSet::new());
     let events: Vec<NewEvent> = stream

@@ -7,6 +7,7 @@ mod dead_letters;
 mod durability;
 mod instances;
 mod intake;
+mod journeys;
 mod libraries;
 
 use closeflow_e2e::procs::{

@@ -113,3 +113,37 @@ impl Trigger {
         go(&self.root, event)
     }
 }
+
+impl Trigger {
+    /// The conditions that decided the verdict: for a trigger that fired, every condition that
+    /// had to hold; for one that did not, the ones that failed it (under `not`, the other way
+    /// round). What a journey keeps instead of the whole [`Explained`] tree.
+    pub fn deciding(&self, event: &Value) -> Vec<Explained> {
+        fn go(n: &Node, event: &Value, out: &mut Vec<Explained>) {
+            let verdict = n.matches(event);
+            match n {
+                Node::Cond(c) => {
+                    let actual = c.field.lookup(event).map(Cow::into_owned);
+                    out.push(Explained {
+                        text: c.to_string(),
+                        result: verdict,
+                        missing: Some(actual.is_none()),
+                        actual,
+                        children: vec![],
+                    });
+                }
+                Node::Not(inner) => go(inner, event, out),
+                Node::All(items) | Node::Any(items) => {
+                    for i in items.iter().filter(|i| i.matches(event) == verdict) {
+                        go(i, event, out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if event.is_object() {
+            go(&self.root, event, &mut out);
+        }
+        out
+    }
+}

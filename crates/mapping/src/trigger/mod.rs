@@ -251,6 +251,29 @@ mod tests {
     }
 
     #[test]
+    fn deciding_names_the_conditions_that_made_the_verdict() {
+        let t =
+            Trigger::parse("type = \"identify\" and (traits.plan = \"pro\" or traits.vip = true)")
+                .unwrap();
+        let texts =
+            |e: Value| -> Vec<String> { t.deciding(&e).into_iter().map(|x| x.text).collect() };
+        // Fired: the type and the one branch of the `or` that held.
+        assert_eq!(
+            texts(json!({"type": "identify", "traits": {"vip": true}})),
+            ["type = \"identify\"", "traits.vip = true"]
+        );
+        // Did not fire: only the failing condition, not the `or` that was never needed.
+        let why = t.deciding(&json!({"type": "track", "traits": {"plan": "pro"}}));
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert_eq!(why[0].text, "type = \"identify\"");
+        assert_eq!(why[0].actual, Some(json!("track")));
+        // Both branches of the `or` failed: both decided it (one of them missing).
+        let why = t.deciding(&json!({"type": "identify", "traits": {"plan": "free"}}));
+        assert_eq!(why.len(), 2, "{why:?}");
+        assert_eq!(why[1].missing, Some(true));
+    }
+
+    #[test]
     fn extensions() {
         check("!(type = \"track\")", json!({"type": "identify"}), true);
         check(

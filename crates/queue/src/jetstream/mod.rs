@@ -285,6 +285,20 @@ impl JetStreamQueue {
         Ok(())
     }
 
+    /// The cluster's journey stream (created on first use), kept `retention`.
+    pub async fn journal(
+        &self,
+        retention: Duration,
+    ) -> Result<crate::journey::JetStreamJournal, QueueError> {
+        crate::journey::JetStreamJournal::open(
+            self.inner.client.clone(),
+            &self.inner.opts.prefix,
+            self.inner.replicas,
+            retention,
+        )
+        .await
+    }
+
     pub fn node(&self) -> &str {
         &self.inner.opts.node
     }

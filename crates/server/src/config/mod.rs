@@ -22,6 +22,8 @@ pub struct ServeConfig {
     pub max_queue_bytes: Option<u64>,
     pub min_free_disk: u64,
     pub dedup_window: Duration,
+    /// How long journeys are kept (`--journey-retention`); zero keeps none.
+    pub journey_retention: Duration,
     pub grace: Duration,
     pub reload_interval: Duration,
     pub body_timeout: Duration,
@@ -56,6 +58,7 @@ impl ServeConfig {
             max_queue_bytes: None,
             min_free_disk: defaults::MIN_FREE_DISK_MIB * 1024 * 1024,
             dedup_window: defaults::DEDUP_WINDOW,
+            journey_retention: closeflow_queue::journey::RETENTION,
             grace: defaults::GRACE,
             reload_interval: defaults::RELOAD_INTERVAL,
             body_timeout: defaults::BODY_TIMEOUT,

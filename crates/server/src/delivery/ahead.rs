@@ -24,6 +24,8 @@ const FAILED_FOR: Duration = Duration::from_secs(5);
 /// What a read-ahead found, per event (by queue id).
 pub(super) struct Read {
     pub(super) results: Vec<(i64, Result<(), CloseError>)>,
+    /// The Close calls the read-ahead made, for the journeys of the events it read for.
+    pub(super) calls: Vec<closeflow_close_api::calls::Call>,
 }
 
 /// Whether an event is not to be looked up ahead, for now or for good.
@@ -118,9 +120,13 @@ impl ReadAhead {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let payloads: Vec<Vec<Payload>> = events.iter().map(|(_, p)| p.clone()).collect();
-            let found = lookups.read_ahead(&payloads).await;
+            let (found, mut calls) =
+                closeflow_close_api::calls::recorded(lookups.read_ahead(&payloads)).await;
+            for c in &mut calls {
+                c.shared_by = Some(events.len());
+            }
             let results = events.into_iter().map(|(id, _)| id).zip(found).collect();
-            let _ = tx.send(Read { results });
+            let _ = tx.send(Read { results, calls });
         });
     }
 }

@@ -3,9 +3,11 @@
 //! the scheduler, which decides only *when* an attempt may start.
 
 use super::outcome::{self, RetryPolicy};
+use crate::journey::{Recorder, stages};
 use crate::registry::Active;
 use crate::telemetry::{self, InternalEvent};
 use closeflow_mapping::events::Entry;
+use closeflow_queue::journey::Record;
 use closeflow_queue::{Deliver, Delivery, KeyHold, Lease, Millis, Outcome, now_ms};
 use serde_json::Value;
 
@@ -24,8 +26,9 @@ pub(super) enum Attempt {
     Forget,
     /// The keys could not be held: try again at this time.
     Later(Millis),
-    /// The outcome to settle, with the keys held until it is settled.
-    Settle(Outcome, KeyHold),
+    /// The outcome to settle, with the keys held until it is settled, and the attempt's
+    /// journey stage (its outcome added once settled).
+    Settle(Outcome, KeyHold, Record),
 }
 
 /// One attempt at one event: its keys held, the event planned and written.
@@ -36,6 +39,7 @@ pub(super) async fn attempt<Q: Deliver>(
     event: Option<Value>,
     keys: &[String],
     retry: &RetryPolicy,
+    looked_up: Vec<closeflow_close_api::calls::Call>,
 ) -> Attempt {
     // Other processes sharing the queue must not plan these keys meanwhile; released (by
     // drop) after the write and the settle.
@@ -51,12 +55,16 @@ pub(super) async fn attempt<Q: Deliver>(
             return Attempt::Later(now_ms() + 1_000);
         }
     };
-    let outcome = match event {
-        None => Outcome::Dead {
-            reason: "corrupt_record".into(),
-            error: "the queued record is not a JSON object".into(),
-            last_reply: None,
-        },
+    let started = now_ms();
+    let (outcome, stage) = match event {
+        None => (
+            Outcome::Dead {
+                reason: "corrupt_record".into(),
+                error: "the queued record is not a JSON object".into(),
+                last_reply: None,
+            },
+            stages::attempt(&active.instance, d, None, None, vec![], keys, started),
+        ),
         Some(ev) => {
             failpoint_panic(d);
             let entry = Entry::Event(ev);
@@ -65,20 +73,30 @@ pub(super) async fn attempt<Q: Deliver>(
                 hold: &hold,
                 instance: &d.instance,
             };
-            let (report, err) =
-                closeflow_close::run::send(&active.instance, &active.lookups, &writer, 0, &entry)
-                    .await;
-            outcome::classify(
+            let ((report, err), own) = closeflow_close_api::calls::recorded(
+                closeflow_close::run::send(&active.instance, &active.lookups, &writer, 0, &entry),
+            )
+            .await;
+            let outcome = outcome::classify(
                 &report,
                 err.as_ref(),
                 d.attempts,
                 d.received_at,
                 now_ms(),
                 retry,
-            )
+            );
+            let ev = match &entry {
+                Entry::Event(ev) => Some(ev),
+                Entry::Invalid { .. } => None,
+            };
+            let mut calls = looked_up;
+            calls.extend(own);
+            let stage =
+                stages::attempt(&active.instance, d, ev, Some(&report), calls, keys, started);
+            (outcome, stage)
         }
     };
-    Attempt::Settle(outcome, hold)
+    Attempt::Settle(outcome, hold, stage)
 }
 
 /// Settles an attempt's outcome. Returns when to try again, if ever, with the lease back.
@@ -86,9 +104,12 @@ pub(super) async fn settle<L: closeflow_queue::Settles>(
     lease: Lease<L>,
     d: &Delivery,
     outcome: Outcome,
+    journey: (&Recorder, Record),
 ) -> Option<(Millis, Lease<L>)> {
     match lease.settle(outcome.clone()).await {
         Ok(kept) => {
+            let (recorder, stage) = journey;
+            recorder.record(stages::settled(stage, &outcome));
             telemetry::EventSettled {
                 delivery: d,
                 outcome: &outcome,

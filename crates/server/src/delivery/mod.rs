@@ -82,6 +82,8 @@ pub struct Deliverer<Q: Deliver> {
     pub wakers: Arc<Wakers>,
     pub policy: Policy,
     pub stop: watch::Receiver<bool>,
+    /// Each attempt's journey stage goes here.
+    pub recorder: Arc<crate::journey::Recorder>,
 }
 
 impl<Q: Deliver> Deliverer<Q> {

@@ -35,6 +35,8 @@ struct Slot<L> {
     /// Whether, and until when, the event is not to be looked up ahead (see `ahead`).
     opaque: ahead::Opaque,
     in_flight: bool,
+    /// Close calls read-aheads made for it (shared with other events), for its journey.
+    looked_up: Vec<closeflow_close_api::calls::Call>,
 }
 
 /// What an event's keys are under one instance version.
@@ -162,6 +164,7 @@ impl<Q: Deliver> Scheduler<Q> {
                             started_with: Vec::new(),
                             opaque: ahead::Opaque::default(),
                             in_flight: false,
+                            looked_up: Vec::new(),
                         },
                     );
                 }
@@ -202,6 +205,7 @@ impl<Q: Deliver> Scheduler<Q> {
         for (id, r) in read.results {
             if let Some(slot) = self.slots.get_mut(&id) {
                 slot.opaque = ahead::Opaque::after(&r);
+                slot.looked_up.extend(read.calls.iter().cloned());
             }
         }
     }
@@ -306,6 +310,10 @@ impl<Q: Deliver> Scheduler<Q> {
                 names,
                 self.deliverer.policy.retry.clone(),
                 self.done_tx.clone(),
+                (
+                    self.deliverer.recorder.clone(),
+                    std::mem::take(&mut slot.looked_up),
+                ),
             ));
         }
         if caching {
@@ -346,17 +354,24 @@ async fn attempt_guarded<Q: Deliver>(
     names: Vec<String>,
     retry: super::outcome::RetryPolicy,
     done: mpsc::UnboundedSender<Done<LeaseOf<Q>>>,
+    (recorder, looked_up): (
+        Arc<crate::journey::Recorder>,
+        Vec<closeflow_close_api::calls::Call>,
+    ),
 ) {
     let id = d.id;
+    let active_for_journey = active.clone();
     let running = {
         let d = d.clone();
-        tokio::spawn(async move { attempt(&*queue, &active, &d, event, &names, &retry).await })
+        tokio::spawn(async move {
+            attempt(&*queue, &active, &d, event, &names, &retry, looked_up).await
+        })
     };
     let retry = match running.await {
         Ok(Attempt::Forget) => None,
         Ok(Attempt::Later(at)) => Some((at, lease)),
-        Ok(Attempt::Settle(outcome, hold)) => {
-            let next = settle(lease, &d, outcome).await;
+        Ok(Attempt::Settle(outcome, hold, stage)) => {
+            let next = settle(lease, &d, outcome, (&recorder, stage)).await;
             // Released after the write and the settle.
             drop(hold);
             next
@@ -373,6 +388,16 @@ async fn attempt_guarded<Q: Deliver>(
                     outcome: &outcome,
                 }
                 .emit();
+                let stage = crate::journey::stages::attempt(
+                    &active_for_journey.instance,
+                    &d,
+                    None,
+                    None,
+                    vec![],
+                    &[],
+                    now_ms(),
+                );
+                recorder.record(crate::journey::stages::settled(stage, &outcome));
             }
             None
         }

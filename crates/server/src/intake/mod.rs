@@ -252,7 +252,7 @@ fn unauthorized(given: bool) -> Refusal {
 
 pub async fn ingest<Q: Queue>(
     State(app): State<Arc<App<Q>>>,
-    route: RouteType,
+    (path, route): (&'static str, RouteType),
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
@@ -286,6 +286,8 @@ pub async fn ingest<Q: Queue>(
         .await
         .map_err(|e| body_refusal(&e, route))?;
     let encoding = body::encoding(&headers);
+    // The key that let the request in (to name it in journeys by its place, never by itself).
+    let mut body_key = None;
     let decoded = if instances.is_empty() {
         let Ok(_permit) = app.unauthenticated.acquire().await else {
             return Err(Refusal::shutting_down());
@@ -312,6 +314,7 @@ pub async fn ingest<Q: Queue>(
         if let Some(k) = &key {
             instances = app.registry.instances_for_key(k);
         }
+        body_key = key;
         if instances.is_empty() {
             return Err(unauthorized(given));
         }
@@ -356,6 +359,25 @@ pub async fn ingest<Q: Queue>(
     for inst in &instances {
         match app.queue.enqueue(inst, events.clone()).await {
             Ok(res) => {
+                let door = crate::journey::stages::Door {
+                    route: path.to_string(),
+                    key_place: basic
+                        .as_deref()
+                        .or(body_key.as_deref())
+                        .and_then(|k| app.registry.key_place(inst, k)),
+                    how: if basic.is_some() { "basic" } else { "body" },
+                };
+                for (e, r) in events.iter().zip(&res) {
+                    let (inst, e, door, dup) = (
+                        inst.clone(),
+                        e.clone(),
+                        door.clone(),
+                        *r == Enqueued::Duplicate,
+                    );
+                    app.recorder.record_with(move || {
+                        crate::journey::stages::received(&inst, &e, &door, dup)
+                    });
+                }
                 for (f, r) in fresh.iter_mut().zip(res) {
                     *f |= r == Enqueued::Accepted;
                 }
