@@ -186,6 +186,11 @@ impl Reader {
         })
     }
 
+    /// What is left of each endpoint group's rate-limit budget, as far as replies told it.
+    pub fn budgets(&self) -> Vec<crate::ratelimit::BudgetView> {
+        self.pacer.budgets()
+    }
+
     /// Reports every HTTP attempt (group, status, round-trip time) to `f`.
     pub fn with_observer(mut self, f: CallObserver) -> Reader {
         self.observer = Some(f);

@@ -139,6 +139,15 @@ impl Budget {
     }
 }
 
+/// One endpoint group's budget as [`Pacer::budgets`] shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetView {
+    pub group: String,
+    pub left: Option<f64>,
+    pub per_key_limit: Option<f64>,
+    pub resets_in: Option<Duration>,
+}
+
 /// One endpoint group: a budget per key, and the organisation's.
 #[derive(Debug)]
 struct GroupState {
@@ -240,6 +249,41 @@ impl Pacer {
         f(groups
             .entry(group.to_string())
             .or_insert_with(|| GroupState::new(keys)))
+    }
+
+    /// What is left of each endpoint group's budget as the last replies told it, for people
+    /// (the console): every key's left summed (capped by the organisation's when known), and
+    /// when the soonest window resets. `left` is `None` while no reply told a budget.
+    pub fn budgets(&self) -> Vec<BudgetView> {
+        let now = Instant::now();
+        let groups = self
+            .groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<BudgetView> = groups
+            .iter()
+            .map(|(name, g)| {
+                let live = |b: &Budget| b.reset_at.is_some_and(|at| at > now);
+                let told: Vec<&Budget> = g.keys.iter().filter(|b| live(b)).collect();
+                let mut left = (!told.is_empty())
+                    .then(|| told.iter().map(|b| b.remaining.max(0.0)).sum::<f64>());
+                if live(&g.org) {
+                    left = Some(left.map_or(g.org.remaining, |l| l.min(g.org.remaining)));
+                }
+                BudgetView {
+                    group: name.clone(),
+                    left,
+                    per_key_limit: g.key_limit,
+                    resets_in: told
+                        .iter()
+                        .filter_map(|b| b.reset_at)
+                        .min()
+                        .map(|at| at.saturating_duration_since(now)),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
     }
 
     /// The key to send with in `group` now (one unit of its budget spent), or how long to wait

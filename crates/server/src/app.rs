@@ -33,6 +33,8 @@ pub struct App<Q: Queue> {
     /// Where journeys are kept, and the writer intake and delivery hand stages to.
     pub journals: crate::journey::Journals,
     pub recorder: Arc<crate::journey::Recorder>,
+    /// The web console's sessions and samples.
+    pub console: crate::console::Console,
 }
 
 impl<Q: Queue> App<Q> {

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod datadir;
 pub mod delivery;
 pub mod error;
@@ -285,6 +286,7 @@ async fn run<Q: queue::Queue>(
         free_disk: AtomicU64::new(0),
         journals: journals.clone(),
         recorder: recorder.clone(),
+        console: console::Console::default(),
     });
     app.check_disk();
 
@@ -333,6 +335,9 @@ async fn run<Q: queue::Queue>(
                 }
                 app.check_disk();
                 ticks += 1;
+                if ticks.is_multiple_of(5) && app.admin_token.is_some() {
+                    console::overview::sample(&app).await;
+                }
                 if ticks.is_multiple_of(60) {
                     queue.maintain().await;
                     app.journals.prune().await;

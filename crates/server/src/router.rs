@@ -2,7 +2,7 @@
 //! from the state (`app.rs`) so the route modules depend on the state and nothing depends back.
 
 use crate::app::App;
-use crate::{admin, intake, ops};
+use crate::{admin, console, intake, ops};
 use axum::Router;
 use axum::routing::post;
 use closeflow_queue::Queue;
@@ -21,9 +21,14 @@ pub fn router<Q: Queue>(app: Arc<App<Q>>, cors_origins: &intake::cors::Origins) 
     let r = intake::cors::apply(r, cors_origins);
     r.merge(ops::routes::<Q>())
         .merge(admin::routes::<Q>())
+        .merge(console::routes::<Q>())
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             admin::guard::<Q>,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            console::guard::<Q>,
         ))
         .with_state(app)
 }
