@@ -8,6 +8,7 @@ mod clients;
 mod close;
 mod cluster;
 mod cluster_restarts;
+mod console;
 mod crash;
 mod damage;
 mod diff;

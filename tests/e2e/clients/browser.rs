@@ -3,10 +3,10 @@
 
 use super::*;
 
-/// chromedriver on a loopback port, stopped when dropped.
-struct Chromedriver {
+/// chromedriver on a loopback port, stopped when dropped (also the console's test's).
+pub(crate) struct Chromedriver {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Drop for Chromedriver {
@@ -17,7 +17,7 @@ impl Drop for Chromedriver {
 }
 
 impl Chromedriver {
-    async fn start(log: &Path) -> Chromedriver {
+    pub(crate) async fn start(log: &Path) -> Chromedriver {
         let port = free_port();
         let out = std::fs::File::create(log).unwrap();
         let child = Command::new(on_path("chromedriver"))

@@ -6,7 +6,7 @@
 //! The shared setup is here with the CORS test and the README check; the browser and the SDKs
 //! have modules of their own.
 
-mod browser;
+pub(crate) mod browser;
 mod sdks;
 
 use crate::serve::{acme, acme_with, assert_balanced, write_config};
@@ -33,7 +33,7 @@ fn installed(path: PathBuf, what: &str) -> PathBuf {
     path
 }
 
-fn on_path(program: &str) -> PathBuf {
+pub(crate) fn on_path(program: &str) -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|p| {
             std::env::split_paths(&p)

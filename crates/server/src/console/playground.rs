@@ -26,6 +26,21 @@ use std::sync::Arc;
 /// Captured events the edit review runs over at most.
 const REVIEW_MAX: usize = 200;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hidden_secrets_leave_a_file_that_loads() {
+        let src = "name: a\nendpoint: http://127.0.0.1:1/api/v1/\nwrite_key: [wk_s3cret, \"wk_2\"]\nsettings:\n  api_key: k_s3cret\nmappings: []\n";
+        let shown = super::hide_secrets(src);
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("wk_2"),
+            "{shown}"
+        );
+        assert!(shown.contains("(secret)"), "{shown}");
+        closeflow_mapping::yaml::parse(&shown).unwrap_or_else(|e| panic!("{e:?}\n{shown}"));
+    }
+}
+
 #[derive(serde::Deserialize, Default)]
 pub struct Form {
     instance: Option<String>,
@@ -38,12 +53,41 @@ pub struct Form {
     csrf: Option<String>,
 }
 
-/// The running file as the page shows it: secret values starred out.
+/// The running file as the page shows it: each secret value replaced by `"(secret)"`, so that
+/// the copy still loads (starred-out text is not always YAML: `[**]` is an alias).
 fn shown_source(path: &std::path::Path) -> String {
     match std::fs::read_to_string(path) {
-        Ok(src) => closeflow_mapping::redact::redact(&src, &closeflow_close::schema::destination()),
+        Ok(src) => hide_secrets(&src),
         Err(e) => format!("# cannot read {}: {e}", path.display()),
     }
+}
+
+pub(crate) fn hide_secrets(src: &str) -> String {
+    let starred = closeflow_mapping::redact::redact(src, &closeflow_close::schema::destination());
+    let (a, b) = (src.as_bytes(), starred.as_bytes());
+    if a.len() != b.len() {
+        return starred;
+    }
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] == b[i] {
+            // Whole characters: redaction replaces every byte of a character it hides.
+            let end = (i + 1..=a.len())
+                .find(|&j| src.is_char_boundary(j))
+                .unwrap_or(a.len());
+            out.push_str(&src[i..end]);
+            i = end;
+            continue;
+        }
+        let start = i;
+        while i < a.len() && a[i] != b[i] {
+            i += 1;
+        }
+        let quoted = start > 0 && matches!(a[start - 1], b'"' | b'\'');
+        out.push_str(if quoted { "(secret)" } else { "\"(secret)\"" });
+    }
+    out
 }
 
 /// `${VAR}` names the running file references: the only ones an edited copy may resolve (an
