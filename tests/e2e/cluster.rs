@@ -389,6 +389,31 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
     assert_eq!(lines.len(), 1, "{}", text(&o));
     assert_eq!(lines[0]["messageId"], "m-u1-CTO");
     assert_eq!(lines[0]["traits"]["title"], "CTO");
+    // The event's journey, from the cluster's journey stream: refused, replayed by the CLI,
+    // applied.
+    let kinds = || {
+        let o = closeflow(&["trace", "m-u1-CTO", "--queue", &urls, "--format", "json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        let j = v["events"][0].clone();
+        let kinds: Vec<String> = j["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["kind"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (kinds, j)
+    };
+    wait_for("the journey in the cluster", LONG, || async {
+        kinds().0.len() >= 4
+    })
+    .await;
+    let (k, j) = kinds();
+    assert_eq!(k, ["received", "attempt", "replayed", "attempt"], "{j:#}");
+    assert_eq!(j["stages"][1]["data"]["outcome"]["reason"], "unauthorized");
+    assert_eq!(j["stages"][2]["data"]["by"], "cli");
+    assert_eq!(j["stages"][3]["data"]["outcome"]["kind"], "applied");
+    let o = closeflow(&["trace", "--user-id", "u1", "--queue", &urls]);
+    assert!(text(&o).contains("): applied"), "{}", text(&o));
 
     // A node timed differently from the cluster refuses to start, and at once: not after the
     // minute a node waits for a cluster that does not answer yet.

@@ -4,10 +4,12 @@
 
 use crate::serve::{QueueChoice, queue_choice};
 use anyhow::{Context, Result, bail};
+use closeflow_queue::journey::{RETENTION, SqliteJournal};
 use closeflow_queue::sqlite::{Options, SqliteQueue};
 use closeflow_queue::{DeadLetter, DeadLetters};
 use closeflow_server::admin::dead_letter_json;
 use closeflow_server::config::defaults;
+use closeflow_server::journey::{Journals, stages};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -120,8 +122,28 @@ pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
             | DlqCmd::Drop { at, .. } => at,
         };
         match &at.queue {
-            QueueChoice::Sqlite => on(&open(at)?, cmd).await,
-            QueueChoice::Nats(urls) => on(&connect(urls).await?, cmd).await,
+            QueueChoice::Sqlite => {
+                let q = open(at)?;
+                // Replays and drops go into the events' journeys, when the server keeps them.
+                let journal = at
+                    .data_dir
+                    .join("journey.db")
+                    .exists()
+                    .then(|| SqliteJournal::open(&at.data_dir, RETENTION).ok())
+                    .flatten()
+                    .map(Journals::Sqlite)
+                    .unwrap_or(Journals::Off);
+                on(&q, cmd, journal).await
+            }
+            QueueChoice::Nats(urls) => {
+                let q = connect(urls).await?;
+                let journal = q
+                    .journal(RETENTION)
+                    .await
+                    .map(Journals::Nats)
+                    .unwrap_or(Journals::Off);
+                on(&q, cmd, journal).await
+            }
         }
     })
 }
@@ -138,7 +160,15 @@ pub async fn connect(urls: &[String]) -> Result<closeflow_queue::jetstream::JetS
     closeflow_server::connect_cluster(&c, defaults::DEDUP_WINDOW, None, None).await
 }
 
-async fn on<Q: DeadLetters>(q: &Q, cmd: DlqCmd) -> Result<ExitCode> {
+/// Notes a replay or a drop in the event's journey; a journal that cannot be written is no reason
+/// to fail the command (the queue already did what was asked).
+async fn note(journal: &Journals, stage: closeflow_queue::journey::Record) {
+    if let Err(e) = journal.write(vec![stage]).await {
+        eprintln!("note: the event's journey was not updated: {e}");
+    }
+}
+
+async fn on<Q: DeadLetters>(q: &Q, cmd: DlqCmd, journal: Journals) -> Result<ExitCode> {
     match cmd {
         DlqCmd::List { at, format } => {
             let list = q.dead_letters(at.instance.as_deref()).await?;
@@ -179,6 +209,7 @@ async fn on<Q: DeadLetters>(q: &Q, cmd: DlqCmd) -> Result<ExitCode> {
             let mut n = 0;
             for d in targets(q, &at, &ids, all).await? {
                 if q.replay(d.id).await? {
+                    note(&journal, stages::replayed(&d, "cli")).await;
                     n += 1;
                     outln!("replayed {} ({} {})", d.id, d.instance, d.message_id);
                 }
@@ -192,6 +223,7 @@ async fn on<Q: DeadLetters>(q: &Q, cmd: DlqCmd) -> Result<ExitCode> {
             let mut n = 0;
             for d in targets(q, &at, &ids, all).await? {
                 if q.drop_dead(d.id).await? {
+                    note(&journal, stages::dropped(&d, "cli")).await;
                     n += 1;
                     outln!("dropped {} ({} {})", d.id, d.instance, d.message_id);
                 }

@@ -112,6 +112,19 @@ async fn a_permanently_failing_event_is_dead_lettered_and_replayed_once_after_th
     let st = sim.state().await;
     assert_eq!((leads(&st).len(), contacts(&st).len()), (1, 1));
     assert_eq!(contacts(&st)[0]["title"], "CTO");
+    // The CLI's replay is in the event's journey, between the refusal and the applied attempt.
+    let data = dir.path().join("data");
+    wait_for("the applied attempt in the journey", LONG, || async {
+        let o = closeflow(&["trace", "m-u1-CTO", "--data-dir", data.to_str().unwrap()]);
+        text(&o).contains("): applied")
+    })
+    .await;
+    let o = closeflow(&["trace", "m-u1-CTO", "--data-dir", data.to_str().unwrap()]);
+    assert!(
+        text(&o).contains("replayed from the dead letters by cli (was: unauthorized)"),
+        "{}",
+        text(&o)
+    );
     assert!(
         dlq_json(dir.path())["dead_letters"]
             .as_array()
