@@ -226,6 +226,21 @@ impl NatsCluster {
         self.wait_healthy(i).await;
     }
 
+    /// The bytes stream `name` holds, as node `i`'s monitoring port reports them.
+    pub async fn stream_bytes(&self, i: usize, name: &str) -> Option<u64> {
+        let url = format!(
+            "http://127.0.0.1:{}/jsz?streams=true",
+            self.nodes[i].monitor
+        );
+        let v: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+        v["account_details"]
+            .as_array()?
+            .iter()
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["name"] == name)?["state"]["bytes"]
+            .as_u64()
+    }
+
     /// Node `i`'s JetStream streams as its monitoring port reports them: name →
     /// (replicas configured, last sequence it stores).
     pub async fn streams(&self, i: usize) -> std::collections::BTreeMap<String, (u64, u64)> {

@@ -7,6 +7,7 @@ mod bench_cluster;
 mod bench_delivery;
 mod bench_diff;
 mod bench_dry_run;
+mod bench_journey;
 mod child;
 mod setup;
 mod shape;
@@ -85,7 +86,7 @@ fn main() -> Result<()> {
         ["test", rest @ ..] => setup::test(&root(), rest)?,
         ["soak", rest @ ..] => soak::run(rest)?,
         _ => bail!(
-            "usage: cargo xtask test [ARGS for cargo test] | setup | shape | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff [--events N] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR] | bench cluster"
+            "usage: cargo xtask test [ARGS for cargo test] | setup | shape | soak [--events N] [--seed S] [--kills K] | schema [--check] | bench engine|diff [--events N] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR] | bench cluster|journey"
         ),
     }
     Ok(())
