@@ -39,9 +39,9 @@ pub fn run(args: &[&str]) -> Result<()> {
         ["dry-run", rest @ ..] => crate::bench_dry_run::run(rest),
         ["delivery", rest @ ..] => crate::bench_delivery::run(rest),
         ["cluster"] => crate::bench_cluster::run(),
-        ["journey"] => crate::bench_journey::run(),
+        ["journey", rest @ ..] => crate::bench_journey::run(rest),
         _ => bail!(
-            "usage: cargo xtask bench engine|diff [--events N] [--planned-events M] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR]|delivery [--seed S] [--warm N] [--events N] [--max-secs S] [--half-new N] [--backfill N] [--naive-secs S] [--repeats N]|cluster|journey"
+            "usage: cargo xtask bench engine|diff [--events N] [--planned-events M] [--generate DIR]|dry-run [--leads N] [--events M] [--generate DIR]|delivery [--seed S] [--warm N] [--events N] [--max-secs S] [--half-new N] [--backfill N] [--naive-secs S] [--repeats N]|cluster|journey [--events N] [--sqlite-only]"
         ),
     }
 }

@@ -12,7 +12,7 @@ use closeflow_e2e::procs::{ServerProc, SimProc, empty_org, metric};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const EVENTS: usize = 3_000;
+const EVENTS: usize = 20_000;
 const BATCH: usize = 25;
 const SENDERS: usize = 8;
 const REPEATS: usize = 3;
@@ -57,7 +57,7 @@ struct Figures {
     bytes: f64,
 }
 
-async fn one(journeys: bool, nats: bool, run: usize) -> Result<Figures> {
+async fn one(journeys: bool, nats: bool, run: usize, events: usize) -> Result<Figures> {
     let cluster = if nats {
         Some(NatsCluster::start(1).await)
     } else {
@@ -87,7 +87,7 @@ async fn one(journeys: bool, nats: bool, run: usize) -> Result<Figures> {
     for k in 0..SENDERS {
         let (http, base) = (http.clone(), base.clone());
         tasks.push(tokio::spawn(async move {
-            let per = EVENTS / SENDERS;
+            let per = events / SENDERS;
             let ids: Vec<usize> = (k * per..(k + 1) * per).collect();
             for chunk in ids.chunks(BATCH) {
                 let evs: Vec<Value> = chunk.iter().map(|i| event(*i, run)).collect();
@@ -100,7 +100,7 @@ async fn one(journeys: bool, nats: bool, run: usize) -> Result<Figures> {
         t.await??;
     }
     let intake = t0.elapsed().as_secs_f64();
-    wait_delivered(&base, EVENTS).await?;
+    wait_delivered(&base, events).await?;
     let delivery = t0.elapsed().as_secs_f64();
     // SIGTERM: the server writes its last stages before it exits.
     s.terminate();
@@ -118,9 +118,9 @@ async fn one(journeys: bool, nats: bool, run: usize) -> Result<Figures> {
     drop(sim);
     drop(cluster);
     Ok(Figures {
-        intake: EVENTS as f64 / intake,
-        delivery: EVENTS as f64 / delivery,
-        bytes: bytes as f64 / EVENTS as f64,
+        intake: events as f64 / intake,
+        delivery: events as f64 / delivery,
+        bytes: bytes as f64 / events as f64,
     })
 }
 
@@ -166,23 +166,34 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn run() -> Result<()> {
+pub fn run(args: &[&str]) -> Result<()> {
+    let mut events = EVENTS;
+    let mut queues = vec![false, true];
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--events" => events = it.next().and_then(|n| n.parse().ok()).unwrap_or(EVENTS),
+            "--sqlite-only" => queues = vec![false],
+            other => bail!("bench journey: unknown option {other} (--events N, --sqlite-only)"),
+        }
+    }
+    let events = events - events % SENDERS;
     closeflow_e2e::set_closeflow_bin(crate::release_closeflow()?);
     let rt = tokio::runtime::Runtime::new()?;
     println!(
-        "{EVENTS} identify events (300 people, 60 companies; creates, then updates) in batches of {BATCH} from {SENDERS} senders; the release closeflow serve --concurrency 16; the simulator without rate limits; {REPEATS} runs each, alternated, medians\n"
+        "{events} identify events (300 people, 60 companies; creates, then updates) in batches of {BATCH} from {SENDERS} senders; the release closeflow serve --concurrency 16; the simulator without rate limits; {REPEATS} runs each, alternated, medians\n"
     );
     println!(
         "| queue | journeys | intake events/s | × off | delivery events/s | × off | journey bytes per event |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     let mut run = 0;
-    for nats in [false, true] {
+    for nats in queues {
         let (mut off, mut on) = (Vec::new(), Vec::new());
         for _ in 0..REPEATS {
             for journeys in [false, true] {
                 run += 1;
-                let f = rt.block_on(one(journeys, nats, run))?;
+                let f = rt.block_on(one(journeys, nats, run, events))?;
                 eprintln!(
                     "run {run}: {} journeys {}: intake {:.0}/s, delivery {:.0}/s, {:.0} bytes/event",
                     if nats { "nats" } else { "sqlite" },

@@ -7,11 +7,11 @@
 //! A call made by work shared between events (the read-ahead's search for many events, a
 //! lookup another event's attempt started and this one joined) is recorded by whoever made it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
 /// One HTTP attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Call {
     /// The rate-limit group (`POST /data/search/`, `POST`, …).
     pub group: String,
@@ -21,14 +21,26 @@ pub struct Call {
     /// `None`: no reply arrived (a network error, a timeout, a lost connection).
     pub status: Option<u16>,
     pub ms: u64,
-    /// 1 for the first attempt of a call, 2 for its first retry, …
+    /// 1 for the first attempt of a call, 2 for its first retry, … (left out when 1)
+    #[serde(skip_serializing_if = "is_first", default = "first")]
     pub attempt: u32,
     /// How long this attempt waited before it went out: the pacer holding it for the rate
-    /// limit, and a retry's backoff.
+    /// limit, and a retry's backoff. (Left out when none.)
+    #[serde(skip_serializing_if = "is_zero", default)]
     pub waited_ms: u64,
     /// Made for several events at once (a read-ahead's shared search): how many.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_by: Option<usize>,
+}
+
+fn is_first(n: &u32) -> bool {
+    *n == 1
+}
+fn first() -> u32 {
+    1
+}
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Default)]

@@ -135,15 +135,15 @@ fn stage(j: &Journey, st: &Stage) -> Markup {
                 h3 { (at) " · " @if st.kind == "duplicate" { "received again (a duplicate, not stored)" } @else { "received" } }
                 p { (s(d, "type")) " on " code { (s(d, "route")) } ", " (s(d, "write_key")) ", " (d["bytes"].as_u64().unwrap_or(0)) " bytes"
                     @if let Some(l) = d.get("library").and_then(Value::as_str) { ", from " (l) } }
-                @if let Some(ev) = d.get("event") {
-                    details { summary { "the event as stored" } pre.event { (serde_json::to_string_pretty(ev).unwrap_or_default()) } }
-                    p { a href={"/console/playground?instance=" (qs(&j.instance)) "&message_id=" (qs(&j.message_id))} { "Open in the playground" } }
-                }
             }
         },
         "attempt" => html! {
             div.stage.attempt {
                 h3 { (at) " · attempt " (d["attempt"].as_u64().unwrap_or(0)) " (" (d["ms"].as_i64().unwrap_or(0)) " ms)" }
+                @if let Some(ev) = d.get("event") {
+                    details { summary { "the event as delivered" } pre.event { (serde_json::to_string_pretty(ev).unwrap_or_default()) } }
+                    p { a href={"/console/playground?instance=" (qs(&j.instance)) "&message_id=" (qs(&j.message_id))} { "Open in the playground" } }
+                }
                 @if let Some(e) = d.get("error").and_then(Value::as_str) { p.bad { "invalid event: " (e) } }
                 @for m in d["mappings"].as_array().into_iter().flatten() {
                     div.mapping {

@@ -79,6 +79,9 @@ pub struct Parsed {
 pub struct Events {
     pub count: usize,
     pub accepted: Vec<NewEvent>,
+    /// What each accepted event's journey is found by, read while the event was a tree (one
+    /// per accepted event, in order): the received stage then needs no parse.
+    pub hints: Vec<crate::journey::stages::Hints>,
     pub rejected: Vec<Rejected>,
 }
 
@@ -189,16 +192,22 @@ fn events_of(
     };
     let count = items.len();
     let mut accepted = Vec::with_capacity(count);
+    let mut hints = Vec::with_capacity(count);
     let mut rejected: Vec<Rejected> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
+        let h = crate::journey::stages::Hints::of(&item);
         match event::accept(item, i, route, sent_at.as_ref(), received) {
-            Ok(e) => accepted.push(e),
+            Ok(e) => {
+                accepted.push(e);
+                hints.push(h);
+            }
             Err(r) => rejected.push(r),
         }
     }
     Ok(Events {
         count,
         accepted,
+        hints,
         rejected,
     })
 }
@@ -326,6 +335,7 @@ pub async fn ingest<Q: Queue>(
     let Events {
         count,
         accepted: events,
+        hints,
         rejected,
     } = parse_decoded(&decoded, route, jiff::Timestamp::now())?.events?;
     for inst in &instances {
@@ -360,22 +370,22 @@ pub async fn ingest<Q: Queue>(
         match app.queue.enqueue(inst, events.clone()).await {
             Ok(res) => {
                 let door = crate::journey::stages::Door {
-                    route: path.to_string(),
+                    route: path,
                     key_place: basic
                         .as_deref()
                         .or(body_key.as_deref())
                         .and_then(|k| app.registry.key_place(inst, k)),
                     how: if basic.is_some() { "basic" } else { "body" },
                 };
-                for (e, r) in events.iter().zip(&res) {
-                    let (inst, e, door, dup) = (
-                        inst.clone(),
-                        e.clone(),
-                        door.clone(),
-                        *r == Enqueued::Duplicate,
-                    );
-                    app.recorder.record_with(move || {
-                        crate::journey::stages::received(&inst, &e, &door, dup)
+                for ((e, h), r) in events.iter().zip(&hints).zip(&res) {
+                    app.recorder.received(crate::journey::stages::Arrival {
+                        instance: inst.clone(),
+                        message_id: e.message_id.clone(),
+                        received_at: e.received_at,
+                        bytes: e.body.len(),
+                        door: door.clone(),
+                        hints: h.clone(),
+                        duplicate: *r == Enqueued::Duplicate,
                     });
                 }
                 for (f, r) in fresh.iter_mut().zip(res) {

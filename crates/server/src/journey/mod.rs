@@ -52,8 +52,8 @@ impl Journals {
 
 enum Msg {
     Stage(Record),
-    /// Built by the writer task, off the caller's path (intake's received stages).
-    Build(Box<dyn FnOnce() -> Record + Send>),
+    /// Intake's received stages, built on the writer task, off the request's path.
+    Received(stages::Arrival),
     Flush(oneshot::Sender<()>),
 }
 
@@ -89,7 +89,7 @@ impl Recorder {
                 while let Some(m) = next.take() {
                     match m {
                         Msg::Stage(r) => batch.push(r),
-                        Msg::Build(f) => batch.push(f()),
+                        Msg::Received(a) => batch.push(stages::received(a)),
                         Msg::Flush(done) => waiting.push(done),
                     }
                     if batch.len() < BATCH {
@@ -126,10 +126,10 @@ impl Recorder {
         }
     }
 
-    /// Keeps the stage `f` builds, building it on the writer's task.
-    pub fn record_with(&self, f: impl FnOnce() -> Record + Send + 'static) {
+    /// Keeps an event's arrival (its stage is built on the writer's task).
+    pub fn received(&self, a: stages::Arrival) {
         let Some(tx) = &self.tx else { return };
-        if tx.try_send(Msg::Build(Box::new(f))).is_err() {
+        if tx.try_send(Msg::Received(a)).is_err() {
             telemetry::JourneysLost {
                 count: 1,
                 why: "the journey writer is behind",

@@ -14,83 +14,118 @@ use closeflow_close_api::calls::Call;
 use closeflow_close_tools::plan_view;
 use closeflow_mapping::Instance;
 use closeflow_queue::journey::{Key, Record, Stage};
-use closeflow_queue::{DeadLetter, Delivery, Millis, NewEvent, Outcome, now_ms};
+use closeflow_queue::{DeadLetter, Delivery, Millis, Outcome, now_ms};
 use serde_json::{Map, Value, json};
 
-/// The keys a raw event can be found by before any mapping ran: its User ID and the email its
-/// traits or properties carry (a Company ID is known once a mapping ran: see [`attempt`]).
-fn raw_keys(event: &Value) -> Vec<Key> {
-    let mut keys = Vec::new();
-    if let Some(u) = event
-        .get("userId")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-    {
-        keys.push(Key::new("user_id", u));
-    }
-    for p in [
-        "/traits/email",
-        "/context/traits/email",
-        "/properties/email",
-    ] {
-        if let Some(e) = event
-            .pointer(p)
-            .and_then(Value::as_str)
-            .filter(|s| s.contains('@'))
-        {
-            let k = Key::new("email", e);
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
-    }
-    keys
+/// What an arriving event's journey is found by and says about its sender, read at intake
+/// while the event is still a tree: its type, User ID, the emails its traits or properties
+/// carry, its client library. (A Company ID is known once a mapping ran: see [`attempt`].)
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    kind: Option<String>,
+    user_id: Option<String>,
+    emails: Vec<String>,
+    library: Option<String>,
 }
 
-fn library(event: &Value) -> Option<String> {
-    let l = event.pointer("/context/library")?;
-    let name = l.get("name").and_then(Value::as_str)?;
-    Some(match l.get("version").and_then(Value::as_str) {
-        Some(v) => format!("{name} {v}"),
-        None => name.to_string(),
-    })
+impl Hints {
+    pub fn of(event: &Value) -> Hints {
+        let text = |p: &str| {
+            event
+                .pointer(p)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let mut emails: Vec<String> = Vec::new();
+        for p in [
+            "/traits/email",
+            "/context/traits/email",
+            "/properties/email",
+        ] {
+            if let Some(e) = text(p).filter(|s| s.contains('@'))
+                && !emails.iter().any(|x| x.eq_ignore_ascii_case(e))
+            {
+                emails.push(e.to_string());
+            }
+        }
+        Hints {
+            kind: text("/type").map(str::to_string),
+            user_id: text("/userId").map(str::to_string),
+            emails,
+            library: text("/context/library/name").map(|n| {
+                match text("/context/library/version") {
+                    Some(v) => format!("{n} {v}"),
+                    None => n.to_string(),
+                }
+            }),
+        }
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .user_id
+            .iter()
+            .map(|u| Key::new("user_id", u))
+            .collect();
+        keys.extend(self.emails.iter().map(|e| Key::new("email", e)));
+        keys
+    }
 }
 
 /// How a request was let in: which of the instance's write keys (1-based, as `write_key:`
 /// lists them), and where it travelled.
 #[derive(Debug, Clone)]
 pub struct Door {
-    pub route: String,
+    pub route: &'static str,
     pub key_place: Option<usize>,
     /// `basic` (HTTP Basic auth) or `body` (the batch's `writeKey`).
     pub how: &'static str,
 }
 
-/// An event stored by intake (`duplicate`: its `messageId` was already accepted).
-pub fn received(instance: &str, e: &NewEvent, door: &Door, duplicate: bool) -> Record {
-    let event: Value = serde_json::from_str(&e.body).unwrap_or(Value::Null);
+/// An event intake stored (or found a duplicate of): what its received stage is built from,
+/// on the journey writer's task.
+#[derive(Debug)]
+pub struct Arrival {
+    pub instance: String,
+    pub message_id: String,
+    pub received_at: Millis,
+    pub bytes: usize,
+    pub door: Door,
+    pub hints: Hints,
+    pub duplicate: bool,
+}
+
+/// The stage of an event stored by intake (`duplicate`: its `messageId` was already
+/// accepted). The event itself goes into its first attempt's stage, where delivery has it
+/// parsed already: intake does no work for journeys beyond handing this over.
+pub fn received(a: Arrival) -> Record {
+    let Arrival {
+        instance,
+        message_id,
+        received_at,
+        bytes,
+        door,
+        hints,
+        duplicate,
+    } = a;
     let mut data = json!({
         "route": door.route,
         "write_key": match door.key_place {
             Some(n) => format!("write key #{n} of {instance} ({})", door.how),
             None => format!("a write key of {instance} ({})", door.how),
         },
-        "bytes": e.body.len(),
-        "type": event.get("type").and_then(Value::as_str).unwrap_or_default(),
+        "bytes": bytes,
+        "type": hints.kind.as_deref().unwrap_or_default(),
     });
-    if let Some(l) = library(&event) {
+    if let Some(l) = &hints.library {
         data["library"] = json!(l);
     }
-    if !duplicate {
-        // The event itself, as stored: what the console's playground and a replay start from.
-        data["event"] = event.clone();
-    }
     Record {
-        keys: raw_keys(&event),
+        keys: if duplicate { vec![] } else { hints.keys() },
         stage: Stage {
-            instance: instance.to_string(),
-            message_id: e.message_id.clone(),
-            at: if duplicate { now_ms() } else { e.received_at },
+            instance,
+            message_id,
+            at: if duplicate { now_ms() } else { received_at },
             kind: if duplicate { "duplicate" } else { "received" }.into(),
             data,
         },
@@ -98,7 +133,18 @@ pub fn received(instance: &str, e: &NewEvent, door: &Door, duplicate: bool) -> R
 }
 
 /// A payload as the planner was given it: nulls and empty objects (fields not provided) left
-/// out.
+/// out, and of the permission flags only those turned off (all five are on by default).
+fn payload_view(v: Value) -> Value {
+    let mut v = compact(v);
+    if let Some(Value::Object(flags)) = v.get_mut("flags") {
+        flags.retain(|_, on| *on != Value::Bool(true));
+        if flags.is_empty() {
+            v.as_object_mut().map(|m| m.remove("flags"));
+        }
+    }
+    v
+}
+
 fn compact(v: Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
@@ -146,7 +192,7 @@ pub fn attempt(
             }
             if let Some(raw) = &m.payload {
                 v["payload"] = match Payload::normalise(raw) {
-                    Ok(p) => compact(serde_json::to_value(&p).unwrap_or(Value::Null)),
+                    Ok(p) => payload_view(serde_json::to_value(&p).unwrap_or(Value::Null)),
                     Err(_) => Value::Object(raw.clone()),
                 };
             }
@@ -165,12 +211,20 @@ pub fn attempt(
         "mappings": mappings,
         "calls": calls,
     });
+    // The event as delivery read it from the queue, once: on its first attempt.
+    if d.attempts == 0
+        && let Some(ev) = event
+    {
+        data["event"] = ev.clone();
+    }
     if let Some(r) = report {
         if let Some(e) = &r.error {
             data["error"] = json!(e);
         }
         data["plan"] = json!(plan_view::event(&plan_view::Style { color: false }, r));
     }
+    // The keys as the mappings made them (the Company ID first of all); the raw ones are
+    // the received stage's.
     let found: Vec<Key> = keys
         .iter()
         .filter_map(|k| {
@@ -184,14 +238,8 @@ pub fn attempt(
             Some(Key::new(kind, v))
         })
         .collect();
-    let mut all = event.map(raw_keys).unwrap_or_default();
-    for k in found {
-        if !all.contains(&k) {
-            all.push(k);
-        }
-    }
     Record {
-        keys: all,
+        keys: found,
         stage: Stage {
             instance: d.instance.clone(),
             message_id: d.message_id.clone(),
