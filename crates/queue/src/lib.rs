@@ -47,6 +47,10 @@ pub struct NewEvent {
     /// The event as JSON text (enriched at intake: `messageId`, `receivedAt`, `timestamp`).
     pub body: String,
     pub received_at: Millis,
+    /// How the event arrived, for its journey (route, write key by place, client): stored with
+    /// the event in the same write, handed back with it, opaque to the queue. `None` for
+    /// events queued without it (a replay, an older server).
+    pub meta: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +73,8 @@ pub struct Delivery {
     pub attempts: u32,
     /// Not to be attempted before this time (a retry's backoff).
     pub not_before: Millis,
+    /// What intake stored with it ([`NewEvent::meta`]).
+    pub meta: Option<String>,
 }
 
 /// What happened to a delivered event.

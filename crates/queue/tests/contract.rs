@@ -48,6 +48,7 @@ async fn a_stale_lease_on_an_event_settled_elsewhere_settles_nothing() {
         message_id: "m1".into(),
         body: r#"{"type":"identify","userId":"u1"}"#.into(),
         received_at: now_ms(),
+        meta: None,
     };
     first.enqueue("a", vec![ev]).await.unwrap();
     let stale = first

@@ -13,6 +13,7 @@ fn ev(id: &str, pad: usize) -> NewEvent {
             "x".repeat(pad)
         ),
         received_at: now_ms(),
+        meta: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn identify(message_id: &str, title: &str) -> NewEvent {
         })
         .to_string(),
         received_at: now_ms(),
+        meta: None,
     }
 }
 

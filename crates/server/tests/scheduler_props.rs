@@ -238,6 +238,7 @@ async fn through_scheduler(
             message_id: ev["messageId"].as_str().unwrap().to_string(),
             body: ev.to_string(),
             received_at: now_ms(),
+            meta: None,
         })
         .collect();
     queue.enqueue("acme", events).await.unwrap();

@@ -174,17 +174,28 @@ pub fn fnv1a(s: &str) -> u64 {
 /// An event in the queue stream: its [`Envelope`] as one JSON line, then the event as it was
 /// stored.
 pub fn wrap(message_id: &str, received_at: Millis, body: &str) -> Vec<u8> {
+    wrap_with(message_id, received_at, body, None)
+}
+
+/// [`wrap`], with how the event arrived.
+pub fn wrap_with(message_id: &str, received_at: Millis, body: &str, meta: Option<&str>) -> Vec<u8> {
     let envelope = Envelope {
         message_id: message_id.into(),
         received_at,
+        meta: meta.map(str::to_string),
     };
     frame(&envelope, body)
 }
 
 /// `(message_id, received_at, body)` of a wrapped event.
 pub fn unwrap(payload: &[u8]) -> Option<(String, Millis, String)> {
+    unwrap_with(payload).map(|(m, r, b, _)| (m, r, b))
+}
+
+/// [`unwrap`], with how the event arrived.
+pub fn unwrap_with(payload: &[u8]) -> Option<(String, Millis, String, Option<String>)> {
     let (e, body) = unframe::<Envelope>(payload)?;
-    Some((e.message_id, e.received_at, body))
+    Some((e.message_id, e.received_at, body, e.meta))
 }
 
 /// A `Nats-Msg-Id` value: header-safe, and still one-to-one with the `messageId`.

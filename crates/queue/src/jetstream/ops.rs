@@ -62,8 +62,8 @@ impl NodeState {
 }
 
 /// An event in its queue stream: the envelope, then the event as stored.
-fn wrapped(message_id: &str, received_at: Millis, body: &str) -> bytes::Bytes {
-    names::wrap(message_id, received_at, body).into()
+fn wrapped(message_id: &str, received_at: Millis, body: &str, meta: Option<&str>) -> bytes::Bytes {
+    names::wrap_with(message_id, received_at, body, meta).into()
 }
 
 impl Intake for JetStreamQueue {
@@ -99,7 +99,7 @@ impl Intake for JetStreamQueue {
                 .publish_with_headers(
                     me.names.queue_subject(instance, p),
                     h,
-                    wrapped(&e.message_id, e.received_at, &e.body),
+                    wrapped(&e.message_id, e.received_at, &e.body, e.meta.as_deref()),
                 )
                 .await
                 .map_err(|e| failed("queueing", e))?;
@@ -226,7 +226,7 @@ impl DeadLetters for JetStreamQueue {
             .publish_with_headers(
                 me.names.queue_subject(&d.instance, p),
                 h,
-                wrapped(&d.message_id, d.received_at, &d.body),
+                wrapped(&d.message_id, d.received_at, &d.body, None),
             )
             .await
             .map_err(|e| failed("replaying", e))?

@@ -309,13 +309,15 @@ async fn admit(
         }
     }
     let instance = instance_of(me, msg.subject.as_str());
-    let (message_id, received_at, body) = names::unwrap(&msg.payload).unwrap_or_else(|| {
-        (
-            String::new(),
-            0,
-            String::from_utf8_lossy(&msg.payload).into_owned(),
-        )
-    });
+    let (message_id, received_at, body, meta) =
+        names::unwrap_with(&msg.payload).unwrap_or_else(|| {
+            (
+                String::new(),
+                0,
+                String::from_utf8_lossy(&msg.payload).into_owned(),
+                None,
+            )
+        });
     let mut d = Delivery {
         id: seq,
         instance: instance.clone(),
@@ -324,6 +326,7 @@ async fn admit(
         received_at,
         attempts: 0,
         not_before: 0,
+        meta,
     };
     let mut rev = None;
     if delivered > 1

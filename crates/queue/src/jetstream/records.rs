@@ -13,6 +13,9 @@ pub struct Envelope {
     pub message_id: String,
     #[serde(rename = "r")]
     pub received_at: Millis,
+    /// How the event arrived ([`crate::NewEvent::meta`]); absent in older messages.
+    #[serde(rename = "j", default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<String>,
 }
 
 /// An event's record in the events bucket, written by compare-and-set: failed attempts and the
@@ -170,6 +173,7 @@ mod tests {
         let e = Envelope {
             message_id: "m1".into(),
             received_at: 42,
+            meta: None,
         };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),

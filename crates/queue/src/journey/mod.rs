@@ -101,6 +101,12 @@ pub fn journeys(mut stages: Vec<Stage>, limit: usize) -> Vec<Journey> {
             .iter_mut()
             .find(|j| j.instance == s.instance && j.message_id == s.message_id)
         {
+            // The same stage twice: an attempt a crash cut short after its stages were kept
+            // was made again (its event arrived once).
+            Some(j)
+                if j.stages
+                    .iter()
+                    .any(|x| x.kind == s.kind && x.at == s.at && x.data == s.data) => {}
             Some(j) => j.stages.push(s),
             None => out.push(Journey {
                 instance: s.instance.clone(),

@@ -33,9 +33,9 @@ fn enqueue_one(
         }
     }
     conn.prepare_cached(
-        "INSERT INTO events(instance, message_id, body, received_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO events(instance, message_id, body, received_at, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![instance, e.message_id, e.body, e.received_at])?;
+    .execute(params![instance, e.message_id, e.body, e.received_at, e.meta])?;
     bump(conn, instance, "accepted", "", 1)?;
     Ok(Enqueued::Accepted)
 }
@@ -95,7 +95,7 @@ impl Deliver for SqliteQueue {
                     let mut st = ctx
                     .conn
                     .prepare_cached(
-                        "SELECT seq, message_id, body, received_at, attempts, not_before FROM events
+                        "SELECT seq, message_id, body, received_at, attempts, not_before, meta FROM events
                          WHERE instance = ?1 AND state = 0 AND seq > ?2 ORDER BY seq LIMIT ?3",
                     )
                     .map_err(sql_err)?;
@@ -109,6 +109,7 @@ impl Deliver for SqliteQueue {
                                 received_at: r.get(3)?,
                                 attempts: r.get(4)?,
                                 not_before: r.get(5)?,
+                                meta: r.get(6)?,
                             })
                         })
                         .map_err(sql_err)?;

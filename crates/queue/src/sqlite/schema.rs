@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS events (
     outcome TEXT,
     error TEXT,
     last_reply TEXT,
-    settled_at INTEGER
+    settled_at INTEGER,
+    meta TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_message ON events(instance, message_id);
 CREATE INDEX IF NOT EXISTS events_by_state ON events(instance, state, seq);
@@ -78,6 +79,15 @@ pub(super) fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
+    // A file written before events had `meta` (how they arrived, for journeys).
+    let has_meta: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('events') WHERE name = 'meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_meta {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN meta TEXT")?;
+    }
     let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
     if ok != "ok" {
         return Err(rusqlite::Error::SqliteFailure(

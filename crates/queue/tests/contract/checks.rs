@@ -53,6 +53,7 @@ fn ev(id: &str) -> NewEvent {
         message_id: id.to_string(),
         body: format!(r#"{{"type":"identify","messageId":"{id}","userId":"u_{id}"}}"#),
         received_at: now_ms(),
+        meta: None,
     }
 }
 

@@ -42,6 +42,7 @@ pub fn event(id: &str) -> NewEvent {
         message_id: id.into(),
         body: format!(r#"{{"type":"identify","messageId":"{id}","userId":"u_{id}"}}"#),
         received_at: now_ms(),
+        meta: None,
     }
 }
 

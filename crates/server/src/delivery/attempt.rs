@@ -28,7 +28,7 @@ pub(super) enum Attempt {
     Later(Millis),
     /// The outcome to settle, with the keys held until it is settled, and the attempt's
     /// journey stage (its outcome added once settled).
-    Settle(Outcome, KeyHold, Record),
+    Settle(Outcome, KeyHold, Vec<Record>),
 }
 
 /// One attempt at one event: its keys held, the event planned and written.
@@ -96,7 +96,13 @@ pub(super) async fn attempt<Q: Deliver>(
             (outcome, stage)
         }
     };
-    Attempt::Settle(outcome, hold, stage)
+    // On its first attempt, the event's received stage from what intake stored with it.
+    let stages = if d.attempts == 0 {
+        stages::arrived(d).into_iter().chain([stage]).collect()
+    } else {
+        vec![stage]
+    };
+    Attempt::Settle(outcome, hold, stages)
 }
 
 /// Settles an attempt's outcome. Returns when to try again, if ever, with the lease back.
@@ -104,12 +110,12 @@ pub(super) async fn settle<L: closeflow_queue::Settles>(
     lease: Lease<L>,
     d: &Delivery,
     outcome: Outcome,
-    journey: (&Recorder, Record),
+    journey: (&Recorder, Vec<Record>),
 ) -> Option<(Millis, Lease<L>)> {
     match lease.settle(outcome.clone()).await {
         Ok(kept) => {
             let (recorder, stage) = journey;
-            recorder.record(stages::settled(stage, &outcome));
+            recorder.record_all(stages::settled(stage, &outcome));
             telemetry::EventSettled {
                 delivery: d,
                 outcome: &outcome,

@@ -397,7 +397,7 @@ async fn attempt_guarded<Q: Deliver>(
                     &[],
                     now_ms(),
                 );
-                recorder.record(crate::journey::stages::settled(stage, &outcome));
+                recorder.record_all(crate::journey::stages::settled(vec![stage], &outcome));
             }
             None
         }

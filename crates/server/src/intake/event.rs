@@ -143,6 +143,7 @@ pub fn accept(
         message_id,
         body: Value::Object(item).to_string(),
         received_at: received.as_millisecond(),
+        meta: None,
     })
 }
 

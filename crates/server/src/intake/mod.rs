@@ -367,26 +367,40 @@ pub async fn ingest<Q: Queue>(
     }
     let mut fresh = vec![false; events.len()];
     for inst in &instances {
-        match app.queue.enqueue(inst, events.clone()).await {
+        // How each event arrived, stored with it for its journey (see `journey::stages::meta`).
+        let door = crate::journey::stages::Door {
+            route: path,
+            key_place: basic
+                .as_deref()
+                .or(body_key.as_deref())
+                .and_then(|k| app.registry.key_place(inst, k)),
+            how: if basic.is_some() { "basic" } else { "body" },
+        };
+        let metas: Vec<Option<String>> = events
+            .iter()
+            .zip(&hints)
+            .map(|(e, h)| {
+                app.recorder
+                    .on()
+                    .then(|| crate::journey::stages::meta(inst, e.body.len(), &door, h))
+            })
+            .collect();
+        let mut these = events.clone();
+        for (e, m) in these.iter_mut().zip(&metas) {
+            e.meta.clone_from(m);
+        }
+        match app.queue.enqueue(inst, these).await {
             Ok(res) => {
-                let door = crate::journey::stages::Door {
-                    route: path,
-                    key_place: basic
-                        .as_deref()
-                        .or(body_key.as_deref())
-                        .and_then(|k| app.registry.key_place(inst, k)),
-                    how: if basic.is_some() { "basic" } else { "body" },
-                };
-                for ((e, h), r) in events.iter().zip(&hints).zip(&res) {
-                    app.recorder.received(crate::journey::stages::Arrival {
-                        instance: inst.clone(),
-                        message_id: e.message_id.clone(),
-                        received_at: e.received_at,
-                        bytes: e.body.len(),
-                        door: door.clone(),
-                        hints: h.clone(),
-                        duplicate: *r == Enqueued::Duplicate,
-                    });
+                for ((e, m), r) in events.iter().zip(&metas).zip(&res) {
+                    if *r == Enqueued::Duplicate
+                        && let Some(m) = m
+                    {
+                        app.recorder.record(crate::journey::stages::duplicate(
+                            inst,
+                            &e.message_id,
+                            m,
+                        ));
+                    }
                 }
                 for (f, r) in fresh.iter_mut().zip(res) {
                     *f |= r == Enqueued::Accepted;

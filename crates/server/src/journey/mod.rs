@@ -51,9 +51,7 @@ impl Journals {
 }
 
 enum Msg {
-    Stage(Record),
-    /// Intake's received stages, built on the writer task, off the request's path.
-    Received(stages::Arrival),
+    Stages(Vec<Record>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -88,8 +86,7 @@ impl Recorder {
                 let mut next = Some(first);
                 while let Some(m) = next.take() {
                     match m {
-                        Msg::Stage(r) => batch.push(r),
-                        Msg::Received(a) => batch.push(stages::received(a)),
+                        Msg::Stages(rs) => batch.extend(rs),
                         Msg::Flush(done) => waiting.push(done),
                     }
                     if batch.len() < BATCH {
@@ -116,26 +113,25 @@ impl Recorder {
 
     /// Keeps a stage, or drops it (counted) when the writer is this far behind.
     pub fn record(&self, r: Record) {
+        self.record_all(vec![r]);
+    }
+
+    /// Keeps stages of one event together, or drops them (counted).
+    pub fn record_all(&self, rs: Vec<Record>) {
         let Some(tx) = &self.tx else { return };
-        if tx.try_send(Msg::Stage(r)).is_err() {
+        let n = rs.len();
+        if tx.try_send(Msg::Stages(rs)).is_err() {
             telemetry::JourneysLost {
-                count: 1,
+                count: n,
                 why: "the journey writer is behind",
             }
             .emit();
         }
     }
 
-    /// Keeps an event's arrival (its stage is built on the writer's task).
-    pub fn received(&self, a: stages::Arrival) {
-        let Some(tx) = &self.tx else { return };
-        if tx.try_send(Msg::Received(a)).is_err() {
-            telemetry::JourneysLost {
-                count: 1,
-                why: "the journey writer is behind",
-            }
-            .emit();
-        }
+    /// Whether journeys are kept (intake stores how events arrived only then).
+    pub fn on(&self) -> bool {
+        self.tx.is_some()
     }
 
     /// Returns once every stage recorded before it is written (or given up): a lookup sees

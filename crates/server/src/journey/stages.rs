@@ -60,16 +60,6 @@ impl Hints {
             }),
         }
     }
-
-    fn keys(&self) -> Vec<Key> {
-        let mut keys: Vec<Key> = self
-            .user_id
-            .iter()
-            .map(|u| Key::new("user_id", u))
-            .collect();
-        keys.extend(self.emails.iter().map(|e| Key::new("email", e)));
-        keys
-    }
 }
 
 /// How a request was let in: which of the instance's write keys (1-based, as `write_key:`
@@ -82,33 +72,11 @@ pub struct Door {
     pub how: &'static str,
 }
 
-/// An event intake stored (or found a duplicate of): what its received stage is built from,
-/// on the journey writer's task.
-#[derive(Debug)]
-pub struct Arrival {
-    pub instance: String,
-    pub message_id: String,
-    pub received_at: Millis,
-    pub bytes: usize,
-    pub door: Door,
-    pub hints: Hints,
-    pub duplicate: bool,
-}
-
-/// The stage of an event stored by intake (`duplicate`: its `messageId` was already
-/// accepted). The event itself goes into its first attempt's stage, where delivery has it
-/// parsed already: intake does no work for journeys beyond handing this over.
-pub fn received(a: Arrival) -> Record {
-    let Arrival {
-        instance,
-        message_id,
-        received_at,
-        bytes,
-        door,
-        hints,
-        duplicate,
-    } = a;
-    let mut data = json!({
+/// How an event arrived: what its received stage says, kept with the event in the queue
+/// ([`closeflow_queue::NewEvent::meta`]) so that intake writes nothing more than the event
+/// itself, and its stage is written by delivery with the first attempt's.
+pub fn meta(instance: &str, bytes: usize, door: &Door, hints: &Hints) -> String {
+    let mut m = json!({
         "route": door.route,
         "write_key": match door.key_place {
             Some(n) => format!("write key #{n} of {instance} ({})", door.how),
@@ -118,16 +86,53 @@ pub fn received(a: Arrival) -> Record {
         "type": hints.kind.as_deref().unwrap_or_default(),
     });
     if let Some(l) = &hints.library {
-        data["library"] = json!(l);
+        m["library"] = json!(l);
     }
-    Record {
-        keys: if duplicate { vec![] } else { hints.keys() },
+    if let Some(u) = &hints.user_id {
+        m["user_id"] = json!(u);
+    }
+    if !hints.emails.is_empty() {
+        m["emails"] = json!(hints.emails);
+    }
+    m.to_string()
+}
+
+/// The received stage of a delivered event, from what intake stored with it (`None`: it has
+/// none, e.g. a replay, which has its own stage).
+pub fn arrived(d: &Delivery) -> Option<Record> {
+    let data: Value = serde_json::from_str(d.meta.as_deref()?).ok()?;
+    let mut keys = Vec::new();
+    if let Some(u) = data.get("user_id").and_then(Value::as_str) {
+        keys.push(Key::new("user_id", u));
+    }
+    for e in data["emails"].as_array().into_iter().flatten() {
+        if let Some(e) = e.as_str() {
+            keys.push(Key::new("email", e));
+        }
+    }
+    Some(Record {
+        keys,
         stage: Stage {
-            instance,
-            message_id,
-            at: if duplicate { now_ms() } else { received_at },
-            kind: if duplicate { "duplicate" } else { "received" }.into(),
+            instance: d.instance.clone(),
+            message_id: d.message_id.clone(),
+            at: d.received_at,
+            kind: "received".into(),
             data,
+        },
+    })
+}
+
+/// A request intake answered as a duplicate of an event it already holds: the duplicate's
+/// stage (rare: written on its own).
+pub fn duplicate(instance: &str, message_id: &str, meta: &str) -> Record {
+    Record {
+        keys: vec![],
+        stage: Stage {
+            instance: instance.to_string(),
+            message_id: message_id.to_string(),
+            at: now_ms(),
+            kind: "duplicate".into(),
+            data: serde_json::from_str(meta).unwrap_or(Value::Null),
         },
     }
 }
@@ -270,10 +275,13 @@ pub fn outcome_json(o: &Outcome) -> Value {
     }
 }
 
-/// An attempt's stage once its outcome is recorded in the queue.
-pub fn settled(mut r: Record, o: &Outcome) -> Record {
-    r.stage.data["outcome"] = outcome_json(o);
-    r
+/// An attempt's stages (its event's received stage first, on its first attempt) once its
+/// outcome is recorded in the queue: the outcome goes into the attempt's.
+pub fn settled(mut rs: Vec<Record>, o: &Outcome) -> Vec<Record> {
+    if let Some(r) = rs.last_mut() {
+        r.stage.data["outcome"] = outcome_json(o);
+    }
+    rs
 }
 
 /// A dead letter queued again (`by`: `admin`, `console`, `cli`).
