@@ -189,7 +189,7 @@ fn calls(d: &Value) -> Markup {
                         td { (c["ms"].as_u64().unwrap_or(0)) }
                         td { (c["attempt"].as_u64().unwrap_or(1)) }
                         td { (c["waited_ms"].as_u64().unwrap_or(0)) " ms" }
-                        td.muted { @if let Some(n) = c["shared_by"].as_u64() { "a read-ahead search for " (n) " event(s)" } }
+                        td.muted { @if let Some(n) = c["shared_by"].as_u64() { "made by the read-ahead, for " (n) " event(s)" } }
                     }
                 }
             }

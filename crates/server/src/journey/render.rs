@@ -161,7 +161,7 @@ fn stage(out: &mut String, st: &Stage) {
                         let _ = write!(line, "  (retry {})", attempt - 1);
                     }
                     if let Some(n) = c.get("shared_by").and_then(Value::as_u64) {
-                        let _ = write!(line, "  (a read-ahead search for {n} event(s))");
+                        let _ = write!(line, "  (made by the read-ahead, for {n} event(s))");
                     }
                     let waited = c["waited_ms"].as_u64().unwrap_or(0);
                     if waited > 0 {
