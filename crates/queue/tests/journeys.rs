@@ -148,3 +148,48 @@ async fn the_jetstream_journal_keeps_and_finds_journeys() {
     .unwrap();
     contract(&j).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sqlite_journal_forgets_what_is_older_than_its_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = 24 * 3_600_000;
+    let j = SqliteJournal::open(dir.path(), std::time::Duration::from_secs(7 * 24 * 3600)).unwrap();
+    let now = closeflow_queue::now_ms();
+    let mut old = Vec::new();
+    for i in 0..50 {
+        old.push(stage(
+            "a",
+            &format!("old{i}"),
+            now - 9 * day + i,
+            "received",
+            &[("user_id", "u")],
+        ));
+    }
+    j.write(old).await.unwrap();
+    j.write(vec![
+        stage(
+            "a",
+            "edge",
+            now - 7 * day + 60_000,
+            "received",
+            &[("user_id", "u")],
+        ),
+        stage("a", "new", now, "received", &[("user_id", "u")]),
+    ])
+    .await
+    .unwrap();
+    j.prune().await;
+    let left = j
+        .find(&q(Find::Key(Key::new("user_id", "u")), None, 0, 100))
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = left.iter().map(|x| x.message_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["edge", "new"]);
+    assert!(
+        j.find(&q(Find::MessageId("old3".into()), None, 0, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -19,17 +19,52 @@ CREATE TABLE IF NOT EXISTS stages (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS stages_by_message ON stages(message_id, instance);
-CREATE INDEX IF NOT EXISTS stages_by_at ON stages(at);
 CREATE TABLE IF NOT EXISTS keys (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
     value TEXT NOT NULL,
     instance TEXT NOT NULL,
     message_id TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    PRIMARY KEY (kind, value, instance, message_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS keys_by_at ON keys(at);
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_by_value ON keys(kind, value);
 ";
+
+/// Rows are appended in time order (give or take a batch), so the rows older than a time are
+/// those before a `seq`, found by bisection over the table's own key: no index on time to keep
+/// up at every write.
+fn cutoff(c: &Connection, table: &str, before: Millis) -> rusqlite::Result<Option<i64>> {
+    let bounds: (Option<i64>, Option<i64>) = c.query_row(
+        &format!("SELECT min(seq), max(seq) FROM {table}"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(mut lo), Some(mut hi)) = bounds else {
+        return Ok(None);
+    };
+    let at_or_after = |s: i64| -> rusqlite::Result<Option<(i64, i64)>> {
+        c.query_row(
+            &format!("SELECT seq, at FROM {table} WHERE seq >= ?1 ORDER BY seq LIMIT 1"),
+            [s],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })
+    };
+    // The first seq whose row is not older than `before` (or one past the end).
+    hi += 1;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match at_or_after(mid)? {
+            Some((s, at)) if at < before => lo = s + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(Some(lo))
+}
 
 /// The journal of a data directory.
 #[derive(Clone)]
@@ -126,14 +161,17 @@ impl Journal for SqliteJournal {
                     "INSERT INTO stages(instance, message_id, at, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 let mut kt = tx.prepare_cached(
-                    "INSERT INTO keys(kind, value, instance, message_id, at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT DO UPDATE SET at = max(at, excluded.at)",
+                    "INSERT INTO keys(kind, value, instance, message_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
+                // A key one event's stages name twice is kept once per batch.
+                let mut named = std::collections::HashSet::new();
                 for r in &records {
                     let s = &r.stage;
                     st.execute(params![s.instance, s.message_id, s.at, s.kind, s.data.to_string()])?;
                     for k in &r.keys {
-                        kt.execute(params![k.kind, k.value, s.instance, s.message_id, s.at])?;
+                        if named.insert((&s.instance, &s.message_id, &k.kind, &k.value)) {
+                            kt.execute(params![k.kind, k.value, s.instance, s.message_id, s.at])?;
+                        }
                     }
                 }
             }
@@ -157,7 +195,7 @@ impl Journal for SqliteJournal {
                 Find::Key(k) => {
                     let mut st = c.prepare_cached(
                         "SELECT instance, message_id FROM keys WHERE kind = ?1 AND value = ?2 AND at >= ?3
-                         ORDER BY at DESC LIMIT ?4",
+                         GROUP BY instance, message_id ORDER BY max(at) DESC LIMIT ?4",
                     )?;
                     st.query_map(
                         params![k.kind, k.value, q.since, (q.limit.max(1) * 4) as i64],
@@ -201,8 +239,11 @@ impl Journal for SqliteJournal {
         let r = self
             .with(move |c| {
                 let tx = c.transaction()?;
-                tx.execute("DELETE FROM stages WHERE at < ?1", [before])?;
-                tx.execute("DELETE FROM keys WHERE at < ?1", [before])?;
+                for table in ["stages", "keys"] {
+                    if let Some(seq) = cutoff(&tx, table, before)? {
+                        tx.execute(&format!("DELETE FROM {table} WHERE seq < ?1"), [seq])?;
+                    }
+                }
                 tx.commit()
             })
             .await;
