@@ -34,7 +34,7 @@ pub struct App<Q: Queue> {
     pub journals: crate::journey::Journals,
     pub recorder: Arc<crate::journey::Recorder>,
     /// The web console's sessions and samples.
-    pub console: crate::console::Console,
+    pub console: crate::console::state::Console,
 }
 
 impl<Q: Queue> App<Q> {

@@ -94,7 +94,7 @@ pub struct Journey {
 /// Groups stages by event, each journey in time order, the most recently active first, at most
 /// `limit` journeys.
 pub fn journeys(mut stages: Vec<Stage>, limit: usize) -> Vec<Journey> {
-    stages.sort_by(|a, b| a.at.cmp(&b.at));
+    stages.sort_by_key(|s| s.at);
     let mut out: Vec<Journey> = Vec::new();
     for s in stages {
         match out

@@ -22,6 +22,10 @@ mod events;
 pub mod overview;
 mod page;
 mod playground;
+pub mod state;
+
+pub use state::{Console, SESSION_TTL, Session};
+use state::{SESSION_COOKIE, cookie, random_token, same};
 
 use crate::app::App;
 use axum::Router;
@@ -31,88 +35,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use closeflow_queue::Queue;
 use maud::html;
-use rand::Rng;
 use secrecy::ExposeSecret;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-/// How long a console session lasts without a new login.
-pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-const SESSION_COOKIE: &str = "closeflow_session";
 const LOGIN_COOKIE: &str = "closeflow_login";
-
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub csrf: String,
-    expires: Instant,
-}
-
-/// The console's state: sessions, and the counts sampled for the overview's rates.
-#[derive(Debug, Default)]
-pub struct Console {
-    sessions: Mutex<HashMap<String, Session>>,
-    pub(crate) samples: Mutex<overview::Samples>,
-}
-
-fn random_token() -> String {
-    let mut b = [0u8; 32];
-    rand::rng().fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-fn same(a: &str, b: &str) -> bool {
-    constant_time_eq::constant_time_eq(a.as_bytes(), b.as_bytes())
-}
-
-impl Console {
-    /// The session the request's cookie names, if it is open.
-    pub fn session(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = cookie(headers, SESSION_COOKIE)?;
-        let mut g = self
-            .sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        g.retain(|_, s| s.expires > now);
-        g.get(id).cloned()
-    }
-
-    fn open(&self) -> String {
-        let id = random_token();
-        self.sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                id.clone(),
-                Session {
-                    csrf: random_token(),
-                    expires: Instant::now() + SESSION_TTL,
-                },
-            );
-        id
-    }
-
-    fn close(&self, headers: &HeaderMap) {
-        if let Some(id) = cookie(headers, SESSION_COOKIE) {
-            self.sessions
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(id);
-        }
-    }
-}
 
 /// A session's page, or the way to the login form.
 pub(crate) enum Access {

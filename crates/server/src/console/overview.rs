@@ -2,6 +2,7 @@
 //! and oldest event, dead letters, and what is left of Close's rate-limit budget per endpoint
 //! group.
 
+use super::state::Samples;
 use super::{Access, access, page};
 use crate::app::App;
 use axum::extract::State;
@@ -9,17 +10,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use closeflow_queue::{InstanceStats, Queue, now_ms};
 use maud::html;
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Counts sampled every few seconds (the server's chores loop calls [`sample`]): rates are
-/// differences over about the last minute.
-#[derive(Debug, Default)]
-pub struct Samples {
-    /// (when, instance → (accepted, final outcomes)).
-    taken: VecDeque<(Instant, HashMap<String, (u64, u64)>)>,
-}
 
 const WINDOW: Duration = Duration::from_secs(60);
 
