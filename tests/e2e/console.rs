@@ -399,3 +399,140 @@ async fn the_console_in_chromium_finds_explains_replays_and_previews_safely() {
     }
     c.close().await.unwrap();
 }
+
+/// A logged-in console session over plain HTTP (cookies kept by hand): for the checks that
+/// need no browser.
+struct Http {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+impl Http {
+    async fn log_in(base: &str) -> Http {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = http
+            .get(format!("{base}/console/login"))
+            .send()
+            .await
+            .unwrap();
+        let nonce_cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let nonce = hidden(&r.text().await.unwrap(), "csrf");
+        let r = http
+            .post(format!("{base}/console/login"))
+            .header("cookie", &nonce_cookie)
+            .form(&[("csrf", nonce.as_str()), ("token", TOKEN)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303);
+        let cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .find(|c| c.starts_with("closeflow_session="))
+            .unwrap();
+        let page = http
+            .get(format!("{base}/console/playground"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = hidden(&page, "csrf");
+        Http {
+            http,
+            base: base.to_string(),
+            cookie,
+            csrf,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_copy_in_the_playground_cannot_print_a_secret_from_the_environment() {
+    let sim = SimProc::start(&empty_org()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The running file reads its Close key from the environment.
+    let text = closeflow_e2e::soak::workload::instance(
+        "acme",
+        &sim.api(),
+        &["wk"],
+        "${ACME_CLOSE_KEY}",
+        "$.traits.title",
+    );
+    crate::serve::write_config(dir.path(), "acme.yaml", &text);
+    let s = ServerProc::start(
+        dir.path(),
+        &[],
+        &[
+            ("CLOSEFLOW_ADMIN_TOKEN", TOKEN),
+            ("ACME_CLOSE_KEY", "test_key"),
+        ],
+    )
+    .await;
+    let c = Http::log_in(&s.base()).await;
+    // The copy names the key's variable in a plain setting, which a plan prints.
+    let edited = text.replace(
+        "contact_custom_field_id_for_user_id: cf_user",
+        "contact_custom_field_id_for_user_id: ${ACME_CLOSE_KEY}",
+    );
+    assert_ne!(edited, text);
+    let page = c
+        .http
+        .post(format!("{}/console/playground", c.base))
+        .header("cookie", &c.cookie)
+        .form(&[
+            ("csrf", c.csrf.as_str()),
+            ("instance", "acme"),
+            ("against", "empty"),
+            ("yaml", edited.as_str()),
+            (
+                "event",
+                r#"{"type":"identify","userId":"u1","traits":{"email":"a@x.io","title":"CTO"}}"#,
+            ),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"plan\""), "no plan: {page}");
+    assert!(
+        page.contains("custom.(secret)"),
+        "the setting should read (secret): {page}"
+    );
+    assert!(!page.contains("test_key"), "the Close key is on the page");
+    // The same form without its CSRF token does nothing.
+    let r = c
+        .http
+        .post(format!("{}/console/playground", c.base))
+        .header("cookie", &c.cookie)
+        .form(&[("instance", "acme"), ("yaml", edited.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+}

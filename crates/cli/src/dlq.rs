@@ -137,11 +137,10 @@ pub fn run(cmd: DlqCmd) -> Result<ExitCode> {
             }
             QueueChoice::Nats(urls) => {
                 let q = connect(urls).await?;
-                let journal = q
-                    .journal(RETENTION)
-                    .await
-                    .map(Journals::Nats)
-                    .unwrap_or(Journals::Off);
+                let journal = match q.existing_journal().await {
+                    Ok(Some(j)) => Journals::Nats(j),
+                    _ => Journals::Off,
+                };
                 on(&q, cmd, journal).await
             }
         }

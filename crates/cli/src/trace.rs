@@ -75,11 +75,12 @@ pub fn run(a: TraceArgs) -> Result<ExitCode> {
             }
             QueueChoice::Nats(urls) => {
                 let queue = crate::dlq::connect(urls).await?;
-                Ok(queue
-                    .journal(closeflow_queue::journey::RETENTION)
-                    .await?
-                    .find(&q)
-                    .await?)
+                match queue.existing_journal().await? {
+                    Some(j) => Ok(j.find(&q).await?),
+                    None => bail!(
+                        "no journeys on this cluster: no server keeps them (--journey-retention 0?)"
+                    ),
+                }
             }
         }
     })?;

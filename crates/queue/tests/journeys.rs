@@ -150,31 +150,40 @@ async fn the_jetstream_journal_keeps_and_finds_journeys() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_sqlite_journal_forgets_what_is_older_than_its_retention() {
+async fn the_sqlite_journal_forgets_what_was_written_before_its_retention() {
     let dir = tempfile::tempdir().unwrap();
-    let day = 24 * 3_600_000;
-    let j = SqliteJournal::open(dir.path(), std::time::Duration::from_secs(7 * 24 * 3600)).unwrap();
+    let j = SqliteJournal::open(dir.path(), std::time::Duration::from_secs(1)).unwrap();
     let now = closeflow_queue::now_ms();
-    let mut old = Vec::new();
-    for i in 0..50 {
-        old.push(stage(
-            "a",
-            &format!("old{i}"),
-            now - 9 * day + i,
-            "received",
-            &[("user_id", "u")],
-        ));
-    }
+    let old: Vec<Record> = (0..50)
+        .map(|i| {
+            stage(
+                "a",
+                &format!("old{i}"),
+                now + i,
+                "received",
+                &[("user_id", "u")],
+            )
+        })
+        .collect();
     j.write(old).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // Written now, about events from long ago (a received stage is written with the event's
+    // first attempt, which can come days later): kept, retention counts from the writing.
     j.write(vec![
         stage(
             "a",
-            "edge",
-            now - 7 * day + 60_000,
+            "late",
+            now - 30 * 24 * 3_600_000,
             "received",
             &[("user_id", "u")],
         ),
-        stage("a", "new", now, "received", &[("user_id", "u")]),
+        stage(
+            "a",
+            "new",
+            closeflow_queue::now_ms(),
+            "received",
+            &[("user_id", "u")],
+        ),
     ])
     .await
     .unwrap();
@@ -185,11 +194,27 @@ async fn the_sqlite_journal_forgets_what_is_older_than_its_retention() {
         .unwrap();
     let mut ids: Vec<&str> = left.iter().map(|x| x.message_id.as_str()).collect();
     ids.sort();
-    assert_eq!(ids, ["edge", "new"]);
+    assert_eq!(ids, ["late", "new"]);
     assert!(
         j.find(&q(Find::MessageId("old3".into()), None, 0, 10))
             .await
             .unwrap()
             .is_empty()
     );
+    // The instance filter applies before the limit.
+    j.write(vec![stage(
+        "b",
+        "other",
+        closeflow_queue::now_ms() + 5,
+        "received",
+        &[("user_id", "u")],
+    )])
+    .await
+    .unwrap();
+    let only_a = j
+        .find(&q(Find::Key(Key::new("user_id", "u")), Some("a"), 0, 1))
+        .await
+        .unwrap();
+    assert_eq!(only_a.len(), 1);
+    assert_eq!(only_a[0].instance, "a");
 }

@@ -50,7 +50,7 @@ pub fn parse_since(s: &str) -> Option<i64> {
         "d" => 86_400_000,
         _ => return None,
     };
-    Some(n * ms)
+    n.checked_mul(ms)
 }
 
 impl EventSearch {

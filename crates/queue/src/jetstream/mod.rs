@@ -299,6 +299,17 @@ impl JetStreamQueue {
         .await
     }
 
+    /// The cluster's journey stream if a server made one (for the CLI: never creates it).
+    pub async fn existing_journal(
+        &self,
+    ) -> Result<Option<crate::journey::JetStreamJournal>, QueueError> {
+        crate::journey::JetStreamJournal::existing(
+            self.inner.client.clone(),
+            &self.inner.opts.prefix,
+        )
+        .await
+    }
+
     pub fn node(&self) -> &str {
         &self.inner.opts.node
     }

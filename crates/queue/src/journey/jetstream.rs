@@ -51,18 +51,32 @@ impl JetStreamJournal {
         retention: Duration,
     ) -> Result<JetStreamJournal, QueueError> {
         let js = jetstream::new(client);
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: format!("{prefix}_JOURNEY"),
-                subjects: vec![format!("{prefix}.journey.>")],
-                num_replicas: replicas,
-                max_age: retention,
-                allow_direct: true,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
+        let cfg = stream::Config {
+            name: format!("{prefix}_JOURNEY"),
+            subjects: vec![format!("{prefix}.journey.>")],
+            num_replicas: replicas,
+            max_age: retention,
+            allow_direct: true,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        let mut stream = js
+            .get_or_create_stream(cfg.clone())
             .await
             .map_err(|e| failed("creating the journey stream", e))?;
+        // A server started with another --journey-retention re-times the stream.
+        if stream.cached_info().config.max_age != retention {
+            js.update_stream(stream::Config {
+                num_replicas: stream.cached_info().config.num_replicas,
+                ..cfg
+            })
+            .await
+            .map_err(|e| failed("changing the journey stream's retention", e))?;
+            stream = js
+                .get_stream(format!("{prefix}_JOURNEY"))
+                .await
+                .map_err(|e| failed("reading the journey stream", e))?;
+        }
         Ok(JetStreamJournal {
             js,
             stream,
@@ -72,6 +86,32 @@ impl JetStreamJournal {
 
     /// Every instance's stages of a `messageId` share a subject: a lookup by `messageId` alone
     /// reads one subject.
+    /// The journey stream as the servers made it, to read or note in (`closeflow trace`,
+    /// `dlq`): never created here (`None` when no server keeps journeys on this cluster).
+    pub async fn existing(
+        client: async_nats::Client,
+        prefix: &str,
+    ) -> Result<Option<JetStreamJournal>, QueueError> {
+        let js = jetstream::new(client);
+        match js.get_stream(format!("{prefix}_JOURNEY")).await {
+            Ok(stream) => Ok(Some(JetStreamJournal {
+                js,
+                stream,
+                prefix: prefix.to_string(),
+            })),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(api)
+                        if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(failed("reading the journey stream", e)),
+        }
+    }
+
     fn stage_subject(&self, message_id: &str) -> String {
         format!("{}.journey.m.{}", self.prefix, token(message_id))
     }

@@ -16,7 +16,8 @@ CREATE TABLE IF NOT EXISTS stages (
     message_id TEXT NOT NULL,
     at INTEGER NOT NULL,
     kind TEXT NOT NULL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    written INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS stages_by_message ON stages(message_id, instance);
 CREATE TABLE IF NOT EXISTS keys (
@@ -25,14 +26,16 @@ CREATE TABLE IF NOT EXISTS keys (
     value TEXT NOT NULL,
     instance TEXT NOT NULL,
     message_id TEXT NOT NULL,
-    at INTEGER NOT NULL
+    at INTEGER NOT NULL,
+    written INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS keys_by_value ON keys(kind, value);
 ";
 
-/// Rows are appended in time order (give or take a batch), so the rows older than a time are
-/// those before a `seq`, found by bisection over the table's own key: no index on time to keep
-/// up at every write.
+/// Rows are appended in the order they are written, and `written` is when (a stage's own `at`
+/// can be days older: an event's received stage is written with its first attempt), so the
+/// rows written before a time are those before a `seq`, found by bisection over the table's
+/// own key: no index on time to keep up at every write. Retention counts from `written`.
 fn cutoff(c: &Connection, table: &str, before: Millis) -> rusqlite::Result<Option<i64>> {
     let bounds: (Option<i64>, Option<i64>) = c.query_row(
         &format!("SELECT min(seq), max(seq) FROM {table}"),
@@ -44,7 +47,7 @@ fn cutoff(c: &Connection, table: &str, before: Millis) -> rusqlite::Result<Optio
     };
     let at_or_after = |s: i64| -> rusqlite::Result<Option<(i64, i64)>> {
         c.query_row(
-            &format!("SELECT seq, at FROM {table} WHERE seq >= ?1 ORDER BY seq LIMIT 1"),
+            &format!("SELECT seq, written FROM {table} WHERE seq >= ?1 ORDER BY seq LIMIT 1"),
             [s],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -154,23 +157,24 @@ impl SqliteJournal {
 
 impl Journal for SqliteJournal {
     async fn write(&self, records: Vec<Record>) -> Result<(), QueueError> {
+        let written = now_ms();
         self.with(move |c| {
             let tx = c.transaction()?;
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO stages(instance, message_id, at, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO stages(instance, message_id, at, kind, data, written) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 let mut kt = tx.prepare_cached(
-                    "INSERT INTO keys(kind, value, instance, message_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO keys(kind, value, instance, message_id, at, written) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 // A key one event's stages name twice is kept once per batch.
                 let mut named = std::collections::HashSet::new();
                 for r in &records {
                     let s = &r.stage;
-                    st.execute(params![s.instance, s.message_id, s.at, s.kind, s.data.to_string()])?;
+                    st.execute(params![s.instance, s.message_id, s.at, s.kind, s.data.to_string(), written])?;
                     for k in &r.keys {
                         if named.insert((&s.instance, &s.message_id, &k.kind, &k.value)) {
-                            kt.execute(params![k.kind, k.value, s.instance, s.message_id, s.at])?;
+                            kt.execute(params![k.kind, k.value, s.instance, s.message_id, s.at, written])?;
                         }
                     }
                 }
@@ -194,11 +198,12 @@ impl Journal for SqliteJournal {
                 }
                 Find::Key(k) => {
                     let mut st = c.prepare_cached(
-                        "SELECT instance, message_id FROM keys WHERE kind = ?1 AND value = ?2 AND at >= ?3
+                        "SELECT instance, message_id FROM keys
+                         WHERE kind = ?1 AND value = ?2 AND at >= ?3 AND (?5 IS NULL OR instance = ?5)
                          GROUP BY instance, message_id ORDER BY max(at) DESC LIMIT ?4",
                     )?;
                     st.query_map(
-                        params![k.kind, k.value, q.since, (q.limit.max(1) * 4) as i64],
+                        params![k.kind, k.value, q.since, q.limit.max(1) as i64, q.instance],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )?
                     .collect::<rusqlite::Result<_>>()?

@@ -20,11 +20,15 @@ use closeflow_mapping::{Diagnostic, Instance};
 use closeflow_queue::Queue;
 use closeflow_queue::journey::{Find, Query as JQuery};
 use maud::{Markup, html};
+use secrecy::ExposeSecret;
 use serde_json::Value;
 use std::sync::Arc;
 
-/// Captured events the edit review runs over at most.
-const REVIEW_MAX: usize = 200;
+/// Captured events the edit review runs over at most: each is planned twice against the
+/// instance's Close, out of the same rate budget as delivery.
+const REVIEW_MAX: usize = 50;
+/// One playground run at a time in the whole server, for the same reason.
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 #[cfg(test)]
 mod tests {
@@ -99,7 +103,9 @@ fn referenced_vars(path: &std::path::Path) -> Vec<String> {
     while let Some(i) = rest.find("${") {
         rest = &rest[i + 2..];
         if let Some(j) = rest.find('}') {
-            out.push(rest[..j].to_string());
+            // `${VAR:-default}` names VAR.
+            let name = rest[..j].split(":-").next().unwrap_or_default();
+            out.push(name.trim().to_string());
             rest = &rest[j..];
         }
     }
@@ -110,9 +116,9 @@ async fn recent<Q: Queue>(app: &App<Q>, instance: &str, n: usize) -> Vec<(String
     let since = closeflow_queue::now_ms() - 24 * 3_600_000;
     let mut out: std::collections::VecDeque<(String, String)> = std::collections::VecDeque::new();
     let mut after = 0;
-    // Pages through what the queue retains, keeping the last `n` (bounded: a large backlog is
-    // read a page at a time, never held).
-    for _ in 0..100 {
+    // Pages through the last day's retained events, keeping the last `n`: at most 10 pages of
+    // 1000 (a larger backlog shows its first 10,000), never held all at once.
+    for _ in 0..10 {
         let Ok(page) = app.queue.retained(instance, since, after, 1000).await else {
             break;
         };
@@ -200,7 +206,7 @@ async fn editor<Q: Queue>(
                     option value="close" selected[against == "close"] { "the instance's Close (read-only)" }
                     option value="empty" selected[against == "empty"] { "an empty organisation" }
                 } }
-                label { "Review the edit on the last " input type="text" name="last" size="4" value=(f.last.unwrap_or(20)); " captured events" }
+                label { "Review the edit on the last " input type="text" name="last" size="4" value=(f.last.unwrap_or(20)); " captured events (at most " (REVIEW_MAX) ")" }
                 button #run type="submit" { "Run" }
             }
             div.cols {
@@ -276,7 +282,12 @@ pub async fn run<Q: Queue>(
     names.sort();
     let instance = f.instance.clone().unwrap_or_default();
     let editor = editor(&app, &s.csrf, &names, &instance, &f).await;
-    let results = results(&app, &instance, &f).await;
+    let results = match RUNNING.try_acquire() {
+        Ok(_one) => results(&app, &instance, &f).await,
+        Err(_) => {
+            html! { p.warn role="alert" { "Another playground run is in progress (each reads Close out of delivery's rate budget): try again in a moment." } }
+        }
+    };
     page::full(
         "Playground",
         "playground",
@@ -296,12 +307,37 @@ async fn results<Q: Queue>(app: &App<Q>, instance: &str, f: &Form) -> Markup {
     let edited = yaml.replace("\r\n", "\n") != shown.replace("\r\n", "\n");
     let (copy, diags): (Option<Instance>, Vec<Diagnostic>) = if edited {
         let allowed = referenced_vars(&active.file);
+        // A value that is one of the running instance's secrets (or the admin token) reads as
+        // "(secret)" wherever the copy puts it: a copy could name a secret's variable in a
+        // plain setting, which the plan prints.
+        let mut secrets: Vec<String> = active
+            .instance
+            .write_keys
+            .iter()
+            .map(|k| k.expose_secret().to_string())
+            .collect();
+        for s in active.instance.settings.values() {
+            secrets.extend(s.secrets().iter().map(|k| k.expose_secret().to_string()));
+        }
+        if let Some(t) = &app.admin_token {
+            secrets.push(t.expose_secret().to_string());
+        }
         let env = move |k: &str| {
-            allowed
+            let v = allowed
                 .iter()
                 .any(|a| a == k)
                 .then(|| std::env::var(k).ok())
-                .flatten()
+                .flatten()?;
+            Some(
+                if secrets
+                    .iter()
+                    .any(|s| !s.is_empty() && v.contains(s.as_str()))
+                {
+                    "(secret)".to_string()
+                } else {
+                    v
+                },
+            )
         };
         let file = format!("{} (edited copy)", active.file.display());
         closeflow_mapping::instance::load(

@@ -39,8 +39,10 @@ pub(super) async fn attempt<Q: Deliver>(
     event: Option<Value>,
     keys: &[String],
     retry: &RetryPolicy,
-    looked_up: Vec<closeflow_close_api::calls::Call>,
+    // The read-ahead's calls for it; `None`: journeys are off (no stage is built).
+    looked_up: Option<Vec<closeflow_close_api::calls::Call>>,
 ) -> Attempt {
+    let journeys = looked_up.is_some();
     // Other processes sharing the queue must not plan these keys meanwhile; released (by
     // drop) after the write and the settle.
     let hold = match queue.hold_keys(d, keys).await {
@@ -63,7 +65,8 @@ pub(super) async fn attempt<Q: Deliver>(
                 error: "the queued record is not a JSON object".into(),
                 last_reply: None,
             },
-            stages::attempt(&active.instance, d, None, None, vec![], keys, started),
+            journeys
+                .then(|| stages::attempt(&active.instance, d, None, None, vec![], keys, started)),
         ),
         Some(ev) => {
             failpoint_panic(d);
@@ -89,18 +92,18 @@ pub(super) async fn attempt<Q: Deliver>(
                 Entry::Event(ev) => Some(ev),
                 Entry::Invalid { .. } => None,
             };
-            let mut calls = looked_up;
-            calls.extend(own);
-            let stage =
-                stages::attempt(&active.instance, d, ev, Some(&report), calls, keys, started);
+            let stage = looked_up.map(|mut calls| {
+                calls.extend(own);
+                stages::attempt(&active.instance, d, ev, Some(&report), calls, keys, started)
+            });
             (outcome, stage)
         }
     };
     // On its first attempt, the event's received stage from what intake stored with it.
-    let stages = if d.attempts == 0 {
-        stages::arrived(d).into_iter().chain([stage]).collect()
-    } else {
-        vec![stage]
+    let stages = match stage {
+        None => vec![],
+        Some(stage) if d.attempts == 0 => stages::arrived(d).into_iter().chain([stage]).collect(),
+        Some(stage) => vec![stage],
     };
     Attempt::Settle(outcome, hold, stages)
 }

@@ -312,7 +312,10 @@ impl<Q: Deliver> Scheduler<Q> {
                 self.done_tx.clone(),
                 (
                     self.deliverer.recorder.clone(),
-                    std::mem::take(&mut slot.looked_up),
+                    self.deliverer
+                        .recorder
+                        .on()
+                        .then(|| std::mem::take(&mut slot.looked_up)),
                 ),
             ));
         }
@@ -356,11 +359,12 @@ async fn attempt_guarded<Q: Deliver>(
     done: mpsc::UnboundedSender<Done<LeaseOf<Q>>>,
     (recorder, looked_up): (
         Arc<crate::journey::Recorder>,
-        Vec<closeflow_close_api::calls::Call>,
+        Option<Vec<closeflow_close_api::calls::Call>>,
     ),
 ) {
     let id = d.id;
     let active_for_journey = active.clone();
+    let names_for_journey = names.clone();
     let running = {
         let d = d.clone();
         tokio::spawn(async move {
@@ -394,10 +398,14 @@ async fn attempt_guarded<Q: Deliver>(
                     None,
                     None,
                     vec![],
-                    &[],
+                    &names_for_journey,
                     now_ms(),
                 );
-                recorder.record_all(crate::journey::stages::settled(vec![stage], &outcome));
+                let arrived = (d.attempts == 0)
+                    .then(|| crate::journey::stages::arrived(&d))
+                    .flatten();
+                let stages = arrived.into_iter().chain([stage]).collect();
+                recorder.record_all(crate::journey::stages::settled(stages, &outcome));
             }
             None
         }

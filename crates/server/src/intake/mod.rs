@@ -195,7 +195,11 @@ fn events_of(
     let mut hints = Vec::with_capacity(count);
     let mut rejected: Vec<Rejected> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        let h = crate::journey::stages::Hints::of(&item);
+        let mut h = crate::journey::stages::Hints::of(&item);
+        if let Some(t) = route {
+            // A per-type route's event may leave `type` out: the route says it.
+            h.kind.get_or_insert_with(|| t.to_string());
+        }
         match event::accept(item, i, route, sent_at.as_ref(), received) {
             Ok(e) => {
                 accepted.push(e);

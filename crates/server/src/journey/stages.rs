@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 /// carry, its client library. (A Company ID is known once a mapping ran: see [`attempt`].)
 #[derive(Debug, Clone, Default)]
 pub struct Hints {
-    kind: Option<String>,
+    pub kind: Option<String>,
     user_id: Option<String>,
     emails: Vec<String>,
     library: Option<String>,
