@@ -338,6 +338,11 @@ async fn scenario(st: &Story<'_>, s: &ServerProc, sim: &SimProc, dir: &Path) -> 
             || review.starts_with("2 of the last 2 captured event(s)"),
         "the review: {review}"
     );
+    st.c.execute(
+        "document.getElementById('results').scrollIntoView();",
+        vec![],
+    )
+    .await?;
     st.shot("playground").await?;
     // Nothing ran for real: Close and the running file are as they were.
     ensure!(sim.state().await == state, "the playground wrote to Close");

@@ -213,7 +213,7 @@ async fn editor<Q: Queue>(
                 div {
                     h2 { "Instance file (a copy: the running one never changes from here)" }
                     textarea #yaml name="yaml" spellcheck="false" { (yaml) }
-                    p.hint { "Secrets are starred out; planning reads with the running instance's key and endpoint." }
+                    p.hint { "Secrets are shown as \"(secret)\"; planning reads with the running instance's key and endpoint." }
                 }
                 div {
                     h2 { "Event" }
