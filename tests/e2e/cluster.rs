@@ -338,14 +338,7 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
 
     // Fix the key, replay from the CLI against the cluster: applied once.
     acme(dir.path(), &sim.api());
-    wait_for("the fixed key loaded", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_config_reloads_total",
-            "result=\"loaded\"",
-        ) >= 2.0
-    })
-    .await;
+    crate::serve::wait_loaded(&s, 2.0, "the fixed key loaded").await;
     let o = closeflow(&["dlq", "replay", "--all", "--queue", &urls]);
     assert!(o.status.success(), "{}", text(&o));
     wait_for("the replayed event applied", LONG, || async {

@@ -237,14 +237,7 @@ async fn scenario(st: &Story<'_>, s: &ServerProc, sim: &SimProc, dir: &Path) -> 
 
     // Fix the cause (the Close key), replay Ada's dead letter from the page: applied.
     acme(dir, &sim.api());
-    wait_for("the fixed key loaded", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_config_reloads_total",
-            "result=\"loaded\"",
-        ) >= 2.0
-    })
-    .await;
+    crate::serve::wait_loaded(s, 2.0, "the fixed key loaded").await;
     let ada_row = st
         .c
         .execute(

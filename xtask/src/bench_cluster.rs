@@ -209,7 +209,8 @@ async fn one(nodes: usize, run: usize) -> Result<Figures> {
     })
 }
 
-async fn post(http: &reqwest::Client, base: &str, evs: &[Value]) -> Result<()> {
+/// Posts a batch with write key `wk`, again until it is taken (a node may still be starting).
+pub(crate) async fn post(http: &reqwest::Client, base: &str, evs: &[Value]) -> Result<()> {
     for _ in 0..100 {
         let r = http
             .post(format!("{base}/v1/batch"))
@@ -225,7 +226,8 @@ async fn post(http: &reqwest::Client, base: &str, evs: &[Value]) -> Result<()> {
     bail!("{base} refused a batch 100 times")
 }
 
-async fn wait_applied(base: &str, n: usize) -> Result<()> {
+/// Waits until instance `bench` has `n` final outcomes, as `/metrics` reports them.
+pub(crate) async fn wait_applied(base: &str, n: usize) -> Result<()> {
     let start = Instant::now();
     loop {
         let m = reqwest::get(format!("{base}/metrics"))

@@ -6,11 +6,12 @@
 //! what is measured (at Close's real limits, 30–100 events/s, delivery waits on Close, not on
 //! this). Nothing here is a pass/fail test.
 
+use crate::bench_cluster::{post, wait_applied};
 use anyhow::{Result, bail};
 use closeflow_e2e::nats::NatsCluster;
-use closeflow_e2e::procs::{ServerProc, SimProc, empty_org, metric};
+use closeflow_e2e::procs::{ServerProc, SimProc, empty_org};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const EVENTS: usize = 20_000;
 const BATCH: usize = 25;
@@ -100,7 +101,7 @@ async fn one(journeys: bool, nats: bool, run: usize, events: usize) -> Result<Fi
         t.await??;
     }
     let intake = t0.elapsed().as_secs_f64();
-    wait_delivered(&base, events).await?;
+    wait_applied(&base, events).await?;
     let delivery = t0.elapsed().as_secs_f64();
     // SIGTERM: the server writes its last stages before it exits.
     s.terminate();
@@ -122,43 +123,6 @@ async fn one(journeys: bool, nats: bool, run: usize, events: usize) -> Result<Fi
         delivery: events as f64 / delivery,
         bytes: bytes as f64 / events as f64,
     })
-}
-
-async fn post(http: &reqwest::Client, base: &str, evs: &[Value]) -> Result<()> {
-    for _ in 0..100 {
-        let r = http
-            .post(format!("{base}/v1/batch"))
-            .basic_auth("wk", Some(""))
-            .json(&json!({"batch": evs}))
-            .send()
-            .await;
-        if r.is_ok_and(|r| r.status().is_success()) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("{base} refused a batch 100 times")
-}
-
-async fn wait_delivered(base: &str, n: usize) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        let m = reqwest::get(format!("{base}/metrics"))
-            .await?
-            .text()
-            .await?;
-        let l = "instance=\"bench\"";
-        let done = metric(&m, "closeflow_events_applied_total", l)
-            + metric(&m, "closeflow_events_skipped_total", l)
-            + metric(&m, "closeflow_events_dead_lettered_total", l);
-        if done >= n as f64 {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(600) {
-            bail!("only {done} of {n} events delivered within 10 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -85,14 +85,7 @@ async fn a_permanently_failing_event_is_dead_lettered_and_replayed_once_after_th
 
     // Fix the cause (the key), replay from the CLI: applied once.
     acme(dir.path(), &sim.api());
-    wait_for("the fixed key loaded", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_config_reloads_total",
-            "result=\"loaded\"",
-        ) >= 2.0
-    })
-    .await;
+    crate::serve::wait_loaded(&s, 2.0, "the fixed key loaded").await;
     let o = closeflow(&[
         "dlq",
         "replay",
@@ -216,14 +209,7 @@ async fn dead_letters_over_http_show_replay_and_drop() {
     assert_eq!(r.status().as_u16(), 401);
     // Fix the key, replay everything left over HTTP: u1 applied, u2 (dropped) never.
     acme(dir.path(), &sim.api());
-    wait_for("the fixed key loaded", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_config_reloads_total",
-            "result=\"loaded\"",
-        ) >= 2.0
-    })
-    .await;
+    crate::serve::wait_loaded(&s, 2.0, "the fixed key loaded").await;
     let r: Value = http
         .post(format!("{}/admin/dlq/replay?instance=acme", s.base()))
         .bearer_auth("tok_admin")

@@ -232,14 +232,7 @@ async fn a_dead_letters_journey_shows_the_refusal_the_replay_and_the_fixed_attem
     assert!(calls.iter().any(|c| c["status"] == 401), "{calls:#?}");
 
     acme(dir.path(), &sim.api());
-    wait_for("the fixed key loaded", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_config_reloads_total",
-            "result=\"loaded\"",
-        ) >= 2.0
-    })
-    .await;
+    crate::serve::wait_loaded(&s, 2.0, "the fixed key loaded").await;
     let r = reqwest::Client::new()
         .post(format!("{}/admin/dlq/replay", s.base()))
         .bearer_auth(TOKEN)

@@ -81,6 +81,19 @@ pub(crate) async fn wait_dead_letters(s: &ServerProc, instance: &str, n: f64, wh
     .await;
 }
 
+/// Waits until the server has loaded instance files `n` times (the start counts as one): an
+/// edited file is running.
+pub(crate) async fn wait_loaded(s: &ServerProc, n: f64, what: &str) {
+    wait_for(what, LONG, || async {
+        metric(
+            &s.metrics().await,
+            "closeflow_config_reloads_total",
+            "result=\"loaded\"",
+        ) >= n
+    })
+    .await;
+}
+
 /// accepted + replayed = applied + skipped + dead-lettered + queued, from the metrics alone.
 pub(crate) fn assert_balanced(m: &str, instance: &str) {
     let l = format!("instance=\"{instance}\"");

@@ -53,6 +53,19 @@ pub(crate) fn access<Q: Queue>(app: &App<Q>, headers: &HeaderMap) -> Access {
     }
 }
 
+/// The session of a form that changes something, with its CSRF token checked: the login form
+/// for a request without a session, a refusal for a token that is not the session's.
+pub(crate) fn form_session<Q: Queue>(
+    app: &App<Q>,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+) -> Result<Session, Response> {
+    match access(app, headers) {
+        Access::In(s) => check_csrf(&s, csrf).map(|()| s),
+        Access::Out(r) => Err(r),
+    }
+}
+
 /// Refuses a form whose CSRF token is missing or not the session's.
 pub(crate) fn check_csrf(s: &Session, given: Option<&str>) -> Result<(), Response> {
     match given {
@@ -205,11 +218,7 @@ async fn logout<Q: Queue>(
     headers: HeaderMap,
     axum::Form(f): axum::Form<CsrfOnly>,
 ) -> Response {
-    let s = match access(&app, &headers) {
-        Access::In(s) => s,
-        Access::Out(r) => return r,
-    };
-    if let Err(r) = check_csrf(&s, f.csrf.as_deref()) {
+    if let Err(r) = form_session(&app, &headers, f.csrf.as_deref()) {
         return r;
     }
     app.console.close(&headers);

@@ -4,7 +4,7 @@
 //! instance's Close (or an empty organisation). With an edited file, what the edit would change
 //! on the instance's last captured events (the `diff` review), each version dry-run on its own.
 
-use super::{Access, access, check_csrf, page};
+use super::{Access, access, page};
 use crate::app::App;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -271,13 +271,10 @@ pub async fn run<Q: Queue>(
     headers: HeaderMap,
     axum::Form(f): axum::Form<Form>,
 ) -> Response {
-    let s = match access(&app, &headers) {
-        Access::In(s) => s,
-        Access::Out(r) => return r,
+    let s = match super::form_session(&app, &headers, f.csrf.as_deref()) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
-    if let Err(r) = check_csrf(&s, f.csrf.as_deref()) {
-        return r;
-    }
     let mut names = app.registry.all_names();
     names.sort();
     let instance = f.instance.clone().unwrap_or_default();
