@@ -341,14 +341,7 @@ async fn dead_letters_in_the_cluster_are_listed_and_replayed_with_dlq_queue_nats
     crate::serve::wait_loaded(&s, 2.0, "the fixed key loaded").await;
     let o = closeflow(&["dlq", "replay", "--all", "--queue", &urls]);
     assert!(o.status.success(), "{}", text(&o));
-    wait_for("the replayed event applied", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_events_applied_total",
-            "instance=\"acme\"",
-        ) == 1.0
-    })
-    .await;
+    crate::serve::wait_applied(&s, "acme", 1.0, "the replayed event applied").await;
     let st = sim.state().await;
     assert_eq!((leads(&st).len(), contacts(&st).len()), (1, 1));
     assert_eq!(contacts(&st)[0]["title"], "CTO");

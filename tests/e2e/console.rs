@@ -250,14 +250,7 @@ async fn scenario(st: &Story<'_>, s: &ServerProc, sim: &SimProc, dir: &Path) -> 
         .await?;
     let done = st.text("p.done").await?;
     ensure!(done.contains("queued again"), "after replay: {done}");
-    wait_for("the replayed event applied", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_events_applied_total",
-            "instance=\"acme\"",
-        ) == 1.0
-    })
-    .await;
+    crate::serve::wait_applied(s, "acme", 1.0, "the replayed event applied").await;
     st.go("/console/events?by=message_id&q=m-ada").await?;
     let j = st.text("section.journey[data-message-id=m-ada] h2").await?;
     ensure!(

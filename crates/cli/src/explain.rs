@@ -4,7 +4,7 @@ use crate::Format;
 use anyhow::Result;
 use closeflow_close::payload::Payload;
 use closeflow_mapping::trigger::Explained;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -30,7 +30,7 @@ pub fn run(instance: &Path, event: &str, format: Format, color: bool) -> Result<
             let mut v = json!({});
             match (r.payload, normalised.remove(&i)) {
                 (Some(raw), Some(p)) => {
-                    let (view, changes) = normalised_view(&raw, &p);
+                    let (view, changes) = closeflow_close::payload::normalised_view(&raw, &p);
                     v["payload"] = Value::Object(view);
                     v["mapped"] = Value::Object(raw);
                     v["normalisation"] = Value::Array(changes);
@@ -107,49 +107,6 @@ pub fn run(instance: &Path, event: &str, format: Format, color: bool) -> Result<
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The normalised payload as fields (what the planner is given: fields not provided are left
-/// out, flags shown when the mapping set them or they are off), and what normalisation changed
-/// from the mapped payload, field by field.
-fn normalised_view(raw: &Map<String, Value>, p: &Payload) -> (Map<String, Value>, Vec<Value>) {
-    let mut all = match serde_json::to_value(p) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    if let Some(Value::Object(flags)) = all.remove("flags") {
-        for (f, on) in flags {
-            if raw.contains_key(&f) || on == Value::Bool(false) {
-                all.insert(f, on);
-            }
-        }
-    }
-    let provided = |k: &str, v: &Value| match v {
-        Value::Null => false,
-        Value::Object(m) if m.is_empty() => raw.contains_key(k),
-        _ => true,
-    };
-    let mut view = Map::new();
-    // The mapping's order first, then anything normalisation added.
-    for k in raw
-        .keys()
-        .chain(all.keys().filter(|k| !raw.contains_key(*k)))
-    {
-        if let Some(v) = all.get(k).filter(|v| provided(k, v)) {
-            view.insert(k.clone(), v.clone());
-        }
-    }
-    let mut changes = Vec::new();
-    for (k, before) in raw {
-        match view.get(k) {
-            None => changes.push(json!({"field": k, "before": before})),
-            Some(after) if after != before => {
-                changes.push(json!({"field": k, "before": before, "after": after}));
-            }
-            Some(_) => {}
-        }
-    }
-    (view, changes)
 }
 
 fn tree(s: &mut String, e: &Explained, depth: usize) {

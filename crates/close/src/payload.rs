@@ -267,6 +267,50 @@ impl Payload {
     }
 }
 
+/// The normalised payload as people read it (`explain`, journeys): fields as the planner is
+/// given them ( fields not provided are left
+/// out, flags shown when the mapping set them or they are off), and what normalisation changed
+/// from the mapped payload, field by field.
+pub fn normalised_view(raw: &Map<String, Value>, p: &Payload) -> (Map<String, Value>, Vec<Value>) {
+    let mut all = match serde_json::to_value(p) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    if let Some(Value::Object(flags)) = all.remove("flags") {
+        for (f, on) in flags {
+            if raw.contains_key(&f) || on == Value::Bool(false) {
+                all.insert(f, on);
+            }
+        }
+    }
+    let provided = |k: &str, v: &Value| match v {
+        Value::Null => false,
+        Value::Object(m) if m.is_empty() => raw.contains_key(k),
+        _ => true,
+    };
+    let mut view = Map::new();
+    // The mapping's order first, then anything normalisation added.
+    for k in raw
+        .keys()
+        .chain(all.keys().filter(|k| !raw.contains_key(*k)))
+    {
+        if let Some(v) = all.get(k).filter(|v| provided(k, v)) {
+            view.insert(k.clone(), v.clone());
+        }
+    }
+    let mut changes = Vec::new();
+    for (k, before) in raw {
+        match view.get(k) {
+            None => changes.push(serde_json::json!({"field": k, "before": before})),
+            Some(after) if after != before => {
+                changes.push(serde_json::json!({"field": k, "before": before, "after": after}));
+            }
+            Some(_) => {}
+        }
+    }
+    (view, changes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

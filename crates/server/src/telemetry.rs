@@ -382,13 +382,25 @@ pub struct JourneysLost<'a> {
 }
 
 impl InternalEvent for JourneysLost<'_> {
+    /// Counted every time, logged at most every 10 s: under overload this fires per event,
+    /// and a log line each would add to the load that caused it.
     fn emit(self) {
-        warn!(
-            stages = self.count,
-            why = self.why,
-            "journey stages were not kept"
-        );
+        use std::sync::atomic::{AtomicI64, Ordering};
+        static LOGGED: AtomicI64 = AtomicI64::new(0);
         counter!("closeflow_journey_stages_lost_total").increment(self.count as u64);
+        let now = now_ms();
+        let last = LOGGED.load(Ordering::Relaxed);
+        if now - last >= 10_000
+            && LOGGED
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(
+                stages = self.count,
+                why = self.why,
+                "journey stages were not kept (logged at most every 10 s; closeflow_journey_stages_lost_total counts every one)"
+            );
+        }
     }
 }
 

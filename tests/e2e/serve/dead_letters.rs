@@ -94,14 +94,7 @@ async fn a_permanently_failing_event_is_dead_lettered_and_replayed_once_after_th
         dir.path().join("data").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    wait_for("the replayed event applied", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_events_applied_total",
-            "instance=\"acme\"",
-        ) == 1.0
-    })
-    .await;
+    crate::serve::wait_applied(&s, "acme", 1.0, "the replayed event applied").await;
     let st = sim.state().await;
     assert_eq!((leads(&st).len(), contacts(&st).len()), (1, 1));
     assert_eq!(contacts(&st)[0]["title"], "CTO");

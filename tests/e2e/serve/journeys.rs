@@ -240,14 +240,7 @@ async fn a_dead_letters_journey_shows_the_refusal_the_replay_and_the_fixed_attem
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    wait_for("the replayed event applied", LONG, || async {
-        metric(
-            &s.metrics().await,
-            "closeflow_events_applied_total",
-            "instance=\"acme\"",
-        ) == 1.0
-    })
-    .await;
+    crate::serve::wait_applied(&s, "acme", 1.0, "the replayed event applied").await;
     let (_, v) = admin(&s, "/admin/events/m-u2-CEO", Some(TOKEN)).await;
     let j = &v["events"][0];
     assert_eq!(

@@ -94,6 +94,15 @@ pub(crate) async fn wait_loaded(s: &ServerProc, n: f64, what: &str) {
     .await;
 }
 
+/// Waits until `instance` has applied exactly `n` events, as `/metrics` reports it.
+pub(crate) async fn wait_applied(s: &ServerProc, instance: &str, n: f64, what: &str) {
+    let label = format!("instance=\"{instance}\"");
+    wait_for(what, LONG, || async {
+        metric(&s.metrics().await, "closeflow_events_applied_total", &label) == n
+    })
+    .await;
+}
+
 /// accepted + replayed = applied + skipped + dead-lettered + queued, from the metrics alone.
 pub(crate) fn assert_balanced(m: &str, instance: &str) {
     let l = format!("instance=\"{instance}\"");

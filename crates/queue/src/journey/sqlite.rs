@@ -140,19 +140,6 @@ impl SqliteJournal {
         .map_err(|e| failed("a worker failed", e))?
         .map_err(|e| failed("the file", e))
     }
-
-    /// Bytes the journal takes on disk now (its file and WAL), for the benchmark.
-    pub fn bytes(&self) -> u64 {
-        ["", "-wal"]
-            .iter()
-            .filter_map(|s| {
-                let mut p = self.path.clone().into_os_string();
-                p.push(s);
-                std::fs::metadata(p).ok()
-            })
-            .map(|m| m.len())
-            .sum()
-    }
 }
 
 impl Journal for SqliteJournal {

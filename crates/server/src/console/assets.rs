@@ -38,7 +38,7 @@ ul.verdicts { list-style: none; padding-left: 1rem; margin: .2rem 0; }
 @media (max-width: 900px) { .cols { grid-template-columns: 1fr; } }
 "#;
 
-/// Fills the event box from a recent event picked in the playground, and asks before a drop.
+/// Fills the event box from a recent event picked in the playground.
 const JS: &str = r#"
 document.addEventListener("DOMContentLoaded", function () {
   var pick = document.getElementById("recent");
@@ -49,11 +49,6 @@ document.addEventListener("DOMContentLoaded", function () {
       if (opt && opt.dataset.event) { box.value = opt.dataset.event; }
     });
   }
-  document.querySelectorAll("form[data-confirm]").forEach(function (f) {
-    f.addEventListener("submit", function (e) {
-      if (!window.confirm(f.dataset.confirm)) { e.preventDefault(); }
-    });
-  });
 });
 "#;
 

@@ -8,14 +8,14 @@
 //! `dry-run` prints it and as steps, each Close call, the outcome), `replayed` and `dropped`
 //! (the dead-letter store, by whom).
 
-use closeflow_close::payload::Payload;
+use closeflow_close::payload::{self, Payload};
 use closeflow_close::run::EventReport;
 use closeflow_close_api::calls::Call;
 use closeflow_close_tools::plan_view;
 use closeflow_mapping::Instance;
 use closeflow_queue::journey::{Key, Record, Stage};
 use closeflow_queue::{DeadLetter, Delivery, Millis, Outcome, now_ms};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// What an arriving event's journey is found by and says about its sender, read at intake
 /// while the event is still a tree: its type, User ID, the emails its traits or properties
@@ -137,31 +137,6 @@ pub fn duplicate(instance: &str, message_id: &str, meta: &str) -> Record {
     }
 }
 
-/// A payload as the planner was given it: nulls and empty objects (fields not provided) left
-/// out, and of the permission flags only those turned off (all five are on by default).
-fn payload_view(v: Value) -> Value {
-    let mut v = compact(v);
-    if let Some(Value::Object(flags)) = v.get_mut("flags") {
-        flags.retain(|_, on| *on != Value::Bool(true));
-        if flags.is_empty() {
-            v.as_object_mut().map(|m| m.remove("flags"));
-        }
-    }
-    v
-}
-
-fn compact(v: Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| (k, compact(v)))
-                .filter(|(_, v)| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()))
-                .collect::<Map<_, _>>(),
-        ),
-        other => other,
-    }
-}
-
 /// One delivery attempt, without its outcome (added by [`settled`] once it is recorded in the
 /// queue). `keys` are the lock names the scheduler computed (`user:…`, `email:…`,
 /// `company:…`).
@@ -196,8 +171,9 @@ pub fn attempt(
                 );
             }
             if let Some(raw) = &m.payload {
+                // As `explain` shows it.
                 v["payload"] = match Payload::normalise(raw) {
-                    Ok(p) => payload_view(serde_json::to_value(&p).unwrap_or(Value::Null)),
+                    Ok(p) => Value::Object(payload::normalised_view(raw, &p).0),
                     Err(_) => Value::Object(raw.clone()),
                 };
             }
